@@ -1,0 +1,34 @@
+"""The semcodec file container: pure Python, explicit little-endian, checksummed.
+
+No torch here: anyone can parse, inspect or validate a semcodec file with the standard library.
+"""
+
+from semcodec.bitstream.container import (
+    FORMAT_VERSION,
+    MAGIC,
+    MAX_SIDE,
+    Chunk,
+    Header,
+    pack,
+    unpack,
+)
+from semcodec.errors import (
+    BitstreamError,
+    CorruptBitstreamError,
+    TruncatedBitstreamError,
+    UnsupportedVersionError,
+)
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "MAX_SIDE",
+    "BitstreamError",
+    "Chunk",
+    "CorruptBitstreamError",
+    "Header",
+    "TruncatedBitstreamError",
+    "UnsupportedVersionError",
+    "pack",
+    "unpack",
+]

@@ -1,0 +1,184 @@
+"""Binary layout of a semcodec file (format version 1).
+
+All integers little-endian::
+
+    offset  size  field
+    0       4     magic b"SMCD"
+    4       2     format version (u16)
+    6       2     header body length in bytes (u16)
+    8       ...   header body:
+                    quality u8, flags u8,
+                    model id: u8 length + UTF-8 (a stable name, e.g. "vit-hp-small"),
+                    weights hash: 8 bytes (sha256 prefix of the weights file),
+                    height u32, width u32 (original image size),
+                    symbols CRC32 u32 (of every decoded symbol, int32 LE, in coding order),
+                    chunk count u8, then per chunk: tag 4 bytes ASCII, length u32, CRC32 u32
+    ...     4     CRC32 of everything above (magic through chunk table)
+    ...           chunk payloads, concatenated in table order
+
+The header is self-describing (tfc's habit): decoding needs no model flag. Anything that does not
+fit this layout raises a subclass of :class:`~semcodec.errors.BitstreamError`; nothing is
+allocated from a size field before the sizes are checked against the real file length.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+from semcodec.errors import (
+    BitstreamError,
+    CorruptBitstreamError,
+    TruncatedBitstreamError,
+    UnsupportedVersionError,
+)
+
+MAGIC = b"SMCD"
+FORMAT_VERSION = 1
+MAX_SIDE = 1 << 16
+"""Largest height/width a header may declare; larger sizes are refused before any allocation."""
+
+WEIGHTS_HASH_BYTES = 8
+_PREFIX = struct.Struct("<4sHH")
+_FIXED = struct.Struct(f"<{WEIGHTS_HASH_BYTES}sIII")  # weights hash, height, width, symbols crc
+_CHUNK = struct.Struct("<4sII")
+_CRC = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One length-prefixed, checksummed payload (e.g. ``"Z   "`` side info, ``"Y   "`` latent)."""
+
+    tag: str
+    payload: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.tag.encode("ascii")) != 4:
+            raise ValueError(f"chunk tag must be 4 ASCII characters, got {self.tag!r}")
+
+
+@dataclass(frozen=True)
+class Header:
+    """Everything a decoder needs besides the chunk payloads."""
+
+    model_id: str
+    weights_hash: bytes
+    quality: int
+    height: int
+    width: int
+    symbols_crc: int
+    flags: int = 0
+    chunks: tuple[Chunk, ...] = field(default_factory=tuple)
+
+    def chunk(self, tag: str) -> bytes:
+        """Payload of the chunk named ``tag``; a missing chunk is a corrupt file."""
+        for c in self.chunks:
+            if c.tag == tag:
+                return c.payload
+        raise CorruptBitstreamError(f"bitstream has no {tag.strip()!r} chunk")
+
+    @property
+    def payload_bytes(self) -> int:
+        return sum(len(c.payload) for c in self.chunks)
+
+
+def crc32(data: bytes) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def pack(header: Header) -> bytes:
+    """Serialise ``header`` and its chunks into the bytes of a semcodec file."""
+    model_id = header.model_id.encode("utf-8")
+    if not 0 < len(model_id) < 256:
+        raise ValueError("model id must be 1..255 bytes of UTF-8")
+    if len(header.weights_hash) != WEIGHTS_HASH_BYTES:
+        raise ValueError(f"weights hash must be {WEIGHTS_HASH_BYTES} bytes")
+    if not (1 <= header.height <= MAX_SIDE and 1 <= header.width <= MAX_SIDE):
+        raise ValueError(f"image size {header.width}x{header.height} outside 1..{MAX_SIDE}")
+    if not 0 <= header.quality < 256 or not 0 <= header.flags < 256 or len(header.chunks) > 255:
+        raise ValueError("quality, flags and chunk count must each fit one byte")
+    body = bytearray(struct.pack("<BBB", header.quality, header.flags, len(model_id)))
+    body += model_id
+    body += _FIXED.pack(header.weights_hash, header.height, header.width, header.symbols_crc)
+    body += struct.pack("<B", len(header.chunks))
+    for c in header.chunks:
+        body += _CHUNK.pack(c.tag.encode("ascii"), len(c.payload), crc32(c.payload))
+    head = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(body)) + bytes(body)
+    return head + _CRC.pack(crc32(head)) + b"".join(c.payload for c in header.chunks)
+
+
+def unpack(data: bytes) -> Header:
+    """Parse and verify a semcodec file; raise a :class:`BitstreamError` subclass if it is not one."""
+    data = bytes(data)
+    if len(data) == 0:
+        raise TruncatedBitstreamError("empty file: not a semcodec bitstream")
+    if len(data) < _PREFIX.size:
+        if MAGIC.startswith(data[:4]):
+            raise TruncatedBitstreamError(f"truncated bitstream: {len(data)} bytes, header needs more")
+        raise BitstreamError("not a semcodec bitstream (bad magic)")
+    magic, version, body_len = _PREFIX.unpack_from(data)
+    if magic != MAGIC:
+        raise BitstreamError("not a semcodec bitstream (bad magic)")
+    if version != FORMAT_VERSION:
+        raise UnsupportedVersionError(
+            f"bitstream format version {version} is not supported (this semcodec reads version "
+            f"{FORMAT_VERSION}); {'upgrade semcodec' if version > FORMAT_VERSION else 're-encode'}"
+        )
+    head_end = _PREFIX.size + body_len
+    if len(data) < head_end + _CRC.size:
+        raise TruncatedBitstreamError(f"truncated bitstream: {len(data)} bytes, header needs {head_end + 4}")
+    (stored_crc,) = _CRC.unpack_from(data, head_end)
+    if crc32(data[:head_end]) != stored_crc:
+        raise CorruptBitstreamError("corrupt bitstream: header checksum mismatch")
+    body = memoryview(data)[_PREFIX.size : head_end]
+    try:
+        header, table = _parse_body(body)
+    except (struct.error, UnicodeDecodeError) as exc:  # CRC matched but fields do not fit: malformed
+        raise CorruptBitstreamError(f"corrupt bitstream: malformed header ({exc})") from None
+    offset = head_end + _CRC.size
+    expected = offset + sum(length for _, length, _ in table)
+    if len(data) < expected:
+        raise TruncatedBitstreamError(f"truncated bitstream: {len(data)} of {expected} bytes")
+    if len(data) > expected:
+        raise CorruptBitstreamError(f"corrupt bitstream: {len(data) - expected} unexpected trailing bytes")
+    chunks = []
+    for tag, length, crc in table:
+        payload = data[offset : offset + length]
+        offset += length
+        if crc32(payload) != crc:
+            raise CorruptBitstreamError(f"corrupt bitstream: checksum mismatch in chunk {tag.strip()!r}")
+        chunks.append(Chunk(tag, payload))
+    return Header(**header, chunks=tuple(chunks))
+
+
+def _parse_body(body: memoryview) -> tuple[dict, list[tuple[str, int, int]]]:
+    quality, flags, id_len = struct.unpack_from("<BBB", body, 0)
+    pos = 3
+    if pos + id_len > len(body):
+        raise struct.error("model id runs past the header")
+    model_id = bytes(body[pos : pos + id_len]).decode("utf-8")
+    pos += id_len
+    weights_hash, height, width, symbols_crc = _FIXED.unpack_from(body, pos)
+    pos += _FIXED.size
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
+        raise CorruptBitstreamError(f"corrupt bitstream: image size {width}x{height} outside 1..{MAX_SIDE}")
+    (n_chunks,) = struct.unpack_from("<B", body, pos)
+    pos += 1
+    table = []
+    for _ in range(n_chunks):
+        tag, length, crc = _CHUNK.unpack_from(body, pos)
+        pos += _CHUNK.size
+        table.append((tag.decode("ascii"), length, crc))
+    if pos != len(body):
+        raise struct.error(f"{len(body) - pos} unexplained header bytes")
+    fields = dict(
+        model_id=model_id,
+        weights_hash=weights_hash,
+        quality=quality,
+        flags=flags,
+        height=height,
+        width=width,
+        symbols_crc=symbols_crc,
+    )
+    return fields, table

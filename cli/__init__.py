@@ -1,0 +1,1 @@
+"""Command-line interface (click): ``semcodec encode | decode | info | train``."""

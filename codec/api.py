@@ -1,0 +1,320 @@
+"""Encode images to semcodec bitstreams and decode them to pixels or tokens.
+
+Flow (see DESIGN.md): pad to a multiple of 64 -> ``g_a`` -> ``h_a`` -> ``z`` coded with the
+EntropyBottleneck's frozen integer CDFs -> the encoder decodes its own ``z_hat`` -> ``h_s`` on the
+CPU, float32, one thread -> scale-table index and mean per element -> ``round(y - mean)`` coded
+against the table std. The decoder repeats the same steps from the same integers.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from semcodec import bitstream
+from semcodec.codec import entropy
+from semcodec.codec.image_io import MAX_PIXELS, LoadedImage, encode_png, read_image
+from semcodec.errors import BitstreamError, WeightsError
+from semcodec.models import ARCHITECTURES, SemanticHyperprior
+from semcodec.models.token_head import latent_tokens
+from semcodec.weights import Registry, load_registry, load_state_dict
+
+Z_CHUNK, Y_CHUNK = "Z   ", "Y   "
+
+
+@dataclass(frozen=True)
+class Symbols:
+    """Every integer the entropy coder saw, in coding order."""
+
+    z: np.ndarray  # (channels, positions) int32, offset so the first table entry is 0
+    y: np.ndarray  # (channels * h * w,) int32, round(y - mean) clamped to the symbol bound
+
+    def crc32(self) -> int:
+        data = self.z.astype("<i4").tobytes() + self.y.astype("<i4").tobytes()
+        return zlib.crc32(data) & 0xFFFFFFFF
+
+
+@dataclass
+class EncodeResult:
+    data: bytes
+    symbols: Symbols
+    height: int
+    width: int
+    warnings: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def bpp(self) -> float:
+        return len(self.data) * 8 / (self.height * self.width)
+
+
+@dataclass
+class Decoded:
+    header: bitstream.Header
+    model: SemanticHyperprior
+    gain_index: int
+    y_hat: torch.Tensor  # (1, C, h, w) on the padded grid
+    symbols: Symbols
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TokenOutput:
+    tokens: torch.Tensor  # (N, D)
+    metadata: dict[str, str]
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """The entropy-parameter path runs single-threaded so its float results never depend on the
+    caller's thread count (a one-ulp change there would flip a scale index)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+class _EntropyTables:
+    """Integer tables of one model, read once: z CDFs, offsets, medians and the y scale table."""
+
+    def __init__(self, model: SemanticHyperprior):
+        eb = model.entropy_bottleneck
+        if eb._quantized_cdf.numel() == 0:
+            raise WeightsError("model weights lack frozen entropy tables (run update() before saving)")
+        self.cdf_length = eb._cdf_length.numpy().astype(np.int64)
+        self.offset = eb._offset.numpy().astype(np.int64)
+        self.pmfs = entropy.pmfs_from_cdfs(eb._quantized_cdf.numpy(), self.cdf_length)
+        self.medians = model.z_medians().detach().reshape(-1).numpy().astype(np.float32)
+        self.stds = model.gaussian_conditional.scale_table.numpy().astype(np.float64)
+
+
+class Codec:
+    """Loads models from the weights registry (sha256-checked, once) and codes images with them."""
+
+    def __init__(self, weights_dir: Path | str | None = None):
+        self.registry: Registry = load_registry(weights_dir)
+        self._models: dict[str, tuple[SemanticHyperprior, _EntropyTables]] = {}
+
+    def model(self, name: str) -> tuple[SemanticHyperprior, _EntropyTables]:
+        if name not in self._models:
+            entry = self.registry.model(name)
+            if entry.architecture not in ARCHITECTURES:
+                raise WeightsError(f"unknown architecture {entry.architecture!r} for model {name!r}")
+            cls, config_cls = ARCHITECTURES[entry.architecture]
+            model = cls(config_cls(**entry.config))
+            model.load_state_dict(load_state_dict(self.registry, name))
+            model.eval()
+            self._models[name] = (model, _EntropyTables(model))
+        return self._models[name]
+
+    @cached_property
+    def default_quality(self) -> int:
+        return self.registry.default_quality
+
+    # ---------------------------------------------------------------- encode
+    def encode(self, image: LoadedImage | np.ndarray | Path | str | bytes, quality: int | None = None) -> EncodeResult:
+        if not isinstance(image, LoadedImage):
+            image = read_image(image) if not isinstance(image, np.ndarray) else LoadedImage(image)
+        quality = self.default_quality if quality is None else quality
+        level = self.registry.quality(quality)
+        entry = self.registry.model(level.model)
+        model, tables = self.model(level.model)
+        timer = _Timer()
+        h, w = image.height, image.width
+        with torch.inference_mode():
+            with timer("transform"):
+                x = _pad(_to_tensor(image.pixels), model.downsampling)
+                y = model.analysis(x, level.gain_index)
+            with timer("hyper"):
+                with _one_thread():
+                    z = model.h_a(y)
+                z_symbols = _z_symbols(z, tables)
+            with timer("entropy"):
+                z_bytes = entropy.encode_factorized(z_symbols, tables.pmfs)
+            with timer("hyper"):
+                # The encoder continues from its own *decoded* side information, like the decoder.
+                means, indexes = _entropy_parameters(model, _z_hat(z_symbols, tables, z.shape))
+                y_symbols = torch.clamp(torch.round(y - means), -entropy.SYMBOL_BOUND, entropy.SYMBOL_BOUND)
+                y_symbols = y_symbols.to(torch.int32).reshape(-1).numpy()
+            with timer("entropy"):
+                y_bytes = entropy.encode_gaussian(y_symbols, tables.stds[indexes.reshape(-1).numpy()])
+        symbols = Symbols(z_symbols, y_symbols)
+        header = bitstream.Header(
+            model_id=entry.name,
+            weights_hash=entry.short_hash,
+            quality=quality,
+            height=h,
+            width=w,
+            symbols_crc=symbols.crc32(),
+            chunks=(bitstream.Chunk(Z_CHUNK, z_bytes), bitstream.Chunk(Y_CHUNK, y_bytes)),
+        )
+        return EncodeResult(bitstream.pack(header), symbols, h, w, image.warnings, timer.seconds)
+
+    # ---------------------------------------------------------------- decode
+    def decode_symbols(self, data: bytes) -> Decoded:
+        """Parse, entropy-decode and verify: ``y_hat`` on the latent grid plus the decoded symbols."""
+        timer = _Timer()
+        header = bitstream.unpack(data)
+        if header.height * header.width > MAX_PIXELS:
+            raise BitstreamError(
+                f"bitstream declares {header.width}x{header.height}, above the {MAX_PIXELS}-pixel limit"
+            )
+        if header.model_id not in self.registry.models:
+            raise BitstreamError(f"bitstream was written by model {header.model_id!r}, which is not installed")
+        entry = self.registry.model(header.model_id)
+        if header.weights_hash != entry.short_hash:
+            raise BitstreamError(
+                f"bitstream was written by {header.model_id} weights {header.weights_hash.hex()}, "
+                f"installed weights are {entry.short_hash.hex()}"
+            )
+        level = self.registry.qualities.get(header.quality)
+        if level is None or level.model != entry.name:
+            raise BitstreamError(f"bitstream quality {header.quality} is not served by model {entry.name}")
+        model, tables = self.model(entry.name)
+        s = model.downsampling
+        hp, wp = -(-header.height // s) * s, -(-header.width // s) * s
+        z_shape = (1, len(tables.pmfs), hp // s, wp // s)
+        with torch.inference_mode():
+            with timer("entropy"):
+                z_symbols = entropy.decode_factorized(header.chunk(Z_CHUNK), tables.pmfs, z_shape[2] * z_shape[3])
+            with timer("hyper"):
+                means, indexes = _entropy_parameters(model, _z_hat(z_symbols, tables, z_shape))
+            with timer("entropy"):
+                y_symbols = entropy.decode_gaussian(header.chunk(Y_CHUNK), tables.stds[indexes.reshape(-1).numpy()])
+            symbols = Symbols(z_symbols, y_symbols)
+            if symbols.crc32() != header.symbols_crc:
+                raise BitstreamError(
+                    "decoded symbols fail their CRC: the file is corrupt or the entropy model here "
+                    "differs from the encoder's"
+                )
+            y_hat = torch.from_numpy(y_symbols.astype(np.float32)).reshape(means.shape) + means
+        return Decoded(header, model, level.gain_index, y_hat, symbols, timer.seconds)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """Bitstream -> RGB uint8 pixels at exactly the original size."""
+        return self.decode_pixels(data)[0]
+
+    def decode_pixels(self, data: bytes) -> tuple[np.ndarray, dict[str, float]]:
+        decoded = self.decode_symbols(data)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            x_hat = decoded.model.synthesis(decoded.y_hat, decoded.gain_index)
+        h, w = decoded.header.height, decoded.header.width
+        pixels = x_hat[0, :, :h, :w].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        seconds = {**decoded.seconds, "transform": time.perf_counter() - start}
+        return np.ascontiguousarray(pixels), seconds
+
+    def decode_tokens(self, data: bytes) -> TokenOutput:
+        """Bitstream -> (N, D) tokens without synthesising pixels.
+
+        No distilled token head is shipped yet, so the tokens are the codec's own semantic tokens:
+        the decoded latent grid with the quality gain undone (one token space for every quality).
+        """
+        decoded = self.decode_symbols(data)
+        with torch.inference_mode():
+            grid = decoded.y_hat * decoded.model._gain(decoded.model.log_inv_gain, decoded.gain_index)
+            tokens = latent_tokens(grid)[0].contiguous()
+        h, w = grid.shape[2:]
+        header = decoded.header
+        metadata = {
+            "token_space": self.registry.model(header.model_id).token_space,
+            "tower": "none (codec latent tokens; no distilled head)",
+            "grid": f"{h}x{w}",
+            "token_count": str(tokens.shape[0]),
+            "token_dim": str(tokens.shape[1]),
+            "source_size": f"{header.width}x{header.height}",
+            "bitstream_bytes": str(len(data)),
+            "model": header.model_id,
+            "quality": str(header.quality),
+        }
+        return TokenOutput(tokens, metadata)
+
+    def decode_png(self, data: bytes) -> bytes:
+        return encode_png(self.decode(data))
+
+
+def _to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div(255.0)
+
+
+def _pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Replicate-pad right and bottom to a multiple of the total stride (cropped after decoding)."""
+    h, w = x.shape[2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if not (ph or pw):
+        return x
+    # replicate padding of a 1-pixel-wide image works; it needs no more pixels than it has
+    return F.pad(x, (0, pw, 0, ph), mode="replicate")
+
+
+def _z_symbols(z: torch.Tensor, tables: _EntropyTables) -> np.ndarray:
+    """``round(z - median) - offset`` per channel, clamped into the channel's CDF table."""
+    c = z.shape[1]
+    values = torch.round(z[0].reshape(c, -1) - torch.from_numpy(tables.medians)[:, None]).to(torch.int64)
+    symbols = values.numpy() - tables.offset[:, None]
+    return np.clip(symbols, 0, (tables.cdf_length - 3)[:, None]).astype(np.int32)
+
+
+def _z_hat(symbols: np.ndarray, tables: _EntropyTables, shape: tuple[int, ...]) -> torch.Tensor:
+    values = (symbols.astype(np.int64) + tables.offset[:, None]).astype(np.float32)
+    return torch.from_numpy(values + tables.medians[:, None]).reshape(shape)
+
+
+def _entropy_parameters(model: SemanticHyperprior, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means and scale-table indexes of ``y``: CPU, float32, single thread, identical at both ends."""
+    with _one_thread():
+        means, scales = model.hyper_synthesis(z_hat)
+        indexes = model.gaussian_conditional.build_indexes(scales)
+    return means, indexes.to(torch.int64)
+
+
+# ------------------------------------------------------------------- module-level convenience API
+_DEFAULT: dict[str, Codec] = {}
+
+
+def _codec(weights_dir: Path | str | None) -> Codec:
+    key = str(weights_dir)
+    if key not in _DEFAULT:
+        _DEFAULT[key] = Codec(weights_dir)
+    return _DEFAULT[key]
+
+
+def encode(image: np.ndarray | Path | str | bytes, quality: int | None = None, weights_dir: Path | str | None = None) -> bytes:
+    """Image (path, file bytes or HxWx3 uint8 array) -> semcodec bitstream bytes."""
+    return _codec(weights_dir).encode(image, quality).data
+
+
+def decode(data: bytes | Path | str, weights_dir: Path | str | None = None) -> np.ndarray:
+    """Bitstream (bytes or a path) -> HxWx3 uint8 pixels."""
+    return _codec(weights_dir).decode(_read(data))
+
+
+def decode_tokens(data: bytes | Path | str, weights_dir: Path | str | None = None) -> torch.Tensor:
+    """Bitstream (bytes or a path) -> (N, D) float32 tokens, for an MLLM pipeline."""
+    return _codec(weights_dir).decode_tokens(_read(data)).tokens
+
+
+def _read(data: bytes | Path | str) -> bytes:
+    return data if isinstance(data, (bytes, bytearray)) else Path(data).read_bytes()

@@ -1,0 +1,73 @@
+"""Thin adapter to constriction's range coder: integer symbols + table parameters in, bytes out.
+
+The entropy *models* live in the network (``EntropyBottleneck`` CDFs, ``GaussianConditional`` scale
+table); this module only codes. Every parameter passed to constriction comes from a frozen table
+(a scale-table entry or an integer CDF), never from a raw network float, so encoder and decoder
+hand constriction bit-identical models (constriction's own requirement).
+"""
+
+from __future__ import annotations
+
+import constriction
+import numpy as np
+
+from semcodec.errors import CorruptBitstreamError
+
+SYMBOL_BOUND = 255
+"""Latent symbols are clamped to [-SYMBOL_BOUND, SYMBOL_BOUND] at the encoder (no escape code)."""
+CDF_PRECISION = 16
+
+
+def _words(data: bytes) -> np.ndarray:
+    if len(data) % 4:
+        raise CorruptBitstreamError("corrupt bitstream: entropy-coded chunk is not a whole number of words")
+    return np.frombuffer(data, dtype="<u4").astype(np.uint32)
+
+
+def encode_gaussian(symbols: np.ndarray, stds: np.ndarray) -> bytes:
+    """Code zero-mean quantized-Gaussian symbols, one std (from the scale table) per symbol."""
+    model = constriction.stream.model.QuantizedGaussian(-SYMBOL_BOUND, SYMBOL_BOUND)
+    encoder = constriction.stream.queue.RangeEncoder()
+    stds = np.ascontiguousarray(stds, dtype=np.float64)
+    encoder.encode(np.ascontiguousarray(symbols, dtype=np.int32), model, np.zeros_like(stds), stds)
+    return encoder.get_compressed().astype("<u4").tobytes()
+
+
+def decode_gaussian(data: bytes, stds: np.ndarray) -> np.ndarray:
+    model = constriction.stream.model.QuantizedGaussian(-SYMBOL_BOUND, SYMBOL_BOUND)
+    stds = np.ascontiguousarray(stds, dtype=np.float64)
+    try:
+        decoder = constriction.stream.queue.RangeDecoder(_words(data))
+        return np.asarray(decoder.decode(model, np.zeros_like(stds), stds), dtype=np.int32)
+    except (AssertionError, ValueError, RuntimeError) as exc:
+        raise CorruptBitstreamError(f"corrupt bitstream: latent stream does not decode ({exc})") from None
+
+
+def pmfs_from_cdfs(quantized_cdf: np.ndarray, cdf_length: np.ndarray) -> list[np.ndarray]:
+    """Per-channel probabilities (float64, exact) from CompressAI's frozen integer CDF tables.
+
+    Each row holds ``cdf_length`` entries: 0, the CDF over ``cdf_length - 2`` symbols, then the tail
+    bin. The tail bin is kept as a (never used) symbol so the probabilities are the table's own.
+    """
+    scale = float(1 << CDF_PRECISION)
+    return [np.diff(row[:length]).astype(np.float64) / scale for row, length in zip(quantized_cdf, cdf_length)]
+
+
+def encode_factorized(symbols: np.ndarray, pmfs: list[np.ndarray]) -> bytes:
+    """Code ``symbols`` (channels x positions, already offset to start at 0), channel by channel."""
+    encoder = constriction.stream.queue.RangeEncoder()
+    for channel, pmf in zip(symbols, pmfs):
+        model = constriction.stream.model.Categorical(pmf, perfect=False)
+        encoder.encode(np.ascontiguousarray(channel, dtype=np.int32), model)
+    return encoder.get_compressed().astype("<u4").tobytes()
+
+
+def decode_factorized(data: bytes, pmfs: list[np.ndarray], positions: int) -> np.ndarray:
+    try:
+        decoder = constriction.stream.queue.RangeDecoder(_words(data))
+        rows = [
+            decoder.decode(constriction.stream.model.Categorical(pmf, perfect=False), positions) for pmf in pmfs
+        ]
+    except (AssertionError, ValueError, RuntimeError) as exc:
+        raise CorruptBitstreamError(f"corrupt bitstream: side-information stream does not decode ({exc})") from None
+    return np.stack(rows).astype(np.int32)

@@ -1,0 +1,51 @@
+"""Reusable blocks: timm ViT blocks applied on windows of a latent token grid."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import Block
+from torch import Tensor, nn
+
+
+class WindowedTransformer(nn.Module):
+    """timm ViT ``Block``s over non-overlapping ``window x window`` groups of grid tokens.
+
+    Global attention over a 4000x3000 photo's 1/16 grid (47k tokens) would need tens of GB, so
+    attention is local, as in Swin/TinyLIC (Lu et al. 2022): odd blocks shift the windows by half a
+    window (a cyclic roll) so information crosses window borders. Grids that are not a multiple of
+    the window are padded by replication and cropped back, which costs no bits.
+    """
+
+    def __init__(self, dim: int, depth: int, num_heads: int, window: int = 8, mlp_ratio: float = 2.0):
+        super().__init__()
+        self.window = window
+        self.blocks = nn.ModuleList(
+            Block(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True) for _ in range(depth)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        ws = self.window
+        ph, pw = (-h) % ws, (-w) % ws
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        hp, wp = h + ph, w + pw
+        for i, block in enumerate(self.blocks):
+            shift = ws // 2 if i % 2 else 0
+            if shift:
+                x = torch.roll(x, shifts=(-shift, -shift), dims=(2, 3))
+            windows = (
+                x.reshape(b, c, hp // ws, ws, wp // ws, ws)
+                .permute(0, 2, 4, 3, 5, 1)
+                .reshape(-1, ws * ws, c)
+            )
+            windows = block(windows)
+            x = (
+                windows.reshape(b, hp // ws, wp // ws, ws, ws, c)
+                .permute(0, 5, 1, 3, 2, 4)
+                .reshape(b, c, hp, wp)
+            )
+            if shift:
+                x = torch.roll(x, shifts=(shift, shift), dims=(2, 3))
+        return x[:, :, :h, :w]

@@ -1,0 +1,125 @@
+"""Semantic hyperprior: conv stem + windowed ViT analysis, mean-scale hyperprior, gain units."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.layers import GDN
+from compressai.models.base import CompressionModel
+from compressai.models.utils import conv, deconv
+from compressai.ops import quantize_ste
+from torch import Tensor, nn
+
+from semcodec.models.layers import WindowedTransformer
+
+
+@dataclass(frozen=True)
+class SemanticHyperpriorConfig:
+    """Architecture hyper-parameters; stored next to the weights in the registry."""
+
+    stem_channels: int = 96
+    token_dim: int = 128
+    latent_channels: int = 160
+    hyper_channels: int = 96
+    depth: int = 2
+    num_heads: int = 4
+    window: int = 8
+    num_qualities: int = 4
+    min_gain: float = 0.5
+    max_gain: float = 2.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SemanticHyperprior(CompressionModel):
+    """Learned codec whose latent ``y`` is a grid of semantic tokens at 1/16 resolution.
+
+    * ``g_a``: convolutional stem to 1/16 (GDN, Balle et al. 2017), then timm ViT blocks on the
+      token grid (TIC/TinyLIC: a conv stem before attention works better than plain patchify).
+    * ``h_a``/``h_s``: mean-scale hyperprior (Minnen et al. 2018, without autoregression, so decoding
+      stays parallel); ``z`` is coded with a factorized ``EntropyBottleneck`` and ``y`` with a
+      ``GaussianConditional`` over a fixed scale table.
+    * Gain units (Cui et al. 2021, "Asymmetric Gained Deep Image Compression"): one model serves
+      every quality; quality ``q`` scales ``y`` channel-wise by ``gain[q]`` before quantization and by
+      ``inv_gain[q]`` before synthesis.
+    """
+
+    def __init__(self, config: SemanticHyperpriorConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or SemanticHyperpriorConfig()
+        n, d, m, nh = cfg.stem_channels, cfg.token_dim, cfg.latent_channels, cfg.hyper_channels
+        self.g_a = nn.Sequential(
+            conv(3, n, 5, 2), GDN(n),
+            conv(n, n, 3, 2), GDN(n),
+            conv(n, n, 3, 2), GDN(n),
+            conv(n, d, 3, 2),
+            WindowedTransformer(d, cfg.depth, cfg.num_heads, cfg.window),
+            conv(d, m, 1, 1),
+        )  # fmt: skip
+        self.g_s = nn.Sequential(
+            conv(m, d, 1, 1),
+            WindowedTransformer(d, cfg.depth, cfg.num_heads, cfg.window),
+            deconv(d, n, 3, 2), GDN(n, inverse=True),
+            deconv(n, n, 3, 2), GDN(n, inverse=True),
+            deconv(n, n, 3, 2), GDN(n, inverse=True),
+            deconv(n, 3, 5, 2),
+        )  # fmt: skip
+        self.h_a = nn.Sequential(
+            conv(m, nh, 3, 1), nn.LeakyReLU(inplace=True),
+            conv(nh, nh, 3, 2), nn.LeakyReLU(inplace=True),
+            conv(nh, nh, 3, 2),
+        )  # fmt: skip
+        self.h_s = nn.Sequential(
+            deconv(nh, nh, 3, 2), nn.LeakyReLU(inplace=True),
+            deconv(nh, nh * 3 // 2, 3, 2), nn.LeakyReLU(inplace=True),
+            conv(nh * 3 // 2, 2 * m, 3, 1),
+        )  # fmt: skip
+        self.entropy_bottleneck = EntropyBottleneck(nh)
+        self.gaussian_conditional = GaussianConditional(None)
+        start = torch.linspace(math.log(cfg.min_gain), math.log(cfg.max_gain), cfg.num_qualities)
+        self.log_gain = nn.Parameter(start[:, None].repeat(1, m))
+        self.log_inv_gain = nn.Parameter(-start[:, None].repeat(1, m))
+
+    @property
+    def downsampling(self) -> int:
+        """Total stride of ``g_a`` then ``h_a``: inputs are padded to a multiple of this."""
+        return 64
+
+    def _gain(self, table: Tensor, quality: Tensor | int) -> Tensor:
+        q = torch.as_tensor(quality, device=table.device).reshape(-1)
+        return table[q].exp()[:, :, None, None]
+
+    def analysis(self, x: Tensor, quality: Tensor | int) -> Tensor:
+        """``y = g_a(x) * gain[q]``: the gained semantic token grid that is quantized."""
+        return self.g_a(x) * self._gain(self.log_gain, quality)
+
+    def synthesis(self, y_hat: Tensor, quality: Tensor | int) -> Tensor:
+        return self.g_s(y_hat * self._gain(self.log_inv_gain, quality))
+
+    def hyper_synthesis(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
+        """``(means, scales)`` of ``y`` from the decoded side information."""
+        means, scales = self.h_s(z_hat).chunk(2, dim=1)
+        return means, scales
+
+    def z_medians(self) -> Tensor:
+        return self.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)
+
+    def forward(self, x: Tensor, quality: Tensor | int) -> dict:
+        """Training pass: noisy ``y``/``z`` for the rate, straight-through rounding for synthesis.
+
+        (Mixed quantization, Minnen & Singh 2020: the decoder learns on the values it will see.)
+        """
+        y = self.analysis(x, quality)
+        z = self.h_a(y)
+        _, z_likelihoods = self.entropy_bottleneck(z)
+        medians = self.z_medians()
+        z_hat = quantize_ste(z - medians) + medians
+        means, scales = self.hyper_synthesis(z_hat)
+        _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
+        y_hat = quantize_ste(y - means) + means
+        x_hat = self.synthesis(y_hat, quality)
+        return {"x_hat": x_hat, "y_hat": y_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}

@@ -1,0 +1,1 @@
+"""Training: random-crop data pipeline and a resumable rate-distortion training loop."""

@@ -1,0 +1,158 @@
+"""Resumable rate-distortion training of a variable-rate :class:`SemanticHyperprior`.
+
+Loss per crop: ``lambda[q] * 255^2 * MSE + bpp`` with the quality ``q`` drawn per crop, so one model
+and one run serve every quality level (gain units). Every ``save_every`` steps the model is written
+to the weights folder (entropy tables updated, sha256 recorded in the registry), which is also the
+checkpoint the next run resumes from: one file per model, overwritten, no optimizer state.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
+from semcodec.training.data import CropBank, list_images
+from semcodec.weights import REGISTRY_FILE, load_registry, load_state_dict, save_state_dict, write_registry
+
+DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130)
+"""CompressAI's MSE lambdas for its qualities 1-4 (loss = lambda * 255^2 * MSE + bpp)."""
+
+
+@dataclass
+class TrainConfig:
+    data: list[Path]
+    weights_dir: Path
+    model_name: str = "vit-hp-small"
+    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
+    steps: int = 6000
+    max_minutes: float | None = None
+    batch: int = 16
+    crop: int = 128
+    lr: float = 2e-4
+    warmup_steps: int = 100
+    save_every: int = 250
+    seed: int = 0
+    arch: dict = field(default_factory=dict)
+    max_images: int | None = None
+
+
+def learning_rate(cfg: TrainConfig, progress: float, run_step: int) -> float:
+    """Linear warm-up (also after a resume, as Adam restarts), flat, then cosine over the last 30%."""
+    warm = min(1.0, (run_step + 1) / cfg.warmup_steps)
+    if progress < 0.7:
+        return cfg.lr * warm
+    t = min(1.0, (progress - 0.7) / 0.3)
+    return cfg.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def rd_loss(out: dict, x: torch.Tensor, lambdas: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-crop ``lambda * 255^2 * MSE + bpp``, averaged over the batch."""
+    num_pixels = x.shape[2] * x.shape[3]
+    bits = sum(-torch.log2(lik).flatten(1).sum(1) for lik in out["likelihoods"].values())
+    bpp = bits / num_pixels
+    mse = (out["x_hat"] - x).pow(2).flatten(1).mean(1)
+    loss = (lambdas * 255**2 * mse + bpp).mean()
+    return {"loss": loss, "bpp": bpp.mean(), "mse": mse, "psnr": (-10 * torch.log10(mse.clamp_min(1e-10))).mean()}
+
+
+def build_or_resume(cfg: TrainConfig) -> tuple[SemanticHyperprior, int]:
+    """A fresh model, or the one already registered under ``cfg.model_name`` (with its step count)."""
+    if (cfg.weights_dir / REGISTRY_FILE).exists():
+        registry = load_registry(cfg.weights_dir)
+        if cfg.model_name in registry.models:
+            entry = registry.model(cfg.model_name)
+            model = SemanticHyperprior(SemanticHyperpriorConfig(**entry.config))
+            model.load_state_dict(load_state_dict(registry, cfg.model_name))
+            return model, int(entry.info.get("steps", 0))
+    arch = SemanticHyperpriorConfig(**{**cfg.arch, "num_qualities": len(cfg.lambdas)})
+    return SemanticHyperprior(arch), 0
+
+
+def save(model: SemanticHyperprior, cfg: TrainConfig, step: int, seconds: float, n_images: int) -> None:
+    """Freeze the entropy tables, write the weights, and record file, hash and qualities."""
+    model.eval()
+    model.update(force=True)
+    model.train()
+    file = f"{cfg.model_name}.safetensors"
+    sha = save_state_dict(model.state_dict(), cfg.weights_dir / file, metadata={"steps": str(step)})
+    reg_path = cfg.weights_dir / REGISTRY_FILE
+    import json
+
+    raw = json.loads(reg_path.read_text()) if reg_path.exists() else {"models": {}, "qualities": {}}
+    previous = raw["models"].get(cfg.model_name, {}).get("info", {})
+    raw["models"][cfg.model_name] = {
+        "architecture": "semantic-hyperprior",
+        "config": model.config.to_dict(),
+        "file": file,
+        "sha256": sha,
+        "token_space": "semcodec-latent",
+        "info": {
+            "steps": step,
+            "train_seconds": round(previous.get("train_seconds", 0) + seconds, 1),
+            "batch": cfg.batch,
+            "crop": cfg.crop,
+            "train_images": n_images,
+            "data": sorted({p.parent.name for p in cfg.data}),
+        },
+    }
+    raw["qualities"] = {
+        str(i + 1): {"model": cfg.model_name, "gain_index": i, "lambda": lam} for i, lam in enumerate(cfg.lambdas)
+    }
+    raw.setdefault("default_quality", min(3, len(cfg.lambdas)))
+    write_registry(cfg.weights_dir, raw)
+
+
+def train(cfg: TrainConfig) -> None:
+    torch.manual_seed(cfg.seed)
+    cfg.weights_dir.mkdir(parents=True, exist_ok=True)
+    paths = cfg.data[: cfg.max_images] if cfg.max_images else cfg.data
+    bank = CropBank(paths, short_side=max(256, cfg.crop), crop=cfg.crop, seed=cfg.seed)
+    model, step = build_or_resume(cfg)
+    model.train()
+    aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
+    main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
+    optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
+    aux_optimizer = torch.optim.Adam(aux_params, lr=1e-3)
+    lambdas = torch.tensor(cfg.lambdas)
+    generator = torch.Generator().manual_seed(cfg.seed + step)
+    start, last_save, run_step = time.time(), time.time(), 0
+    bar = tqdm(total=cfg.steps, initial=step, desc=cfg.model_name, dynamic_ncols=True)
+    while step < cfg.steps:
+        elapsed = time.time() - start
+        if cfg.max_minutes is not None and elapsed > cfg.max_minutes * 60:
+            break
+        progress = max(step / cfg.steps, elapsed / (cfg.max_minutes * 60) if cfg.max_minutes else 0.0)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, progress, run_step)
+        x = bank.sample(cfg.batch)
+        quality = torch.randint(len(cfg.lambdas), (cfg.batch,), generator=generator)
+        out = model(x, quality)
+        losses = rd_loss(out, x, lambdas[quality])
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(main_params, 1.0)
+        optimizer.step()
+        aux_loss = model.aux_loss()
+        aux_optimizer.zero_grad(set_to_none=True)
+        aux_loss.backward()
+        aux_optimizer.step()
+        step += 1
+        run_step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses['loss'].item():.3f}", bpp=f"{losses['bpp'].item():.3f}",
+                        psnr=f"{losses['psnr'].item():.2f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
+        if step % cfg.save_every == 0:
+            save(model, cfg, step, time.time() - last_save, len(bank))
+            last_save = time.time()
+    bar.close()
+    save(model, cfg, step, time.time() - last_save, len(bank))
+
+
+def default_data(root: Path) -> list[Path]:
+    return list_images(root)
