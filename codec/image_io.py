@@ -12,9 +12,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from semcodec.errors import ImageError
 
-MAX_PIXELS = 40_000_000
-"""Largest image semcodec codes (about 7300 x 5500); beyond it the transforms' memory exceeds a
-24 GB machine. Pillow's decompression-bomb guard is set to the same bound."""
+MAX_PIXELS = 25_000_000
+"""Largest image semcodec codes (e.g. 6000 x 4000). A 4000 x 3000 photo peaks near 6 GB in the
+transforms, so this bound keeps a 24 GB machine safe. Pillow's decompression-bomb guard uses it too."""
 
 
 @dataclass

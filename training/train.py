@@ -24,6 +24,10 @@ DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130)
 """CompressAI's MSE lambdas for its qualities 1-4 (loss = lambda * 255^2 * MSE + bpp)."""
 
 
+TINY_ARCH = {"stem_channels": 16, "token_dim": 32, "latent_channels": 24, "hyper_channels": 16, "num_heads": 2}
+"""A few-thousand-parameter architecture for tests and smoke runs."""
+
+
 @dataclass
 class TrainConfig:
     data: list[Path]

@@ -1,0 +1,59 @@
+"""Kodak rate-distortion and speed of semcodec at every quality level."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from semcodec.bench.metrics import msssim, psnr
+from semcodec.codec import Codec
+from semcodec.codec.image_io import read_image
+from semcodec.training.data import list_images
+
+
+def run(dataset: Path, weights: Path | None = None, limit: int | None = None) -> list[dict]:
+    codec = Codec(weights)
+    paths = list_images(dataset)[:limit]
+    images = [read_image(p).pixels for p in paths]
+    for q in codec.registry.qualities:  # load models before timing
+        codec.model(codec.registry.quality(q).model)
+    rows = []
+    for q in sorted(codec.registry.qualities):
+        per_image = []
+        for pixels in images:
+            start = time.perf_counter()
+            result = codec.encode(pixels, q)
+            enc = time.perf_counter() - start
+            start = time.perf_counter()
+            decoded, dec_stages = codec.decode_pixels(result.data)
+            dec = time.perf_counter() - start
+            per_image.append(
+                dict(bpp=result.bpp, psnr=psnr(decoded, pixels), ms_ssim=msssim(decoded, pixels), enc_s=enc,
+                     dec_s=dec, **{f"enc_{k}_s": v for k, v in result.seconds.items()},
+                     **{f"dec_{k}_s": v for k, v in dec_stages.items()})
+            )
+        row = {"quality": q, "images": len(images)}
+        row.update({k: float(np.mean([r[k] for r in per_image])) for k in per_image[0]})
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| quality | bpp | PSNR (dB) | MS-SSIM | encode s | decode s | enc transform / hyper / entropy s | dec transform / hyper / entropy s |",
+        "|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['quality']} | {r['bpp']:.4f} | {r['psnr']:.2f} | {r['ms_ssim']:.4f} | {r['enc_s']:.3f} | "
+            f"{r['dec_s']:.3f} | {r['enc_transform_s']:.3f} / {r['enc_hyper_s']:.3f} / {r['enc_entropy_s']:.3f} | "
+            f"{r['dec_transform_s']:.3f} / {r['dec_hyper_s']:.3f} / {r['dec_entropy_s']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def save(rows: list[dict], path: Path) -> None:
+    path.write_text(json.dumps(rows, indent=1) + "\n")

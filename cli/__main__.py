@@ -1,0 +1,3 @@
+from semcodec.cli.main import main
+
+main(prog_name="semcodec")

@@ -1,0 +1,207 @@
+"""``semcodec`` command line: encode, decode, info, train.
+
+Every failure a user can cause (missing file, not an image, bad bitstream, existing output) ends as
+one line on stderr and exit status 1; outputs are written atomically, so none is left half-written.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import click
+
+from semcodec import __version__
+from semcodec.errors import SemcodecError
+
+TARGET_SUFFIX = {"pixels": ".png", "tokens": ".safetensors"}
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"semcodec: error: {message}", err=True)
+    sys.exit(code)
+
+
+class _Group(click.Group):
+    """Turns semcodec's typed errors and OS errors into one line on stderr, never a traceback."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except SemcodecError as exc:
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            _fail("interrupted; no output written", 130)
+        except MemoryError:
+            _fail("out of memory (image too large for this machine)")
+        except OSError as exc:
+            _fail(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
+
+
+def _read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    p = Path(path)
+    if not p.exists():
+        raise SemcodecError(f"no such file: {path}")
+    if p.is_dir():
+        raise SemcodecError(f"{path} is a directory")
+    return p.read_bytes()
+
+
+def _write_output(path: str, data: bytes, force: bool) -> None:
+    from semcodec.fileio import write_atomic
+
+    if path == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        write_atomic(path, data, force=force)
+
+
+def _codec(ctx: click.Context):
+    from semcodec.codec import Codec
+
+    return Codec(ctx.obj.get("weights"))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="semcodec")
+@click.option("--weights", type=click.Path(file_okay=False, path_type=Path), envvar="SEMCODEC_WEIGHTS",
+              help="Folder with registry.json and weights (default: the installed weights).")
+@click.pass_context
+def main(ctx: click.Context, weights: Path | None) -> None:
+    """semcodec: a learned semantic image codec (pixels for people, tokens for machines)."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", module=r"(torch|compressai|timm)\..*")
+    ctx.ensure_object(dict)
+    ctx.obj["weights"] = weights
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT")
+@click.argument("output_path", metavar="OUTPUT")
+@click.option("-q", "--quality", type=int, default=None, help="Quality level, 1 (smallest) .. 4 (best); default 3 (the registry's default_quality).")
+@click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--quiet", is_flag=True, help="Print nothing on success.")
+@click.pass_context
+def encode(ctx: click.Context, input_path: str, output_path: str, quality: int | None, force: bool, quiet: bool) -> None:
+    """Compress image INPUT into bitstream OUTPUT ('-' for stdin/stdout)."""
+    from semcodec.codec.image_io import read_image
+
+    if output_path != "-" and Path(output_path).exists() and not force:
+        raise SemcodecError(f"{output_path} exists (use --force to overwrite)")
+    image = read_image(_read_input(input_path) if input_path == "-" else input_path)
+    for note in image.warnings:
+        click.echo(f"semcodec: warning: {note}", err=True)
+    start = time.perf_counter()
+    result = _codec(ctx).encode(image, quality)
+    seconds = time.perf_counter() - start
+    _write_output(output_path, result.data, force)
+    if not quiet:
+        click.echo(
+            f"{input_path}: {result.width}x{result.height} -> {len(result.data)} bytes "
+            f"({result.bpp:.4f} bpp), {seconds:.2f} s",
+            err=True,
+        )
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT")
+@click.option("-o", "--output", "output_path", default=None,
+              help="Output file ('-' for stdout). Default: INPUT with .png / .safetensors.")
+@click.option("--target", type=click.Choice(["pixels", "tokens"]), default="pixels", show_default=True,
+              help="pixels: a PNG for people; tokens: MLLM-ready tokens without decoding pixels.")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="Token dtype (tokens target).")
+@click.option("-f", "--force", is_flag=True, help="Overwrite the output if it exists.")
+@click.pass_context
+def decode(ctx: click.Context, input_path: str, output_path: str | None, target: str, dtype: str, force: bool) -> None:
+    """Decompress bitstream INPUT to pixels (PNG) or tokens (.safetensors or .npy)."""
+    if output_path is None:
+        if input_path == "-":
+            raise SemcodecError("reading from stdin needs -o/--output")
+        output_path = str(Path(input_path).with_suffix(TARGET_SUFFIX[target]))
+    if output_path != "-" and Path(output_path).exists() and not force:
+        raise SemcodecError(f"{output_path} exists (use --force to overwrite)")
+    data = _read_input(input_path)
+    codec = _codec(ctx)
+    if target == "pixels":
+        out = codec.decode_png(data)
+    else:
+        out = _token_file(codec.decode_tokens(data), output_path, dtype)
+    _write_output(output_path, out, force)
+
+
+def _token_file(result, output_path: str, dtype: str) -> bytes:
+    import numpy as np
+    import torch
+    from safetensors.torch import save
+
+    tokens = result.tokens.to(torch.float16 if dtype == "fp16" else torch.float32)
+    metadata = {**result.metadata, "dtype": dtype, "layout": "tokens[N, D], row-major over the grid"}
+    if output_path.endswith(".npy"):
+        buffer = io.BytesIO()
+        np.save(buffer, tokens.numpy())
+        return buffer.getvalue()
+    return save({"tokens": tokens}, metadata=metadata)
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT")
+def info(input_path: str) -> None:
+    """Show a bitstream's header, chunk sizes and bpp (no model needed)."""
+    from semcodec import bitstream
+
+    data = _read_input(input_path)
+    header = bitstream.unpack(data)
+    pixels = header.height * header.width
+    lines = [
+        f"file:        {input_path} ({len(data)} bytes)",
+        f"format:      semcodec v{bitstream.FORMAT_VERSION}",
+        f"model:       {header.model_id} (weights {header.weights_hash.hex()})",
+        f"quality:     {header.quality}",
+        f"image:       {header.width}x{header.height}",
+        f"bpp:         {len(data) * 8 / pixels:.4f}",
+        f"header:      {len(data) - header.payload_bytes} bytes",
+    ]
+    lines += [f"chunk {c.tag.strip():<6} {len(c.payload)} bytes" for c in header.chunks]
+    lines.append(f"symbols crc: {header.symbols_crc:08x}")
+    click.echo("\n".join(lines))
+
+
+@main.command()
+@click.option("--data", "data_dirs", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              required=True, help="Folder(s) of training images (searched recursively).")
+@click.option("--out", "weights_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Weights folder to write (and resume from): registry.json + <model>.safetensors.")
+@click.option("--model-name", default="vit-hp-small", show_default=True)
+@click.option("--steps", type=int, default=20000, show_default=True, help="Total steps (a resumed run counts on).")
+@click.option("--max-minutes", type=float, default=None, help="Stop after this long; the LR schedule fits it.")
+@click.option("--batch", type=int, default=16, show_default=True)
+@click.option("--crop", type=int, default=128, show_default=True)
+@click.option("--lr", type=float, default=3e-4, show_default=True)
+@click.option("--save-every", type=int, default=250, show_default=True)
+@click.option("--lambdas", default="0.0018,0.0035,0.0067,0.013", show_default=True,
+              help="Comma-separated MSE lambdas, one per quality level.")
+@click.option("--tiny", is_flag=True, help="A tiny architecture (for tests and smoke runs).")
+@click.option("--max-images", type=int, default=None, help="Use only the first N images.")
+def train(data_dirs: tuple[Path, ...], weights_dir: Path, model_name: str, steps: int, max_minutes: float | None,
+          batch: int, crop: int, lr: float, save_every: int, lambdas: str, tiny: bool, max_images: int | None) -> None:
+    """Train (or resume) a variable-rate codec; writes weights + registry every --save-every steps."""
+    from semcodec.training.data import list_images
+    from semcodec.training.train import TINY_ARCH, TrainConfig
+    from semcodec.training.train import train as run_training
+
+    paths = [p for d in data_dirs for p in list_images(d)]
+    if not paths:
+        raise SemcodecError(f"no images found in {', '.join(map(str, data_dirs))}")
+    cfg = TrainConfig(
+        data=paths, weights_dir=weights_dir, model_name=model_name, steps=steps, max_minutes=max_minutes,
+        batch=batch, crop=crop, lr=lr, save_every=save_every,
+        lambdas=tuple(float(v) for v in lambdas.split(",")), arch=TINY_ARCH if tiny else {}, max_images=max_images,
+    )
+    run_training(cfg)

@@ -1,0 +1,113 @@
+"""The container: exact round trip, and a typed error for every malformed file."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+
+from semcodec import bitstream
+from semcodec.bitstream import (
+    BitstreamError,
+    Chunk,
+    CorruptBitstreamError,
+    Header,
+    TruncatedBitstreamError,
+    UnsupportedVersionError,
+)
+
+
+def make_header(**kw) -> Header:
+    fields = dict(
+        model_id="vit-hp-small",
+        weights_hash=bytes(range(8)),
+        quality=3,
+        height=512,
+        width=768,
+        symbols_crc=0xDEADBEEF,
+        chunks=(Chunk("Z   ", b"zz" * 10), Chunk("Y   ", bytes(range(256)) * 3)),
+    )
+    fields.update(kw)
+    return Header(**fields)
+
+
+def test_round_trip_is_exact():
+    header = make_header()
+    data = bitstream.pack(header)
+    assert bitstream.unpack(data) == header
+    assert bitstream.pack(bitstream.unpack(data)) == data
+    assert data[:4] == b"SMCD"
+
+
+def test_bitstream_module_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, semcodec.bitstream; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_empty_file():
+    with pytest.raises(TruncatedBitstreamError, match="empty"):
+        bitstream.unpack(b"")
+
+
+@pytest.mark.parametrize("cut", [1, 3, 7, 8, 20, 40])
+def test_truncated_header(cut):
+    with pytest.raises(TruncatedBitstreamError):
+        bitstream.unpack(bitstream.pack(make_header())[:cut])
+
+
+def test_every_truncation_is_refused():
+    data = bitstream.pack(make_header())
+    for cut in range(len(data)):
+        with pytest.raises(BitstreamError):
+            bitstream.unpack(data[:cut])
+
+
+def test_trailing_bytes_are_refused():
+    with pytest.raises(CorruptBitstreamError, match="trailing"):
+        bitstream.unpack(bitstream.pack(make_header()) + b"\0")
+
+
+def test_garbage_and_foreign_files():
+    with pytest.raises(BitstreamError, match="magic"):
+        bitstream.unpack(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
+    with pytest.raises(BitstreamError):
+        bitstream.unpack(bytes(random.Random(0).randrange(256) for _ in range(500)))
+
+
+def test_future_version():
+    data = bytearray(bitstream.pack(make_header()))
+    struct.pack_into("<H", data, 4, bitstream.FORMAT_VERSION + 1)
+    with pytest.raises(UnsupportedVersionError, match="upgrade"):
+        bitstream.unpack(bytes(data))
+
+
+def test_every_single_bit_flip_is_detected():
+    data = bitstream.pack(make_header(chunks=(Chunk("Y   ", b"payload!"),)))
+    for i in range(len(data) * 8):
+        flipped = bytearray(data)
+        flipped[i // 8] ^= 1 << (i % 8)
+        with pytest.raises(BitstreamError):
+            bitstream.unpack(bytes(flipped))
+
+
+def test_huge_declared_size_is_refused_before_allocation():
+    with pytest.raises(ValueError):
+        bitstream.pack(make_header(height=bitstream.MAX_SIDE + 1))
+    # forge a header with a valid CRC that declares 100000 x 100000
+    data = bytearray(bitstream.pack(make_header()))
+    body_start = 8 + 3 + len("vit-hp-small") + 8
+    struct.pack_into("<II", data, body_start, 100000, 100000)
+    head_end = 8 + struct.unpack_from("<H", data, 6)[0]
+    struct.pack_into("<I", data, head_end, bitstream.container.crc32(bytes(data[:head_end])))
+    with pytest.raises(CorruptBitstreamError, match="100000x100000"):
+        bitstream.unpack(bytes(data))
+
+
+def test_missing_chunk_is_corrupt():
+    header = bitstream.unpack(bitstream.pack(make_header(chunks=(Chunk("Y   ", b"abc"),))))
+    with pytest.raises(CorruptBitstreamError, match="'Z'"):
+        header.chunk("Z   ")
