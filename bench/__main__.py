@@ -37,5 +37,44 @@ def kodak(dataset: Path, weights: Path | None, limit: int | None, json_path: Pat
         bench.save(rows, json_path)
 
 
+@main.command()
+@click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path), default=DEFAULT_KODAK,
+              show_default=True)
+@click.option("--weights", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
+@click.option("--anchors", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=DEFAULT_KODAK.parents[1] / "anchors" / "kodak-published.json", show_default=True)
+@click.option("--limit", type=int, default=None, help="Only the first N images (a quick look, not a result).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-results"),
+              show_default=True, help="Folder for rd.json and rd.png.")
+def rd(dataset: Path, weights: Path | None, anchors: Path, limit: int | None, out: Path) -> None:
+    """semcodec vs JPEG/WebP/AVIF/JPEG 2000 (same run) and published curves: table, BD-rate, plot, speed."""
+    import json
+
+    from semcodec.bench import kodak as semcodec_bench
+    from semcodec.bench import rd as rd_bench
+    from semcodec.bench import speed
+    from semcodec.codec.image_io import read_image
+    from semcodec.training.data import list_images
+
+    out.mkdir(parents=True, exist_ok=True)
+    images = [read_image(p).pixels for p in list_images(dataset)[:limit]]
+    ours = semcodec_bench.run(dataset, weights, limit)
+    same_run = rd_bench.classical_curves(images)
+    anchors_curves = rd_bench.published(anchors)
+    bd = rd_bench.bd_table(ours, same_run)
+    bd.update({f"{k} (published)": v for k, v in rd_bench.bd_table(ours, anchors_curves).items()})
+    reference = speed.compressai_hyperprior(images)
+    click.echo(f"# {dataset} ({len(images)} images), {platform.machine()}, torch {torch.__version__}, "
+               f"{torch.get_num_threads()} threads")
+    click.echo(rd_bench.format_report(ours, same_run, bd))
+    click.echo("")
+    click.echo(speed.speed_table(ours, reference))
+    plot_curves = {"semcodec": ours, **same_run, **{f"{k} (published)": v for k, v in anchors_curves.items()}}
+    rd_bench.plot(plot_curves, out / "rd.png")
+    (out / "rd.json").write_text(json.dumps({"semcodec": ours, "classical": same_run, "bd_rate": bd,
+                                             "compressai_hyperprior_speed": reference}, indent=1) + "\n")
+    click.echo(f"\nwrote {out / 'rd.json'} and {out / 'rd.png'}")
+
+
 if __name__ == "__main__":
     main()

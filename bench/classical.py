@@ -1,0 +1,54 @@
+"""Classical codecs through Pillow, each over a quality sweep, for side-by-side RD curves."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image, features
+
+Encoder = Callable[[Image.Image, float], bytes]
+
+
+def _save(img: Image.Image, fmt: str, **kw) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt, **kw)
+    return buffer.getvalue()
+
+
+def jpeg(img: Image.Image, q: float) -> bytes:
+    return _save(img, "JPEG", quality=int(q))
+
+
+def webp(img: Image.Image, q: float) -> bytes:
+    return _save(img, "WEBP", quality=int(q), method=6)
+
+
+def avif(img: Image.Image, q: float) -> bytes:
+    return _save(img, "AVIF", quality=int(q), speed=6)
+
+
+def jpeg2000(img: Image.Image, bpp: float) -> bytes:
+    return _save(img, "JPEG2000", quality_mode="rates", quality_layers=[24.0 / bpp], irreversible=True)
+
+
+CODECS: dict[str, tuple[Encoder, list[float], str]] = {
+    # name: (encoder, sweep, what the sweep means)
+    "JPEG (Pillow)": (jpeg, [10, 20, 30, 40, 50, 60, 70, 80, 90], "quality, 4:2:0"),
+    "WebP (Pillow, method 6)": (webp, [5, 15, 30, 50, 65, 75, 85, 92, 97], "quality"),
+    "AVIF (Pillow/libavif, speed 6)": (avif, [15, 30, 45, 55, 65, 75, 85, 92], "quality, 4:2:0"),
+    "JPEG 2000 (Pillow/OpenJPEG)": (jpeg2000, [0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0], "target bpp"),
+}
+
+
+def available() -> dict[str, tuple[Encoder, list[float], str]]:
+    need = {"JPEG (Pillow)": "jpg", "WebP (Pillow, method 6)": "webp",
+            "AVIF (Pillow/libavif, speed 6)": "avif", "JPEG 2000 (Pillow/OpenJPEG)": "jpg_2000"}
+    return {name: spec for name, spec in CODECS.items() if features.check(need[name])}
+
+
+def round_trip(encoder: Encoder, pixels: np.ndarray, setting: float) -> tuple[int, np.ndarray]:
+    data = encoder(Image.fromarray(pixels), setting)
+    with Image.open(io.BytesIO(data)) as decoded:
+        return len(data), np.asarray(decoded.convert("RGB"))
