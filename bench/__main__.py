@@ -20,8 +20,9 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path), default=DEFAULT_KODAK,
-              show_default=True)
+@click.option(
+    "--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path), default=DEFAULT_KODAK, show_default=True
+)
 @click.option("--weights", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
 @click.option("--limit", type=int, default=None, help="Only the first N images.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
@@ -30,22 +31,34 @@ def kodak(dataset: Path, weights: Path | None, limit: int | None, json_path: Pat
     from semcodec.bench import kodak as bench
 
     rows = bench.run(dataset, weights, limit)
-    click.echo(f"# {dataset} ({rows[0]['images']} images), {platform.processor() or platform.machine()}, "
-               f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    click.echo(
+        f"# {dataset} ({rows[0]['images']} images), {platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     click.echo(bench.table(rows))
     if json_path:
         bench.save(rows, json_path)
 
 
 @main.command()
-@click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path), default=DEFAULT_KODAK,
-              show_default=True)
+@click.option(
+    "--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path), default=DEFAULT_KODAK, show_default=True
+)
 @click.option("--weights", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
-@click.option("--anchors", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=DEFAULT_KODAK.parents[1] / "anchors" / "kodak-published.json", show_default=True)
+@click.option(
+    "--anchors",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=DEFAULT_KODAK.parents[1] / "anchors" / "kodak-published.json",
+    show_default=True,
+)
 @click.option("--limit", type=int, default=None, help="Only the first N images (a quick look, not a result).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-results"),
-              show_default=True, help="Folder for rd.json and rd.png.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("bench-results"),
+    show_default=True,
+    help="Folder for rd.json and rd.png.",
+)
 def rd(dataset: Path, weights: Path | None, anchors: Path, limit: int | None, out: Path) -> None:
     """semcodec vs JPEG/WebP/AVIF/JPEG 2000 (same run) and published curves: table, BD-rate, plot, speed."""
     import json
@@ -64,15 +77,21 @@ def rd(dataset: Path, weights: Path | None, anchors: Path, limit: int | None, ou
     bd = rd_bench.bd_table(ours, same_run)
     bd.update({f"{k} (published)": v for k, v in rd_bench.bd_table(ours, anchors_curves).items()})
     reference = speed.compressai_hyperprior(images)
-    click.echo(f"# {dataset} ({len(images)} images), {platform.machine()}, torch {torch.__version__}, "
-               f"{torch.get_num_threads()} threads")
+    click.echo(
+        f"# {dataset} ({len(images)} images), {platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     click.echo(rd_bench.format_report(ours, same_run, bd))
     click.echo("")
     click.echo(speed.speed_table(ours, reference))
     plot_curves = {"semcodec": ours, **same_run, **{f"{k} (published)": v for k, v in anchors_curves.items()}}
     rd_bench.plot(plot_curves, out / "rd.png")
-    (out / "rd.json").write_text(json.dumps({"semcodec": ours, "classical": same_run, "bd_rate": bd,
-                                             "compressai_hyperprior_speed": reference}, indent=1) + "\n")
+    (out / "rd.json").write_text(
+        json.dumps(
+            {"semcodec": ours, "classical": same_run, "bd_rate": bd, "compressai_hyperprior_speed": reference}, indent=1
+        )
+        + "\n"
+    )
     click.echo(f"\nwrote {out / 'rd.json'} and {out / 'rd.png'}")
 
 

@@ -14,8 +14,12 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def bd_rate(anchor_rate: Sequence[float], anchor_metric: Sequence[float],
-            test_rate: Sequence[float], test_metric: Sequence[float]) -> float:
+def bd_rate(
+    anchor_rate: Sequence[float],
+    anchor_metric: Sequence[float],
+    test_rate: Sequence[float],
+    test_metric: Sequence[float],
+) -> float:
     """BD-rate (%) of ``test`` against ``anchor``; NaN where the curves share no metric interval.
 
     Each curve needs at least 4 points for the cubic fit (fewer: a lower-order fit is used).

@@ -43,8 +43,12 @@ CODECS: dict[str, tuple[Encoder, list[float], str]] = {
 
 
 def available() -> dict[str, tuple[Encoder, list[float], str]]:
-    need = {"JPEG (Pillow)": "jpg", "WebP (Pillow, method 6)": "webp",
-            "AVIF (Pillow/libavif, speed 6)": "avif", "JPEG 2000 (Pillow/OpenJPEG)": "jpg_2000"}
+    need = {
+        "JPEG (Pillow)": "jpg",
+        "WebP (Pillow, method 6)": "webp",
+        "AVIF (Pillow/libavif, speed 6)": "avif",
+        "JPEG 2000 (Pillow/OpenJPEG)": "jpg_2000",
+    }
     return {name: spec for name, spec in CODECS.items() if features.check(need[name])}
 
 

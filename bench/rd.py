@@ -31,9 +31,15 @@ def classical_curves(images: list[np.ndarray]) -> dict[str, list[dict]]:
                 start = time.perf_counter()
                 size, decoded = classical.round_trip(encoder, pixels, setting)
                 seconds = time.perf_counter() - start
-                stats.append((size * 8 / (pixels.shape[0] * pixels.shape[1]), psnr(decoded, pixels),
-                              msssim(decoded, pixels), seconds))
-            bpp, p, m, s = (float(np.mean(col)) for col in zip(*stats))
+                stats.append(
+                    (
+                        size * 8 / (pixels.shape[0] * pixels.shape[1]),
+                        psnr(decoded, pixels),
+                        msssim(decoded, pixels),
+                        seconds,
+                    )
+                )
+            bpp, p, m, s = (float(np.mean(col)) for col in zip(*stats, strict=True))
             points.append({"setting": setting, "bpp": bpp, "psnr": p, "ms_ssim": m, "seconds": s})
         curves[name] = points
     return curves
@@ -42,8 +48,7 @@ def classical_curves(images: list[np.ndarray]) -> dict[str, list[dict]]:
 def bd_table(test: list[dict], curves: dict[str, list[dict]]) -> dict[str, float]:
     rates, metric = [p["bpp"] for p in test], [p["psnr"] for p in test]
     return {
-        name: bd_rate([p["bpp"] for p in pts], [p["psnr"] for p in pts], rates, metric)
-        for name, pts in curves.items()
+        name: bd_rate([p["bpp"] for p in pts], [p["psnr"] for p in pts], rates, metric) for name, pts in curves.items()
     }
 
 
@@ -61,8 +66,14 @@ def plot(curves: dict[str, list[dict]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 6), dpi=110)
     for name, pts in curves.items():
         style = "-o" if name.startswith("semcodec") else ("--" if "published" in name else "-.")
-        ax.plot([p["bpp"] for p in pts], [p["psnr"] for p in pts], style, label=name, markersize=4,
-                linewidth=2.5 if name.startswith("semcodec") else 1.2)
+        ax.plot(
+            [p["bpp"] for p in pts],
+            [p["psnr"] for p in pts],
+            style,
+            label=name,
+            markersize=4,
+            linewidth=2.5 if name.startswith("semcodec") else 1.2,
+        )
     ax.set_xlabel("bits per pixel")
     ax.set_ylabel("PSNR (RGB, dB)")
     ax.set_xlim(0, 2.0)

@@ -70,8 +70,12 @@ def _codec(ctx: click.Context):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="semcodec")
-@click.option("--weights", type=click.Path(file_okay=False, path_type=Path), envvar="SEMCODEC_WEIGHTS",
-              help="Folder with registry.json and weights (default: the installed weights).")
+@click.option(
+    "--weights",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="SEMCODEC_WEIGHTS",
+    help="Folder with registry.json and weights (default: the installed weights).",
+)
 @click.pass_context
 def main(ctx: click.Context, weights: Path | None) -> None:
     """semcodec: a learned semantic image codec (pixels for people, tokens for machines)."""
@@ -84,11 +88,19 @@ def main(ctx: click.Context, weights: Path | None) -> None:
 @main.command()
 @click.argument("input_path", metavar="INPUT")
 @click.argument("output_path", metavar="OUTPUT")
-@click.option("-q", "--quality", type=int, default=None, help="Quality level, 1 (smallest) .. 4 (best); default 3 (the registry's default_quality).")
+@click.option(
+    "-q",
+    "--quality",
+    type=int,
+    default=None,
+    help="Quality level, 1 (smallest) .. 4 (best); default: the registry's default_quality (3).",
+)
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
 @click.pass_context
-def encode(ctx: click.Context, input_path: str, output_path: str, quality: int | None, force: bool, quiet: bool) -> None:
+def encode(
+    ctx: click.Context, input_path: str, output_path: str, quality: int | None, force: bool, quiet: bool
+) -> None:
     """Compress image INPUT into bitstream OUTPUT ('-' for stdin/stdout)."""
     from semcodec.codec.image_io import read_image
 
@@ -111,12 +123,27 @@ def encode(ctx: click.Context, input_path: str, output_path: str, quality: int |
 
 @main.command()
 @click.argument("input_path", metavar="INPUT")
-@click.option("-o", "--output", "output_path", default=None,
-              help="Output file ('-' for stdout). Default: INPUT with .png / .safetensors.")
-@click.option("--target", type=click.Choice(["pixels", "tokens"]), default="pixels", show_default=True,
-              help="pixels: a PNG for people; tokens: MLLM-ready tokens without decoding pixels.")
-@click.option("--dtype", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
-              help="Token dtype (tokens target).")
+@click.option(
+    "-o",
+    "--output",
+    "output_path",
+    default=None,
+    help="Output file ('-' for stdout). Default: INPUT with .png / .safetensors.",
+)
+@click.option(
+    "--target",
+    type=click.Choice(["pixels", "tokens"]),
+    default="pixels",
+    show_default=True,
+    help="pixels: a PNG for people; tokens: MLLM-ready tokens without decoding pixels.",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["fp32", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Token dtype (tokens target).",
+)
 @click.option("-f", "--force", is_flag=True, help="Overwrite the output if it exists.")
 @click.pass_context
 def decode(ctx: click.Context, input_path: str, output_path: str | None, target: str, dtype: str, force: bool) -> None:
@@ -174,10 +201,21 @@ def info(input_path: str) -> None:
 
 
 @main.command()
-@click.option("--data", "data_dirs", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              required=True, help="Folder(s) of training images (searched recursively).")
-@click.option("--out", "weights_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Weights folder to write (and resume from): registry.json + <model>.safetensors.")
+@click.option(
+    "--data",
+    "data_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Folder(s) of training images (searched recursively).",
+)
+@click.option(
+    "--out",
+    "weights_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Weights folder to write (and resume from): registry.json + <model>.safetensors.",
+)
 @click.option("--model-name", default="vit-hp-small", show_default=True)
 @click.option("--steps", type=int, default=20000, show_default=True, help="Total steps (a resumed run counts on).")
 @click.option("--max-minutes", type=float, default=None, help="Stop after this long; the LR schedule fits it.")
@@ -185,12 +223,28 @@ def info(input_path: str) -> None:
 @click.option("--crop", type=int, default=128, show_default=True)
 @click.option("--lr", type=float, default=3e-4, show_default=True)
 @click.option("--save-every", type=int, default=250, show_default=True)
-@click.option("--lambdas", default="0.0018,0.0035,0.0067,0.013", show_default=True,
-              help="Comma-separated MSE lambdas, one per quality level.")
+@click.option(
+    "--lambdas",
+    default="0.0018,0.0035,0.0067,0.013",
+    show_default=True,
+    help="Comma-separated MSE lambdas, one per quality level.",
+)
 @click.option("--tiny", is_flag=True, help="A tiny architecture (for tests and smoke runs).")
 @click.option("--max-images", type=int, default=None, help="Use only the first N images.")
-def train(data_dirs: tuple[Path, ...], weights_dir: Path, model_name: str, steps: int, max_minutes: float | None,
-          batch: int, crop: int, lr: float, save_every: int, lambdas: str, tiny: bool, max_images: int | None) -> None:
+def train(
+    data_dirs: tuple[Path, ...],
+    weights_dir: Path,
+    model_name: str,
+    steps: int,
+    max_minutes: float | None,
+    batch: int,
+    crop: int,
+    lr: float,
+    save_every: int,
+    lambdas: str,
+    tiny: bool,
+    max_images: int | None,
+) -> None:
     """Train (or resume) a variable-rate codec; writes weights + registry every --save-every steps."""
     from semcodec.training.data import list_images
     from semcodec.training.train import TINY_ARCH, TrainConfig
@@ -200,8 +254,17 @@ def train(data_dirs: tuple[Path, ...], weights_dir: Path, model_name: str, steps
     if not paths:
         raise SemcodecError(f"no images found in {', '.join(map(str, data_dirs))}")
     cfg = TrainConfig(
-        data=paths, weights_dir=weights_dir, model_name=model_name, steps=steps, max_minutes=max_minutes,
-        batch=batch, crop=crop, lr=lr, save_every=save_every,
-        lambdas=tuple(float(v) for v in lambdas.split(",")), arch=TINY_ARCH if tiny else {}, max_images=max_images,
+        data=paths,
+        weights_dir=weights_dir,
+        model_name=model_name,
+        steps=steps,
+        max_minutes=max_minutes,
+        batch=batch,
+        crop=crop,
+        lr=lr,
+        save_every=save_every,
+        lambdas=tuple(float(v) for v in lambdas.split(",")),
+        arch=TINY_ARCH if tiny else {},
+        max_images=max_images,
     )
     run_training(cfg)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import time
 import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -301,7 +301,9 @@ def _codec(weights_dir: Path | str | None) -> Codec:
     return _DEFAULT[key]
 
 
-def encode(image: np.ndarray | Path | str | bytes, quality: int | None = None, weights_dir: Path | str | None = None) -> bytes:
+def encode(
+    image: np.ndarray | Path | str | bytes, quality: int | None = None, weights_dir: Path | str | None = None
+) -> bytes:
     """Image (path, file bytes or HxWx3 uint8 array) -> semcodec bitstream bytes."""
     return _codec(weights_dir).encode(image, quality).data
 

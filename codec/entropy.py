@@ -50,13 +50,14 @@ def pmfs_from_cdfs(quantized_cdf: np.ndarray, cdf_length: np.ndarray) -> list[np
     bin. The tail bin is kept as a (never used) symbol so the probabilities are the table's own.
     """
     scale = float(1 << CDF_PRECISION)
-    return [np.diff(row[:length]).astype(np.float64) / scale for row, length in zip(quantized_cdf, cdf_length)]
+    rows = zip(quantized_cdf, cdf_length, strict=True)
+    return [np.diff(row[:length]).astype(np.float64) / scale for row, length in rows]
 
 
 def encode_factorized(symbols: np.ndarray, pmfs: list[np.ndarray]) -> bytes:
     """Code ``symbols`` (channels x positions, already offset to start at 0), channel by channel."""
     encoder = constriction.stream.queue.RangeEncoder()
-    for channel, pmf in zip(symbols, pmfs):
+    for channel, pmf in zip(symbols, pmfs, strict=True):
         model = constriction.stream.model.Categorical(pmf, perfect=False)
         encoder.encode(np.ascontiguousarray(channel, dtype=np.int32), model)
     return encoder.get_compressed().astype("<u4").tobytes()
@@ -65,9 +66,7 @@ def encode_factorized(symbols: np.ndarray, pmfs: list[np.ndarray]) -> bytes:
 def decode_factorized(data: bytes, pmfs: list[np.ndarray], positions: int) -> np.ndarray:
     try:
         decoder = constriction.stream.queue.RangeDecoder(_words(data))
-        rows = [
-            decoder.decode(constriction.stream.model.Categorical(pmf, perfect=False), positions) for pmf in pmfs
-        ]
+        rows = [decoder.decode(constriction.stream.model.Categorical(pmf, perfect=False), positions) for pmf in pmfs]
     except (AssertionError, ValueError, RuntimeError) as exc:
         raise CorruptBitstreamError(f"corrupt bitstream: side-information stream does not decode ({exc})") from None
     return np.stack(rows).astype(np.int32)

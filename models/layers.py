@@ -20,9 +20,7 @@ class WindowedTransformer(nn.Module):
     def __init__(self, dim: int, depth: int, num_heads: int, window: int = 8, mlp_ratio: float = 2.0):
         super().__init__()
         self.window = window
-        self.blocks = nn.ModuleList(
-            Block(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True) for _ in range(depth)
-        )
+        self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True) for _ in range(depth))
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
@@ -35,17 +33,9 @@ class WindowedTransformer(nn.Module):
             shift = ws // 2 if i % 2 else 0
             if shift:
                 x = torch.roll(x, shifts=(-shift, -shift), dims=(2, 3))
-            windows = (
-                x.reshape(b, c, hp // ws, ws, wp // ws, ws)
-                .permute(0, 2, 4, 3, 5, 1)
-                .reshape(-1, ws * ws, c)
-            )
+            windows = x.reshape(b, c, hp // ws, ws, wp // ws, ws).permute(0, 2, 4, 3, 5, 1).reshape(-1, ws * ws, c)
             windows = block(windows)
-            x = (
-                windows.reshape(b, hp // ws, wp // ws, ws, ws, c)
-                .permute(0, 5, 1, 3, 2, 4)
-                .reshape(b, c, hp, wp)
-            )
+            x = windows.reshape(b, hp // ws, wp // ws, ws, ws, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, hp, wp)
             if shift:
                 x = torch.roll(x, shifts=(shift, shift), dims=(2, 3))
         return x[:, :, :h, :w]

@@ -13,7 +13,8 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("SEMCODEC_DATA", REPO.parent / "shared" / "data"))
+_DATA_CANDIDATES = [os.environ.get("SEMCODEC_DATA"), REPO.parent / "shared" / "data", "/work/shared/data"]
+DATA = next((Path(p) for p in _DATA_CANDIDATES if p and (Path(p) / "kodak").is_dir()), REPO.parent / "shared" / "data")
 KODAK = DATA / "kodak"
 
 
@@ -57,8 +58,25 @@ def tiny_weights(tmp_path_factory) -> Path:
         Image.fromarray(synthetic_image(160, 200, seed=i)).save(root / f"img{i}.png")
     out = tmp_path_factory.mktemp("weights")
     result = CliRunner().invoke(
-        main, ["train", "--data", str(root), "--out", str(out), "--tiny", "--steps", "4",
-               "--batch", "2", "--crop", "64", "--save-every", "2", "--lambdas", "0.002,0.02"],
+        main,
+        [
+            "train",
+            "--data",
+            str(root),
+            "--out",
+            str(out),
+            "--tiny",
+            "--steps",
+            "4",
+            "--batch",
+            "2",
+            "--crop",
+            "64",
+            "--save-every",
+            "2",
+            "--lambdas",
+            "0.002,0.02",
+        ],
     )
     assert result.exit_code == 0, result.output
     return out

@@ -7,7 +7,7 @@ import pytest
 
 from semcodec.codec.api import Symbols
 from semcodec.errors import BitstreamError, WeightsError
-from tests.conftest import synthetic_image
+from tests.conftest import KODAK, synthetic_image
 
 PSNR_FLOOR = {1: 23.0, 2: 24.0, 3: 25.0, 4: 26.0}
 """Lower bounds on kodim23 PSNR per quality, set below what the shipped weights measure (README)."""
@@ -26,7 +26,7 @@ def encoded(codec, kodak_image):
 def test_at_least_three_qualities_with_distinct_rates(encoded):
     sizes = [len(encoded[q].data) for q in sorted(encoded)]
     assert len(sizes) >= 3
-    assert all(a < b for a, b in zip(sizes, sizes[1:])), sizes
+    assert all(a < b for a, b in zip(sizes[:-1], sizes[1:], strict=True)), sizes
 
 
 @pytest.mark.parametrize("quality", [1, 2, 3, 4])
@@ -39,7 +39,8 @@ def test_round_trip_per_quality(codec, kodak_image, encoded, quality):
     assert result.bpp == len(result.data) * 8 / (h * w)
     pixels = codec.decode(result.data)
     assert pixels.shape == kodak_image.shape and pixels.dtype == np.uint8
-    assert psnr(pixels, kodak_image) > PSNR_FLOOR[quality]
+    if KODAK.is_dir():  # the floors were measured on kodim23, not on the synthetic stand-in
+        assert psnr(pixels, kodak_image) > PSNR_FLOOR[quality]
 
 
 def test_pixels_and_tokens_from_one_file(codec, encoded):

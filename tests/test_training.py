@@ -41,9 +41,26 @@ def test_training_resumes_from_checkpoint(tiny_weights, tmp_path):
     from PIL import Image
 
     Image.fromarray(synthetic_image(100, 100)).save(data / "a.png")
-    result = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(work), "--steps", "6",
-                                       "--batch", "2", "--crop", "64", "--save-every", "100",
-                                       "--lambdas", "0.002,0.02"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(work),
+            "--steps",
+            "6",
+            "--batch",
+            "2",
+            "--crop",
+            "64",
+            "--save-every",
+            "100",
+            "--lambdas",
+            "0.002,0.02",
+        ],
+    )
     assert result.exit_code == 0, result.output
     registry = json.loads((work / "registry.json").read_text())
     assert registry["models"]["vit-hp-small"]["info"]["steps"] == 6

@@ -149,8 +149,12 @@ def train(cfg: TrainConfig) -> None:
         step += 1
         run_step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{losses['loss'].item():.3f}", bpp=f"{losses['bpp'].item():.3f}",
-                        psnr=f"{losses['psnr'].item():.2f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
+        bar.set_postfix(
+            loss=f"{losses['loss'].item():.3f}",
+            bpp=f"{losses['bpp'].item():.3f}",
+            psnr=f"{losses['psnr'].item():.2f}",
+            lr=f"{optimizer.param_groups[0]['lr']:.1e}",
+        )
         if step % cfg.save_every == 0:
             save(model, cfg, step, time.time() - last_save, len(bank))
             last_save = time.time()

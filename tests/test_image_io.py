@@ -1,0 +1,98 @@
+"""Image input: every odd file either becomes 8-bit RGB (with a warning) or a clear ImageError."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from semcodec.codec.image_io import MAX_PIXELS, read_image
+from semcodec.errors import ImageError
+from tests.conftest import synthetic_image
+
+
+def encoded(img: Image.Image, fmt: str, **kw) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt, **kw)
+    return buffer.getvalue()
+
+
+RGB = Image.fromarray(synthetic_image(48, 64))
+
+
+def test_plain_rgb_is_untouched():
+    loaded = read_image(encoded(RGB, "PNG"))
+    np.testing.assert_array_equal(loaded.pixels, np.asarray(RGB))
+    assert loaded.warnings == []
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        (b"", "not an image"),
+        (b"plain text, named .png", "not an image"),
+        (encoded(RGB, "PNG")[:200], "cannot read"),
+        (encoded(RGB, "JPEG")[:300], "cannot read"),
+    ],
+)
+def test_unreadable_inputs(data, match):
+    with pytest.raises(ImageError, match=match):
+        read_image(data)
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(ImageError, match="no such file"):
+        read_image(tmp_path / "absent.png")
+
+
+@pytest.mark.parametrize(
+    "img, fmt",
+    [
+        (RGB.convert("CMYK"), "JPEG"),
+        (RGB.convert("L"), "PNG"),
+        (RGB.convert("RGBA"), "PNG"),
+    ],
+)
+def test_converted_modes_warn(img, fmt):
+    loaded = read_image(encoded(img, fmt))
+    assert loaded.pixels.shape == (48, 64, 3) and loaded.pixels.dtype == np.uint8
+    assert loaded.warnings
+
+
+def test_palette_with_transparency_is_composited_on_white():
+    pal = RGB.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    pal.info["transparency"] = 0
+    loaded = read_image(encoded(pal, "PNG", transparency=0))
+    assert loaded.warnings and "transparency" in loaded.warnings[0]
+    idx = np.asarray(pal) == 0
+    assert (loaded.pixels[idx] == 255).all()
+
+
+def test_16_bit_is_scaled_not_clipped():
+    deep = np.arange(64, dtype=np.uint16)[None, :].repeat(8, 0) * 1024
+    loaded = read_image(encoded(Image.fromarray(deep), "PNG"))
+    assert loaded.pixels[0, -1, 0] == round(63 * 1024 / 65535 * 255)
+    assert loaded.warnings
+
+
+def test_animation_codes_first_frame_with_warning():
+    frames = [RGB, Image.fromarray(255 - np.asarray(RGB))]
+    data = encoded(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    loaded = read_image(data)
+    assert any("frames" in w for w in loaded.warnings)
+
+
+def test_exif_orientation_is_honoured():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    loaded = read_image(encoded(RGB, "JPEG", exif=exif.tobytes()))
+    assert loaded.pixels.shape == (64, 48, 3)
+
+
+def test_decompression_bomb_is_refused():
+    side = int(MAX_PIXELS**0.5) + 100
+    bomb = encoded(Image.new("L", (side, side)), "PNG")  # tiny file, huge image
+    with pytest.raises(ImageError, match="too large"):
+        read_image(bomb)
