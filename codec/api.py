@@ -25,10 +25,21 @@ from semcodec.codec import entropy
 from semcodec.codec.image_io import MAX_PIXELS, LoadedImage, encode_png, read_image
 from semcodec.errors import BitstreamError, WeightsError
 from semcodec.models import ARCHITECTURES, SemanticHyperprior
-from semcodec.models.token_head import latent_tokens
-from semcodec.weights import Registry, load_registry, load_state_dict
+from semcodec.models.token_head import TokenHead, latent_tokens
+from semcodec.weights import Registry, load_registry, load_state_dict, load_verified
 
-Z_CHUNK, Y_CHUNK = "Z   ", "Y   "
+Z_CHUNK, Y_CHUNK, TOKEN_SPACE_CHUNK = "Z   ", "Y   ", "TSPC"
+
+
+def _token_space(header: bitstream.Header) -> str | None:
+    """The token space the encoder chose (an optional chunk; absent means the latent space)."""
+    for chunk in header.chunks:
+        if chunk.tag == TOKEN_SPACE_CHUNK:
+            try:
+                return chunk.payload.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BitstreamError("corrupt bitstream: token space is not UTF-8") from None
+    return None
 
 
 @dataclass(frozen=True)
@@ -116,6 +127,7 @@ class Codec:
     def __init__(self, weights_dir: Path | str | None = None):
         self.registry: Registry = load_registry(weights_dir)
         self._models: dict[str, tuple[SemanticHyperprior, _EntropyTables]] = {}
+        self._heads: dict[tuple[str, str], tuple[TokenHead, dict]] = {}
 
     def model(self, name: str) -> tuple[SemanticHyperprior, _EntropyTables]:
         if name not in self._models:
@@ -134,7 +146,14 @@ class Codec:
         return self.registry.default_quality
 
     # ---------------------------------------------------------------- encode
-    def encode(self, image: LoadedImage | np.ndarray | Path | str | bytes, quality: int | None = None) -> EncodeResult:
+    def encode(
+        self,
+        image: LoadedImage | np.ndarray | Path | str | bytes,
+        quality: int | None = None,
+        token_space: str | None = None,
+    ) -> EncodeResult:
+        """Code ``image`` at ``quality``; ``token_space`` (default: the model's) is recorded for
+        ``--target tokens`` decoders."""
         if not isinstance(image, LoadedImage):
             image = read_image(image) if not isinstance(image, np.ndarray) else LoadedImage(image)
         quality = self.default_quality if quality is None else quality
@@ -161,6 +180,10 @@ class Codec:
             with timer("entropy"):
                 y_bytes = entropy.encode_gaussian(y_symbols, tables.stds[indexes.reshape(-1).numpy()])
         symbols = Symbols(z_symbols, y_symbols)
+        space = token_space or entry.default_token_space()
+        if space != entry.token_space and space not in entry.token_heads:
+            raise WeightsError(f"model {entry.name} has no token head for {space!r}")
+        space_chunk = () if space == entry.token_space else (bitstream.Chunk(TOKEN_SPACE_CHUNK, space.encode()),)
         header = bitstream.Header(
             model_id=entry.name,
             weights_hash=entry.short_hash,
@@ -168,7 +191,7 @@ class Codec:
             height=h,
             width=w,
             symbols_crc=symbols.crc32(),
-            chunks=(bitstream.Chunk(Z_CHUNK, z_bytes), bitstream.Chunk(Y_CHUNK, y_bytes)),
+            chunks=(bitstream.Chunk(Z_CHUNK, z_bytes), bitstream.Chunk(Y_CHUNK, y_bytes), *space_chunk),
         )
         return EncodeResult(bitstream.pack(header), symbols, h, w, image.warnings, timer.seconds)
 
@@ -226,22 +249,30 @@ class Codec:
         seconds = {**decoded.seconds, "transform": time.perf_counter() - start}
         return np.ascontiguousarray(pixels), seconds
 
-    def decode_tokens(self, data: bytes) -> TokenOutput:
+    def decode_tokens(self, data: bytes, token_space: str | None = None) -> TokenOutput:
         """Bitstream -> (N, D) tokens without synthesising pixels.
 
-        No distilled token head is shipped yet, so the tokens are the codec's own semantic tokens:
-        the decoded latent grid with the quality gain undone (one token space for every quality).
+        The token space is ``token_space`` if given, else the one the bitstream records, else the
+        codec's own latent space. A tower's space needs the head distilled for it (``semcodec
+        distill``); the latent space is the decoded grid with the quality gain undone.
         """
         decoded = self.decode_symbols(data)
+        header, model = decoded.header, decoded.model
+        entry = self.registry.model(header.model_id)
+        space = token_space or _token_space(header) or entry.token_space
         with torch.inference_mode():
-            grid = decoded.y_hat * decoded.model._gain(decoded.model.log_inv_gain, decoded.gain_index)
-            tokens = latent_tokens(grid)[0].contiguous()
-        h, w = grid.shape[2:]
-        header = decoded.header
+            grid = model.semantic_grid(decoded.y_hat, decoded.gain_index, header.height, header.width)
+            if space == entry.token_space:
+                tokens, grid_hw = latent_tokens(grid)[0], tuple(grid.shape[2:])
+                tower = {"tower": "none (codec latent tokens; no distilled head)", "layer": "latent y_hat / gain"}
+            else:
+                head, info = self.token_head(entry.name, space)
+                tokens, grid_hw = head(grid)[0], head.grid
+                tower = {"tower": space, "layer": info["layer"], "tower_sha256": info["tower_sha256"]}
         metadata = {
-            "token_space": self.registry.model(header.model_id).token_space,
-            "tower": "none (codec latent tokens; no distilled head)",
-            "grid": f"{h}x{w}",
+            "token_space": space,
+            **tower,
+            "grid": f"{grid_hw[0]}x{grid_hw[1]}",
             "token_count": str(tokens.shape[0]),
             "token_dim": str(tokens.shape[1]),
             "source_size": f"{header.width}x{header.height}",
@@ -249,7 +280,25 @@ class Codec:
             "model": header.model_id,
             "quality": str(header.quality),
         }
-        return TokenOutput(tokens, metadata)
+        return TokenOutput(tokens.contiguous(), metadata)
+
+    def token_head(self, model_name: str, space: str) -> tuple[TokenHead, dict]:
+        """The distilled head of ``model_name`` for tower ``space`` (sha256-checked, loaded once)."""
+        key = (model_name, space)
+        if key not in self._heads:
+            entry = self.registry.model(model_name)
+            if space not in entry.token_heads:
+                have = ", ".join([entry.token_space, *entry.token_heads])
+                raise WeightsError(f"no token head for {space!r} with model {model_name} (available: {have})")
+            info = entry.token_heads[space]
+            if info.get("codec_sha256") != entry.sha256:
+                raise WeightsError(
+                    f"the {space!r} token head was distilled for other {model_name} weights; re-run `semcodec distill`"
+                )
+            head = TokenHead(entry.config["latent_channels"], info["dim"], tuple(info["grid"]), **info.get("arch", {}))
+            head.load_state_dict(load_verified(self.registry.root / info["file"], info["sha256"]))
+            self._heads[key] = (head.eval(), info)
+        return self._heads[key]
 
     def decode_png(self, data: bytes) -> bytes:
         return encode_png(self.decode(data))

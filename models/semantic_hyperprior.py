@@ -84,6 +84,9 @@ class SemanticHyperprior(CompressionModel):
         self.log_gain = nn.Parameter(start[:, None].repeat(1, m))
         self.log_inv_gain = nn.Parameter(-start[:, None].repeat(1, m))
 
+    latent_stride = 16
+    """Stride of ``g_a``: one semantic token per 16 x 16 pixels."""
+
     @property
     def downsampling(self) -> int:
         """Total stride of ``g_a`` then ``h_a``: inputs are padded to a multiple of this."""
@@ -99,6 +102,12 @@ class SemanticHyperprior(CompressionModel):
 
     def synthesis(self, y_hat: Tensor, quality: Tensor | int) -> Tensor:
         return self.g_s(y_hat * self._gain(self.log_inv_gain, quality))
+
+    def semantic_grid(self, y_hat: Tensor, quality: Tensor | int, height: int, width: int) -> Tensor:
+        """The quality-independent token grid: gain undone, cropped to the image (no padding tokens)."""
+        grid = y_hat * self._gain(self.log_inv_gain, quality)
+        stride = self.latent_stride
+        return grid[:, :, : -(-height // stride), : -(-width // stride)]
 
     def hyper_synthesis(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
         """``(means, scales)`` of ``y`` from the decoded side information."""

@@ -43,6 +43,11 @@ class ModelEntry:
     sha256: str
     token_space: str
     info: dict
+    token_heads: dict[str, dict]
+
+    def default_token_space(self) -> str:
+        """The tower whose head serves ``--target tokens`` by default; the latent space if none."""
+        return self.info.get("default_token_space", self.token_space) if self.token_heads else self.token_space
 
     @property
     def short_hash(self) -> bytes:
@@ -87,6 +92,7 @@ def load_registry(root: Path | str | None = None) -> Registry:
                 sha256=m["sha256"],
                 token_space=m.get("token_space", "semcodec-latent"),
                 info=m.get("info", {}),
+                token_heads=m.get("token_heads", {}),
             )
             for name, m in raw["models"].items()
         }
@@ -113,13 +119,17 @@ def sha256_file(path: Path) -> str:
 def load_state_dict(registry: Registry, name: str) -> dict[str, torch.Tensor]:
     """Read a model's tensors as float32 after checking the file's sha256 against the registry."""
     entry = registry.model(name)
-    path = registry.root / entry.file
+    return load_verified(registry.root / entry.file, entry.sha256)
+
+
+def load_verified(path: Path, sha256: str) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file (floats as float32), only if its sha256 is ``sha256``."""
     if not path.is_file():
         raise WeightsError(f"weights file {path} is missing")
     actual = sha256_file(path)
-    if actual != entry.sha256:
+    if actual != sha256:
         raise WeightsError(
-            f"weights file {path.name} fails its sha256 check (registry {entry.sha256[:12]}, "
+            f"weights file {path.name} fails its sha256 check (registry {sha256[:12]}, "
             f"file {actual[:12]}): reinstall semcodec or re-export the weights"
         )
     return {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(path).items()}

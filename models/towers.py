@@ -1,0 +1,149 @@
+"""Vision towers as MLLMs use them: image in, patch tokens (B, N, D) out.
+
+"MLLM-ready" means the tokens a multimodal LLM takes from its vision tower: LLaVA-1.5 takes CLIP
+ViT-L/14-336's *penultimate* layer, patch tokens only (576 x 1024, no CLS). These wrappers read the
+same tokens from open_clip, timm or EfficientNet-Lite0 modules; loading files is done elsewhere
+(:mod:`semcodec.weights.towers`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+TOWER_CONFIGS = Path(__file__).resolve().parent / "tower_configs"
+OPENAI_MEAN, OPENAI_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class VisionTower(nn.Module):
+    """Base: resize to the tower's input, normalise, return (B, N, D) tokens in row-major grid order."""
+
+    def __init__(
+        self,
+        name: str,
+        layer: str,
+        input_size: int,
+        grid: tuple[int, int],
+        dim: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+    ):
+        super().__init__()
+        self.name, self.layer, self.input_size, self.grid, self.dim = name, layer, input_size, grid, dim
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def prepare(self, images: Tensor) -> Tensor:
+        """Images in [0, 1], any size -> the tower's square input, normalised (aspect squashed, as
+        LLaVA's "pad"-less preprocessing does for the tokens grid)."""
+        if images.shape[-2:] != (self.input_size, self.input_size):
+            images = F.interpolate(
+                images, size=(self.input_size, self.input_size), mode="bicubic", align_corners=False, antialias=True
+            ).clamp(0, 1)
+        return (images - self.mean) / self.std
+
+    def tokens(self, prepared: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.tokens(self.prepare(images))
+
+
+class _PenultimateBlockTokens(VisionTower):
+    """Tokens from the output of the second-to-last transformer block, prefix tokens dropped."""
+
+    def __init__(self, model: nn.Module, blocks: nn.ModuleList, prefix_tokens: int, batch_first: bool, **kw):
+        super().__init__(**kw)
+        self.model, self.prefix_tokens, self.batch_first = model, prefix_tokens, batch_first
+        self._captured: list[Tensor] = []
+        blocks[-2].register_forward_hook(lambda _m, _i, out: self._captured.append(out))
+
+    def run(self, prepared: Tensor) -> None:
+        raise NotImplementedError
+
+    def tokens(self, prepared: Tensor) -> Tensor:
+        self._captured.clear()
+        self.run(prepared)
+        hidden = self._captured[-1]
+        if not self.batch_first:
+            hidden = hidden.transpose(0, 1)
+        return hidden[:, self.prefix_tokens :, :]
+
+
+class OpenClipTower(_PenultimateBlockTokens):
+    """An open_clip CLIP/SigLIP visual tower (``model.visual``)."""
+
+    def __init__(self, name: str, visual: nn.Module):
+        size = visual.image_size if isinstance(visual.image_size, int) else visual.image_size[0]
+        patch = visual.patch_size if isinstance(visual.patch_size, int) else visual.patch_size[0]
+        mean = tuple(getattr(visual, "image_mean", None) or OPENAI_MEAN)
+        std = tuple(getattr(visual, "image_std", None) or OPENAI_STD)
+        super().__init__(
+            visual,
+            visual.transformer.resblocks,
+            int(getattr(visual, "class_embedding", None) is not None),
+            getattr(visual.transformer, "batch_first", True),
+            name=name,
+            layer="penultimate block, patch tokens",
+            input_size=size,
+            grid=(size // patch, size // patch),
+            dim=visual.transformer.width,
+            mean=mean,
+            std=std,
+        )
+
+    def run(self, prepared: Tensor) -> None:
+        self.model(prepared)
+
+
+class TimmViTTower(_PenultimateBlockTokens):
+    """A timm VisionTransformer (``blocks``, ``num_prefix_tokens``)."""
+
+    def __init__(self, name: str, model: nn.Module):
+        cfg = model.pretrained_cfg or {}
+        size = model.patch_embed.img_size[0]
+        grid = tuple(model.patch_embed.grid_size)
+        super().__init__(
+            model,
+            model.blocks,
+            model.num_prefix_tokens,
+            True,
+            name=name,
+            layer="penultimate block, patch tokens",
+            input_size=size,
+            grid=grid,
+            dim=model.embed_dim,
+            mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
+            std=tuple(cfg.get("std", IMAGENET_STD)),
+        )
+
+    def run(self, prepared: Tensor) -> None:
+        self.model.forward_features(prepared)
+
+
+class EfficientNetLiteTower(VisionTower):
+    """EfficientNet-Lite0 (ImageNet-trained): its last feature map (1280 x 7 x 7 at 224 px) as the
+    token grid, its pooled classifier as a real machine task on those tokens."""
+
+    def __init__(self, name: str, model: nn.Module, input_size: int = 224):
+        super().__init__(
+            name=name,
+            layer="final conv head (after BN + swish)",
+            input_size=input_size,
+            grid=(input_size // 32, input_size // 32),
+            dim=model._conv_head.out_channels,
+            mean=(0.498, 0.498, 0.498),
+            std=(0.502, 0.502, 0.502),
+        )
+        self.model = model
+
+    def tokens(self, prepared: Tensor) -> Tensor:
+        return self.model.extract_features(prepared).flatten(2).transpose(1, 2)
+
+    def classify(self, tokens: Tensor) -> Tensor:
+        """ImageNet logits from (B, N, D) tokens: global average pool, then the tower's own FC layer."""
+        return self.model._fc(tokens.mean(dim=1))

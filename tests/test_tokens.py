@@ -1,0 +1,114 @@
+"""Tokens target: tower adapters from local files, a distilled head, token space in the bitstream."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from semcodec.cli.main import main
+from semcodec.codec import Codec
+from semcodec.errors import WeightsError
+from semcodec.weights import sha256_file
+from semcodec.weights.towers import load_tower, register_tower_configs
+from tests.conftest import synthetic_image
+
+TINY = "open_clip:semcodec-tiny-clip"
+
+
+def tiny_clip_file(path: Path, width: int | None = None) -> Path:
+    import open_clip
+
+    register_tower_configs()
+    torch.manual_seed(0)
+    model = open_clip.create_model("semcodec-tiny-clip", pretrained=None)
+    state = model.state_dict()
+    if width is not None:  # a checkpoint of another shape
+        state["visual.conv1.weight"] = torch.zeros(width, 3, 16, 16)
+    torch.save(state, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tower_file(tmp_path_factory) -> Path:
+    return tiny_clip_file(tmp_path_factory.mktemp("tower") / "tiny-clip.pt")
+
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory, tiny_weights, tower_file) -> Path:
+    from PIL import Image
+
+    weights = tmp_path_factory.mktemp("distilled") / "w"
+    shutil.copytree(tiny_weights, weights)
+    data = tmp_path_factory.mktemp("distill-data")
+    for i in range(2):
+        Image.fromarray(synthetic_image(96, 120, seed=10 + i)).save(data / f"{i}.png")
+    result = CliRunner().invoke(main, ["--weights", str(weights), "distill", "--tower", TINY, "--tower-weights",
+                                       str(tower_file), "--data", str(data), "--steps", "3", "--batch", "2",
+                                       "--hidden", "32"])
+    assert result.exit_code == 0, result.output
+    return weights
+
+
+def test_open_clip_tower_gives_penultimate_patch_tokens(tower_file):
+    tower = load_tower(TINY, tower_file)
+    tokens = tower(torch.rand(2, 3, 64, 64))
+    assert tower.grid == (4, 4)
+    assert tokens.shape == (2, 16, 32)  # 4 x 4 patches, no CLS token
+    captured = []
+    tower.model.transformer.resblocks[-1].register_forward_hook(lambda _m, i, _o: captured.append(i[0]))
+    tokens = tower(torch.rand(1, 3, 64, 64))
+    torch.testing.assert_close(tokens, captured[-1][:, 1:, :])  # input of the last block = penultimate output
+
+
+def test_tower_with_wrong_hash_or_shape_is_a_clear_error(tower_file, tmp_path):
+    with pytest.raises(WeightsError, match="sha256"):
+        load_tower(TINY, tower_file, sha256="0" * 64)
+    wrong = tiny_clip_file(tmp_path / "wide.pt", width=48)
+    with pytest.raises(WeightsError, match="do not fit"):
+        load_tower(TINY, wrong)
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_tower(TINY, tmp_path / "absent.pt")
+
+
+def test_distilled_head_is_registered(distilled, tower_file):
+    model = json.loads((distilled / "registry.json").read_text())["models"]["vit-hp-small"]
+    head = model["token_heads"][TINY]
+    assert head["tower_sha256"] == sha256_file(tower_file)
+    assert head["grid"] == [4, 4] and head["dim"] == 32 and head["steps"] == 3
+    assert model["info"]["default_token_space"] == TINY
+
+
+def test_tokens_from_the_bitstream_in_the_tower_space(distilled):
+    codec = Codec(distilled)
+    image = synthetic_image(70, 90)
+    data = codec.encode(image, 1).data
+    out = codec.decode_tokens(data)
+    assert out.tokens.shape == (16, 32)
+    assert out.metadata["token_space"] == TINY and out.metadata["grid"] == "4x4"
+    latent = codec.decode_tokens(data, token_space="semcodec-latent")
+    assert latent.tokens.shape == (5 * 6, 24)  # ceil(70/16) x ceil(90/16) latent tokens, 24 channels
+    assert codec.decode(data).shape == image.shape
+
+
+def test_file_without_a_head_serves_latent_tokens(tiny_weights):
+    codec = Codec(tiny_weights)
+    out = codec.decode_tokens(codec.encode(synthetic_image(40, 40), 1).data)
+    assert out.metadata["token_space"] == "semcodec-latent"
+    assert "no distilled head" in out.metadata["tower"]
+
+
+def test_head_for_other_codec_weights_is_refused(distilled, tmp_path):
+    stale = tmp_path / "w"
+    shutil.copytree(distilled, stale)
+    raw = json.loads((stale / "registry.json").read_text())
+    raw["models"]["vit-hp-small"]["token_heads"][TINY]["codec_sha256"] = "f" * 64
+    (stale / "registry.json").write_text(json.dumps(raw))
+    codec = Codec(stale)
+    data = codec.encode(synthetic_image(40, 40), 1).data
+    with pytest.raises(WeightsError, match="re-run"):
+        codec.decode_tokens(data)
