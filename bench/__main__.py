@@ -95,5 +95,40 @@ def rd(dataset: Path, weights: Path | None, anchors: Path, limit: int | None, ou
     click.echo(f"\nwrote {out / 'rd.json'} and {out / 'rd.png'}")
 
 
+@main.command()
+@click.option("--tower", default="efficientnet-lite0", show_default=True, help="Tower with a classifier head.")
+@click.option("--tower-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "--dataset",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=DEFAULT_KODAK.parent / "imagenet-sample",
+    show_default=True,
+)
+@click.option("--weights", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
+@click.option("--limit", type=int, default=None, help="Evenly spaced subset of N images.")
+@click.option("--quality", "qualities", type=int, multiple=True, help="Qualities to run (default: all).")
+@click.option("--no-classical", is_flag=True, help="Skip the JPEG/WebP/AVIF equal-bytes columns.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def tokens(
+    tower: str,
+    tower_weights: Path | None,
+    dataset: Path,
+    weights: Path | None,
+    limit: int | None,
+    qualities: tuple[int, ...],
+    no_classical: bool,
+    json_path: Path | None,
+) -> None:
+    """Token fidelity and the tower's answer: tokens from the bitstream vs pixels vs classical codecs."""
+    import json
+
+    from semcodec.bench import tokens as token_bench
+
+    result = token_bench.run(dataset, tower, tower_weights, weights, limit, list(qualities) or None, not no_classical)
+    click.echo(token_bench.table(result))
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=1) + "\n")
+
+
 if __name__ == "__main__":
     main()

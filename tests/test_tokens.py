@@ -112,3 +112,20 @@ def test_head_for_other_codec_weights_is_refused(distilled, tmp_path):
     data = codec.encode(synthetic_image(40, 40), 1).data
     with pytest.raises(WeightsError, match="re-run"):
         codec.decode_tokens(data)
+
+
+def test_token_benchmark_runs_with_the_tiny_tower(distilled, tower_file, tmp_path):
+    from PIL import Image
+
+    from semcodec.bench import tokens as token_bench
+
+    data = tmp_path / "imgs"
+    data.mkdir()
+    for i, name in enumerate(["n01_a.png", "n02_b.png"]):
+        Image.fromarray(synthetic_image(80, 100, seed=20 + i)).save(data / name)
+    result = token_bench.run(data, TINY, tower_file, distilled, qualities=[1], with_classical=True)
+    methods = {r["method"] for r in result["rows"]}
+    assert {"semcodec tokens (a)", "semcodec pixels + tower (b)", "JPEG + tower (c)"} <= methods
+    for row in result["rows"]:
+        assert -1.0 <= row["cosine"] <= 1.0 and row["bytes"] > 0 and row["top1"] is None
+    assert "n/a" in token_bench.table(result)

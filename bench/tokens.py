@@ -1,0 +1,184 @@
+"""Does the machine still get its answer? Tokens from the bitstream vs pixels vs classical codecs.
+
+For each image (ImageNet-style 224 px centre crop) and each quality: code the crop with semcodec,
+then measure against the tower run on the original crop (its tokens and its prediction):
+(a) tokens decoded straight from the bitstream through the distilled head, (b) the tower on
+semcodec's decoded pixels, (c) the tower on JPEG / WebP / AVIF decodes at equal (or the nearest
+reachable larger) byte counts. Reports cosine and relative MSE of tokens, top-1 accuracy against
+the label, agreement with the original prediction, bytes, and decode-to-tokens time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from semcodec.bench import classical
+from semcodec.codec import Codec
+from semcodec.codec.image_io import read_image
+
+CLASSICAL = {"JPEG": classical.jpeg, "WebP": classical.webp, "AVIF": classical.avif}
+
+
+def center_crop(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Resize the short side to size * 256/224, then take the centre ``size`` square (ImageNet eval)."""
+    img = Image.fromarray(pixels)
+    scale = size * 256 / 224 / min(img.size)
+    img = img.resize(
+        (max(size, round(img.width * scale)), max(size, round(img.height * scale))), Image.Resampling.BICUBIC
+    )
+    left, top = (img.width - size) // 2, (img.height - size) // 2
+    return np.array(img.crop((left, top, left + size, top + size)))
+
+
+def at_most_bytes(encoder, pixels: np.ndarray, budget: int) -> tuple[int, np.ndarray]:
+    """The highest quality setting whose file fits ``budget`` bytes (binary search over 1..100);
+    the smallest file if none fits (then the classical codec gets *more* bytes than semcodec)."""
+    lo, hi, best = 1, 100, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        size, decoded = classical.round_trip(encoder, pixels, mid)
+        if size <= budget:
+            best, lo = (size, decoded), mid + 1
+        else:
+            hi = mid - 1
+    return best if best is not None else classical.round_trip(encoder, pixels, 1)
+
+
+@dataclass
+class Tally:
+    """Running sums for one column of the report."""
+
+    n: int = 0
+    bytes: float = 0.0
+    cosine: float = 0.0
+    rel_mse: float = 0.0
+    top1: int = 0
+    agree: int = 0
+    seconds: float = 0.0
+    classified: bool = False
+
+    def add(
+        self,
+        tokens: torch.Tensor,
+        reference: torch.Tensor,
+        logits: torch.Tensor | None,
+        label: int,
+        reference_pred: int,
+        size: int,
+        seconds: float = 0.0,
+    ) -> None:
+        self.n += 1
+        self.bytes += size
+        self.cosine += F.cosine_similarity(tokens, reference, dim=-1).mean().item()
+        self.rel_mse += ((tokens - reference).pow(2).mean() / reference.var()).item()
+        if logits is not None:
+            pred = int(logits.argmax())
+            self.top1 += pred == label
+            self.agree += pred == reference_pred
+        self.classified = logits is not None
+        self.seconds += seconds
+
+    def row(self) -> dict:
+        n = max(self.n, 1)
+        return {
+            "bytes": self.bytes / n,
+            "cosine": self.cosine / n,
+            "rel_mse": self.rel_mse / n,
+            "top1": self.top1 / n if self.classified else None,
+            "agreement": self.agree / n if self.classified else None,
+            "seconds": self.seconds / n,
+        }
+
+
+def run(
+    dataset: Path,
+    tower_name: str,
+    tower_weights: Path | None,
+    weights: Path | None = None,
+    limit: int | None = None,
+    qualities: list[int] | None = None,
+    with_classical: bool = True,
+) -> dict:
+    from semcodec.weights.towers import load_tower
+
+    codec = Codec(weights)
+    tower = load_tower(tower_name, tower_weights)
+    classify = getattr(tower, "classify", None)  # towers without a classifier report tokens only
+
+    def logits_of(tokens: torch.Tensor) -> torch.Tensor | None:
+        return classify(tokens[None])[0] if classify is not None else None
+
+    files = sorted(p for p in dataset.iterdir() if p.suffix.lower() in {".jpeg", ".jpg", ".png"})
+    synsets = sorted({p.name.split("_")[0] for p in files})
+    files = files[:: max(1, len(files) // limit)][:limit] if limit else files
+    qualities = qualities or sorted(codec.registry.qualities)
+    tallies: dict[tuple[int, str], Tally] = {}
+    original = Tally()
+    for path in files:
+        label = synsets.index(path.name.split("_")[0])
+        crop = center_crop(read_image(path).pixels, tower.input_size)
+        x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255
+        with torch.inference_mode():
+            reference = tower(x)[0]
+            ref_logits = logits_of(reference)
+        ref_pred = int(ref_logits.argmax()) if ref_logits is not None else -1
+        original.add(reference, reference, ref_logits, label, ref_pred, 0)
+        for q in qualities:
+            data = codec.encode(crop, q).data
+            with torch.inference_mode():
+                start = time.perf_counter()
+                out = codec.decode_tokens(data, token_space=tower_name)
+                t_tokens = time.perf_counter() - start
+                tallies.setdefault((q, "semcodec tokens (a)"), Tally()).add(
+                    out.tokens, reference, logits_of(out.tokens), label, ref_pred, len(data), t_tokens
+                )
+                start = time.perf_counter()
+                pixels = codec.decode(data)
+                tokens = tower(torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255)[0]
+                t_pixels = time.perf_counter() - start
+                tallies.setdefault((q, "semcodec pixels + tower (b)"), Tally()).add(
+                    tokens, reference, logits_of(tokens), label, ref_pred, len(data), t_pixels
+                )
+                if with_classical:
+                    for name, encoder in CLASSICAL.items():
+                        size, decoded = at_most_bytes(encoder, crop, len(data))
+                        tokens = tower(
+                            torch.from_numpy(np.ascontiguousarray(decoded)).permute(2, 0, 1)[None].float() / 255
+                        )[0]
+                        tallies.setdefault((q, f"{name} + tower (c)"), Tally()).add(
+                            tokens, reference, logits_of(tokens), label, ref_pred, size
+                        )
+    return {
+        "images": len(files),
+        "tower": tower_name,
+        "original": original.row(),
+        "rows": [{"quality": q, "method": m, **t.row()} for (q, m), t in tallies.items()],
+    }
+
+
+def _fraction(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def table(result: dict) -> str:
+    o = result["original"]
+    lines = [
+        f"tower {result['tower']} on {result['images']} images: original top-1 {_fraction(o['top1'])}",
+        "",
+        "| quality | method | bytes | token cosine | token rel. MSE | top-1 | agreement | decode-to-tokens s |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        secs = f"{r['seconds']:.3f}" if r["seconds"] else ""
+        lines.append(
+            f"| {r['quality']} | {r['method']} | {r['bytes']:.0f} | {r['cosine']:.4f} | {r['rel_mse']:.4f} "
+            f"| {_fraction(r['top1'])} | {_fraction(r['agreement'])} | {secs} |"
+        )
+    return "\n".join(lines)
