@@ -108,6 +108,7 @@ def rd(dataset: Path, weights: Path | None, anchors: Path, limit: int | None, ou
 @click.option("--limit", type=int, default=None, help="Evenly spaced subset of N images.")
 @click.option("--quality", "qualities", type=int, multiple=True, help="Qualities to run (default: all).")
 @click.option("--no-classical", is_flag=True, help="Skip the JPEG/WebP/AVIF equal-bytes columns.")
+@click.option("--keep", "keeps", type=int, multiple=True, help="Also code only N latent tokens (repeatable).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def tokens(
     tower: str,
@@ -117,6 +118,7 @@ def tokens(
     limit: int | None,
     qualities: tuple[int, ...],
     no_classical: bool,
+    keeps: tuple[int, ...],
     json_path: Path | None,
 ) -> None:
     """Token fidelity and the tower's answer: tokens from the bitstream vs pixels vs classical codecs."""
@@ -124,7 +126,9 @@ def tokens(
 
     from semcodec.bench import tokens as token_bench
 
-    result = token_bench.run(dataset, tower, tower_weights, weights, limit, list(qualities) or None, not no_classical)
+    result = token_bench.run(
+        dataset, tower, tower_weights, weights, limit, list(qualities) or None, not no_classical, list(keeps)
+    )
     click.echo(token_bench.table(result))
     if json_path:
         json_path.write_text(json.dumps(result, indent=1) + "\n")

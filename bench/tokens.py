@@ -105,7 +105,9 @@ def run(
     limit: int | None = None,
     qualities: list[int] | None = None,
     with_classical: bool = True,
+    keeps: list[int] | None = None,
 ) -> dict:
+    """Every image x quality x kept-token count (``keeps``; ``None`` = all tokens)."""
     from semcodec.weights.towers import load_tower
 
     codec = Codec(weights)
@@ -119,7 +121,8 @@ def run(
     synsets = sorted({p.name.split("_")[0] for p in files})
     files = files[:: max(1, len(files) // limit)][:limit] if limit else files
     qualities = qualities or sorted(codec.registry.qualities)
-    tallies: dict[tuple[int, str], Tally] = {}
+    tallies: dict[tuple[int, int | None, str], Tally] = {}
+    keeps = [None, *(keeps or [])]
     original = Tally()
     for path in files:
         label = synsets.index(path.name.split("_")[0])
@@ -130,36 +133,36 @@ def run(
             ref_logits = logits_of(reference)
         ref_pred = int(ref_logits.argmax()) if ref_logits is not None else -1
         original.add(reference, reference, ref_logits, label, ref_pred, 0)
-        for q in qualities:
-            data = codec.encode(crop, q).data
+        for q, keep in ((q, k) for q in qualities for k in keeps):
+            data = codec.encode(crop, q, keep_tokens=keep).data
             with torch.inference_mode():
                 start = time.perf_counter()
                 out = codec.decode_tokens(data, token_space=tower_name)
                 t_tokens = time.perf_counter() - start
-                tallies.setdefault((q, "semcodec tokens (a)"), Tally()).add(
+                tallies.setdefault((q, keep, "semcodec tokens (a)"), Tally()).add(
                     out.tokens, reference, logits_of(out.tokens), label, ref_pred, len(data), t_tokens
                 )
                 start = time.perf_counter()
                 pixels = codec.decode(data)
                 tokens = tower(torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255)[0]
                 t_pixels = time.perf_counter() - start
-                tallies.setdefault((q, "semcodec pixels + tower (b)"), Tally()).add(
+                tallies.setdefault((q, keep, "semcodec pixels + tower (b)"), Tally()).add(
                     tokens, reference, logits_of(tokens), label, ref_pred, len(data), t_pixels
                 )
-                if with_classical:
+                if with_classical and keep is None:
                     for name, encoder in CLASSICAL.items():
                         size, decoded = at_most_bytes(encoder, crop, len(data))
                         tokens = tower(
                             torch.from_numpy(np.ascontiguousarray(decoded)).permute(2, 0, 1)[None].float() / 255
                         )[0]
-                        tallies.setdefault((q, f"{name} + tower (c)"), Tally()).add(
+                        tallies.setdefault((q, keep, f"{name} + tower (c)"), Tally()).add(
                             tokens, reference, logits_of(tokens), label, ref_pred, size
                         )
     return {
         "images": len(files),
         "tower": tower_name,
         "original": original.row(),
-        "rows": [{"quality": q, "method": m, **t.row()} for (q, m), t in tallies.items()],
+        "rows": [{"quality": q, "tokens": k or "all", "method": m, **t.row()} for (q, k, m), t in tallies.items()],
     }
 
 
@@ -172,13 +175,14 @@ def table(result: dict) -> str:
     lines = [
         f"tower {result['tower']} on {result['images']} images: original top-1 {_fraction(o['top1'])}",
         "",
-        "| quality | method | bytes | token cosine | token rel. MSE | top-1 | agreement | decode-to-tokens s |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| quality | coded tokens | method | bytes | token cosine | token rel. MSE | top-1 | agreement | decode s |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         secs = f"{r['seconds']:.3f}" if r["seconds"] else ""
         lines.append(
-            f"| {r['quality']} | {r['method']} | {r['bytes']:.0f} | {r['cosine']:.4f} | {r['rel_mse']:.4f} "
+            f"| {r['quality']} | {r['tokens']} | {r['method']} | {r['bytes']:.0f} | {r['cosine']:.4f} "
+            f"| {r['rel_mse']:.4f} "
             f"| {_fraction(r['top1'])} | {_fraction(r['agreement'])} | {secs} |"
         )
     return "\n".join(lines)

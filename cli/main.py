@@ -100,6 +100,13 @@ def main(ctx: click.Context, weights: Path | None) -> None:
     default=None,
     help="Token space recorded for `decode --target tokens` (a distilled tower; default: the model's).",
 )
+@click.option(
+    "--tokens",
+    "keep_tokens",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Code only the N most important latent tokens (token pruning as a rate knob).",
+)
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
 @click.pass_context
@@ -109,6 +116,7 @@ def encode(
     output_path: str,
     quality: int | None,
     token_space: str | None,
+    keep_tokens: int | None,
     force: bool,
     quiet: bool,
 ) -> None:
@@ -121,7 +129,7 @@ def encode(
     for note in image.warnings:
         click.echo(f"semcodec: warning: {note}", err=True)
     start = time.perf_counter()
-    result = _codec(ctx).encode(image, quality, token_space=token_space)
+    result = _codec(ctx).encode(image, quality, token_space=token_space, keep_tokens=keep_tokens)
     seconds = time.perf_counter() - start
     _write_output(output_path, result.data, force)
     if not quiet:
@@ -194,7 +202,10 @@ def _token_file(result, output_path: str, dtype: str) -> bytes:
         buffer = io.BytesIO()
         np.save(buffer, tokens.numpy())
         return buffer.getvalue()
-    return save({"tokens": tokens}, metadata=metadata)
+    tensors = {"tokens": tokens}
+    if result.positions is not None:
+        tensors["positions"] = result.positions.to(torch.int64)
+    return save(tensors, metadata=metadata)
 
 
 @main.command()

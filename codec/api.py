@@ -28,7 +28,7 @@ from semcodec.models import ARCHITECTURES, SemanticHyperprior
 from semcodec.models.token_head import TokenHead, latent_tokens
 from semcodec.weights import Registry, load_registry, load_state_dict, load_verified
 
-Z_CHUNK, Y_CHUNK, TOKEN_SPACE_CHUNK = "Z   ", "Y   ", "TSPC"
+Z_CHUNK, Y_CHUNK, TOKEN_SPACE_CHUNK, MASK_CHUNK = "Z   ", "Y   ", "TSPC", "MASK"
 
 
 def _token_space(header: bitstream.Header) -> str | None:
@@ -76,12 +76,14 @@ class Decoded:
     y_hat: torch.Tensor  # (1, C, h, w) on the padded grid
     symbols: Symbols
     seconds: dict[str, float] = field(default_factory=dict)
+    mask: np.ndarray | None = None  # kept latent tokens (h*w,) when encoded with keep_tokens
 
 
 @dataclass
 class TokenOutput:
     tokens: torch.Tensor  # (N, D)
     metadata: dict[str, str]
+    positions: torch.Tensor | None = None  # (N,) row-major grid index of each token, when pruned
 
 
 @contextmanager
@@ -151,9 +153,14 @@ class Codec:
         image: LoadedImage | np.ndarray | Path | str | bytes,
         quality: int | None = None,
         token_space: str | None = None,
+        keep_tokens: int | None = None,
     ) -> EncodeResult:
-        """Code ``image`` at ``quality``; ``token_space`` (default: the model's) is recorded for
-        ``--target tokens`` decoders."""
+        """Code ``image`` at ``quality``.
+
+        ``token_space`` (default: the model's) is recorded for ``--target tokens`` decoders.
+        ``keep_tokens=N`` codes only the N most important latent tokens (token pruning as rate
+        allocation) plus a compact mask; the decoder fills the others with the hyperprior's mean.
+        """
         if not isinstance(image, LoadedImage):
             image = read_image(image) if not isinstance(image, np.ndarray) else LoadedImage(image)
         quality = self.default_quality if quality is None else quality
@@ -176,10 +183,19 @@ class Codec:
                 # The encoder continues from its own *decoded* side information, like the decoder.
                 means, indexes = _entropy_parameters(model, _z_hat(z_symbols, tables, z.shape))
                 y_symbols = torch.clamp(torch.round(y - means), -entropy.SYMBOL_BOUND, entropy.SYMBOL_BOUND)
-                y_symbols = y_symbols.to(torch.int32).reshape(-1).numpy()
+                y_symbols = y_symbols.to(torch.int32)[0].reshape(means.shape[1], -1).numpy()
+                stds = tables.stds[indexes[0].reshape(means.shape[1], -1).numpy()]
+                mask_chunk: tuple[bitstream.Chunk, ...] = ()
+                if keep_tokens is not None:
+                    mask = _important_tokens(y_symbols, stds, means.shape[2:], (h, w), keep_tokens, model.latent_stride)
+                    y_symbols[:, ~mask] = 0  # skipped tokens: zero residual, the decoder uses the mean
+                    mask_chunk = (bitstream.Chunk(MASK_CHUNK, entropy.encode_mask(mask)),)
+                    coded, coded_stds = y_symbols[:, mask], stds[:, mask]
+                else:
+                    coded, coded_stds = y_symbols, stds
             with timer("entropy"):
-                y_bytes = entropy.encode_gaussian(y_symbols, tables.stds[indexes.reshape(-1).numpy()])
-        symbols = Symbols(z_symbols, y_symbols)
+                y_bytes = entropy.encode_gaussian(coded.reshape(-1), coded_stds.reshape(-1))
+        symbols = Symbols(z_symbols, y_symbols.reshape(-1))
         space = token_space or entry.default_token_space()
         if space != entry.token_space and space not in entry.token_heads:
             raise WeightsError(f"model {entry.name} has no token head for {space!r}")
@@ -191,7 +207,7 @@ class Codec:
             height=h,
             width=w,
             symbols_crc=symbols.crc32(),
-            chunks=(bitstream.Chunk(Z_CHUNK, z_bytes), bitstream.Chunk(Y_CHUNK, y_bytes), *space_chunk),
+            chunks=(bitstream.Chunk(Z_CHUNK, z_bytes), bitstream.Chunk(Y_CHUNK, y_bytes), *space_chunk, *mask_chunk),
         )
         return EncodeResult(bitstream.pack(header), symbols, h, w, image.warnings, timer.seconds)
 
@@ -225,7 +241,15 @@ class Codec:
             with timer("hyper"):
                 means, indexes = _entropy_parameters(model, _z_hat(z_symbols, tables, z_shape))
             with timer("entropy"):
-                y_symbols = entropy.decode_gaussian(header.chunk(Y_CHUNK), tables.stds[indexes.reshape(-1).numpy()])
+                stds = tables.stds[indexes[0].reshape(means.shape[1], -1).numpy()]
+                mask = _token_mask(header, stds.shape[1])
+                if mask is None:
+                    y_symbols = entropy.decode_gaussian(header.chunk(Y_CHUNK), stds.reshape(-1))
+                else:
+                    kept = entropy.decode_gaussian(header.chunk(Y_CHUNK), stds[:, mask].reshape(-1))
+                    y_full = np.zeros(stds.shape, dtype=np.int32)
+                    y_full[:, mask] = kept.reshape(stds.shape[0], -1)
+                    y_symbols = y_full.reshape(-1)
             symbols = Symbols(z_symbols, y_symbols)
             if symbols.crc32() != header.symbols_crc:
                 raise BitstreamError(
@@ -233,7 +257,7 @@ class Codec:
                     "differs from the encoder's"
                 )
             y_hat = torch.from_numpy(y_symbols.astype(np.float32)).reshape(means.shape) + means
-        return Decoded(header, model, level.gain_index, y_hat, symbols, timer.seconds)
+        return Decoded(header, model, level.gain_index, y_hat, symbols, timer.seconds, mask)
 
     def decode(self, data: bytes) -> np.ndarray:
         """Bitstream -> RGB uint8 pixels at exactly the original size."""
@@ -262,9 +286,14 @@ class Codec:
         space = token_space or _token_space(header) or entry.token_space
         with torch.inference_mode():
             grid = model.semantic_grid(decoded.y_hat, decoded.gain_index, header.height, header.width)
+            positions = None
             if space == entry.token_space:
                 tokens, grid_hw = latent_tokens(grid)[0], tuple(grid.shape[2:])
                 tower = {"tower": "none (codec latent tokens; no distilled head)", "layer": "latent y_hat / gain"}
+                if decoded.mask is not None:  # pruned at the encoder: hand over only the coded tokens
+                    rows, cols = np.divmod(np.flatnonzero(decoded.mask), decoded.y_hat.shape[3])
+                    positions = torch.from_numpy(rows * grid_hw[1] + cols)
+                    tokens = tokens[positions]
             else:
                 head, info = self.token_head(entry.name, space)
                 tokens, grid_hw = head(grid)[0], head.grid
@@ -280,7 +309,9 @@ class Codec:
             "model": header.model_id,
             "quality": str(header.quality),
         }
-        return TokenOutput(tokens.contiguous(), metadata)
+        if decoded.mask is not None:
+            metadata["kept_tokens"] = str(int(decoded.mask.sum()))
+        return TokenOutput(tokens.contiguous(), metadata, positions)
 
     def token_head(self, model_name: str, space: str) -> tuple[TokenHead, dict]:
         """The distilled head of ``model_name`` for tower ``space`` (sha256-checked, loaded once)."""
@@ -302,6 +333,35 @@ class Codec:
 
     def decode_png(self, data: bytes) -> bytes:
         return encode_png(self.decode(data))
+
+
+def _token_mask(header: bitstream.Header, total: int) -> np.ndarray | None:
+    for chunk in header.chunks:
+        if chunk.tag == MASK_CHUNK:
+            return entropy.decode_mask(chunk.payload, total)
+    return None
+
+
+def _important_tokens(
+    symbols: np.ndarray, stds: np.ndarray, grid: tuple[int, int], size: tuple[int, int], keep: int, stride: int
+) -> np.ndarray:
+    """Mask of the ``keep`` tokens the hyperprior predicts worst (largest normalised residual energy).
+
+    A token the prior already predicts well costs few bits and loses little when replaced by its
+    mean; the surprising ones carry the content. Tokens over the padding are never kept first.
+    Ties break by position, so the choice is deterministic.
+    """
+    gh, gw = grid
+    if keep < 1:
+        raise ValueError("keep_tokens must be at least 1")
+    importance = ((symbols / stds) ** 2).sum(axis=0).reshape(gh, gw)
+    content = np.zeros((gh, gw), dtype=bool)
+    content[: -(-size[0] // stride), : -(-size[1] // stride)] = True
+    importance = np.where(content, importance, -1.0).reshape(-1)
+    order = np.argsort(-importance, kind="stable")
+    mask = np.zeros(gh * gw, dtype=bool)
+    mask[order[: min(keep, int(content.sum()))]] = True
+    return mask
 
 
 def _to_tensor(pixels: np.ndarray) -> torch.Tensor:

@@ -70,3 +70,33 @@ def decode_factorized(data: bytes, pmfs: list[np.ndarray], positions: int) -> np
     except (AssertionError, ValueError, RuntimeError) as exc:
         raise CorruptBitstreamError(f"corrupt bitstream: side-information stream does not decode ({exc})") from None
     return np.stack(rows).astype(np.int32)
+
+
+def encode_mask(mask: np.ndarray) -> bytes:
+    """Code a boolean mask with an i.i.d. model whose rate is derived from its count (stored first)."""
+    kept, total = int(mask.sum()), int(mask.size)
+    head = np.array([kept], dtype="<u4").tobytes()
+    if kept in (0, total):
+        return head  # nothing to code: all or none
+    model = constriction.stream.model.Categorical(np.array([total - kept, kept], np.float64) / total, perfect=False)
+    encoder = constriction.stream.queue.RangeEncoder()
+    encoder.encode(mask.astype(np.int32).reshape(-1), model)
+    return head + encoder.get_compressed().astype("<u4").tobytes()
+
+
+def decode_mask(data: bytes, total: int) -> np.ndarray:
+    if len(data) < 4:
+        raise CorruptBitstreamError("corrupt bitstream: token mask chunk is too short")
+    kept = int(np.frombuffer(data[:4], dtype="<u4")[0])
+    if kept > total:
+        raise CorruptBitstreamError(f"corrupt bitstream: token mask keeps {kept} of {total} tokens")
+    if kept in (0, total):
+        return np.full(total, kept == total)
+    model = constriction.stream.model.Categorical(np.array([total - kept, kept], np.float64) / total, perfect=False)
+    try:
+        mask = constriction.stream.queue.RangeDecoder(_words(data[4:])).decode(model, total).astype(bool)
+    except (AssertionError, ValueError, RuntimeError) as exc:
+        raise CorruptBitstreamError(f"corrupt bitstream: token mask does not decode ({exc})") from None
+    if int(mask.sum()) != kept:
+        raise CorruptBitstreamError("corrupt bitstream: token mask count mismatch")
+    return mask

@@ -196,3 +196,19 @@ def test_kodak_file_round_trip_via_cli(tmp_path):
     assert semcodec("encode", str(KODAK / "kodim01.png"), str(out), "-q", "1").returncode == 0
     assert semcodec("decode", str(out), "-o", str(tmp_path / "k.png")).returncode == 0
     assert Image.open(tmp_path / "k.png").size == (768, 512)
+
+
+def test_encode_with_tokens_n_returns_n_tokens(tmp_path, small_png):
+    from safetensors import safe_open
+
+    out = tmp_path / "pruned.bin"
+    assert semcodec("encode", str(small_png), str(out), "--tokens", "10").returncode == 0
+    st = tmp_path / "pruned.safetensors"
+    assert semcodec("decode", str(out), "--target", "tokens", "-o", str(st)).returncode == 0
+    with safe_open(st, "pt") as f:
+        assert f.get_tensor("tokens").shape[0] == 10
+        assert f.get_tensor("positions").shape == (10,)
+        assert f.metadata()["kept_tokens"] == "10"
+    bad = semcodec("encode", str(small_png), str(tmp_path / "x.bin"), "--tokens", "0")
+    assert bad.returncode == 2 and b"--tokens" in bad.stderr  # click's usage error
+    assert not (tmp_path / "x.bin").exists()

@@ -104,3 +104,29 @@ def test_symbols_crc_covers_every_symbol():
     a = Symbols(np.zeros((2, 3), np.int32), np.arange(10, dtype=np.int32))
     b = Symbols(np.zeros((2, 3), np.int32), np.arange(10, dtype=np.int32) * (np.arange(10) != 9))
     assert a.crc32() != b.crc32()
+
+
+@pytest.mark.parametrize("keep", [1, 40, 500])
+def test_pruned_tokens_round_trip(codec, kodak_image, encoded, keep):
+    result = codec.encode(kodak_image, 3, keep_tokens=keep)
+    decoded = codec.decode_symbols(result.data)
+    np.testing.assert_array_equal(decoded.symbols.y, result.symbols.y)
+    assert int(decoded.mask.sum()) == keep
+    assert len(result.data) < len(encoded[3].data)
+    tokens = codec.decode_tokens(result.data)
+    assert tokens.tokens.shape[0] == keep and tokens.positions.shape == (keep,)
+    assert tokens.metadata["kept_tokens"] == str(keep)
+    full = codec.decode_tokens(encoded[3].data).tokens
+    assert tokens.tokens.shape[1] == full.shape[1]
+    assert codec.decode(result.data).shape == kodak_image.shape  # pixels: the rest inpainted from the prior
+
+
+def test_fewer_tokens_fewer_bytes(codec, kodak_image):
+    sizes = [len(codec.encode(kodak_image, 2, keep_tokens=n).data) for n in (16, 128, 768)]
+    assert sizes[0] < sizes[1] < sizes[2]
+
+
+def test_keeping_every_token_changes_nothing_but_the_mask(codec, kodak_image, encoded):
+    h, w = kodak_image.shape[:2]
+    every = codec.encode(kodak_image, 2, keep_tokens=(-(-h // 16)) * (-(-w // 16)))
+    np.testing.assert_array_equal(codec.decode(every.data), codec.decode(encoded[2].data))

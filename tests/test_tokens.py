@@ -47,9 +47,26 @@ def distilled(tmp_path_factory, tiny_weights, tower_file) -> Path:
     data = tmp_path_factory.mktemp("distill-data")
     for i in range(2):
         Image.fromarray(synthetic_image(96, 120, seed=10 + i)).save(data / f"{i}.png")
-    result = CliRunner().invoke(main, ["--weights", str(weights), "distill", "--tower", TINY, "--tower-weights",
-                                       str(tower_file), "--data", str(data), "--steps", "3", "--batch", "2",
-                                       "--hidden", "32"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "--weights",
+            str(weights),
+            "distill",
+            "--tower",
+            TINY,
+            "--tower-weights",
+            str(tower_file),
+            "--data",
+            str(data),
+            "--steps",
+            "3",
+            "--batch",
+            "2",
+            "--hidden",
+            "32",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return weights
 
@@ -123,9 +140,11 @@ def test_token_benchmark_runs_with_the_tiny_tower(distilled, tower_file, tmp_pat
     data.mkdir()
     for i, name in enumerate(["n01_a.png", "n02_b.png"]):
         Image.fromarray(synthetic_image(80, 100, seed=20 + i)).save(data / name)
-    result = token_bench.run(data, TINY, tower_file, distilled, qualities=[1], with_classical=True)
+    result = token_bench.run(data, TINY, tower_file, distilled, qualities=[1], with_classical=True, keeps=[3])
     methods = {r["method"] for r in result["rows"]}
     assert {"semcodec tokens (a)", "semcodec pixels + tower (b)", "JPEG + tower (c)"} <= methods
     for row in result["rows"]:
         assert -1.0 <= row["cosine"] <= 1.0 and row["bytes"] > 0 and row["top1"] is None
     assert "n/a" in token_bench.table(result)
+    pruned = {r["method"] for r in result["rows"] if r["tokens"] == 3}
+    assert pruned == {"semcodec tokens (a)", "semcodec pixels + tower (b)"}  # classical only at full rate
