@@ -10,6 +10,7 @@ from semcodec.bitstream.container import (
     Chunk,
     Header,
     pack,
+    read_prefix,
     unpack,
 )
 from semcodec.errors import (
@@ -30,5 +31,6 @@ __all__ = [
     "TruncatedBitstreamError",
     "UnsupportedVersionError",
     "pack",
+    "read_prefix",
     "unpack",
 ]

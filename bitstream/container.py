@@ -26,6 +26,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from semcodec.errors import (
     BitstreamError,
@@ -70,6 +71,8 @@ class Header:
     symbols_crc: int
     flags: int = 0
     chunks: tuple[Chunk, ...] = field(default_factory=tuple)
+    header_bytes: int = field(default=0, compare=False)
+    """Size of the header as read (set by :func:`unpack`; not part of equality)."""
 
     def chunk(self, tag: str) -> bytes:
         """Payload of the chunk named ``tag``; a missing chunk is a corrupt file."""
@@ -108,8 +111,13 @@ def pack(header: Header) -> bytes:
     return head + _CRC.pack(crc32(head)) + b"".join(c.payload for c in header.chunks)
 
 
-def unpack(data: bytes) -> Header:
-    """Parse and verify a semcodec file; raise a :class:`BitstreamError` subclass if it is not one."""
+def unpack(data: bytes, until: str | None = None) -> Header:
+    """Parse and verify a semcodec file; raise a :class:`BitstreamError` subclass if it is not one.
+
+    With ``until`` (a chunk tag), only the chunks up to and including that one are read and
+    verified, and ``data`` may be just that prefix of the file: a layered decoder (tokens from the
+    base layer) needs no more bytes than that.
+    """
     data = bytes(data)
     if len(data) == 0:
         raise TruncatedBitstreamError("empty file: not a semcodec bitstream")
@@ -137,10 +145,15 @@ def unpack(data: bytes) -> Header:
     except (struct.error, UnicodeDecodeError) as exc:  # CRC matched but fields do not fit: malformed
         raise CorruptBitstreamError(f"corrupt bitstream: malformed header ({exc})") from None
     offset = head_end + _CRC.size
+    if until is not None:
+        tags = [tag for tag, _, _ in table]
+        if until not in tags:
+            raise CorruptBitstreamError(f"bitstream has no {until.strip()!r} chunk")
+        table = table[: tags.index(until) + 1]
     expected = offset + sum(length for _, length, _ in table)
     if len(data) < expected:
         raise TruncatedBitstreamError(f"truncated bitstream: {len(data)} of {expected} bytes")
-    if len(data) > expected:
+    if len(data) > expected and until is None:
         raise CorruptBitstreamError(f"corrupt bitstream: {len(data) - expected} unexpected trailing bytes")
     chunks = []
     for tag, length, crc in table:
@@ -149,7 +162,28 @@ def unpack(data: bytes) -> Header:
         if crc32(payload) != crc:
             raise CorruptBitstreamError(f"corrupt bitstream: checksum mismatch in chunk {tag.strip()!r}")
         chunks.append(Chunk(tag, payload))
-    return Header(**header, chunks=tuple(chunks))
+    return Header(**header, chunks=tuple(chunks), header_bytes=head_end + _CRC.size)
+
+
+def read_prefix(stream: BinaryIO, until: str) -> bytes:
+    """Read from ``stream`` only the bytes :func:`unpack` needs to reach chunk ``until``.
+
+    The length fields are bounded by what the stream really holds: a lying header makes
+    :func:`unpack` raise, it never makes this allocate more than the file.
+    """
+    data = stream.read(_PREFIX.size)
+    if len(data) == _PREFIX.size:
+        magic, _, body_len = _PREFIX.unpack(data)
+        if magic == MAGIC:
+            data += stream.read(body_len + _CRC.size)
+            try:
+                _, table = _parse_body(memoryview(data)[_PREFIX.size : _PREFIX.size + body_len])
+            except (struct.error, UnicodeDecodeError, BitstreamError):
+                table = []
+            tags = [tag for tag, _, _ in table]
+            if until in tags:
+                data += stream.read(sum(length for _, length, _ in table[: tags.index(until) + 1]))
+    return data
 
 
 def _parse_body(body: memoryview) -> tuple[dict, list[tuple[str, int, int]]]:

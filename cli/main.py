@@ -41,15 +41,20 @@ class _Group(click.Group):
             _fail(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
 
 
-def _read_input(path: str) -> bytes:
+def _read_input(path: str, until_chunk: str | None = None) -> bytes:
+    """The bytes of ``path`` ('-': stdin); with ``until_chunk``, only the file's prefix up to it."""
+    from semcodec.bitstream import read_prefix
+
     if path == "-":
-        return sys.stdin.buffer.read()
+        stream = sys.stdin.buffer
+        return read_prefix(stream, until_chunk) if until_chunk else stream.read()
     p = Path(path)
     if not p.exists():
         raise SemcodecError(f"no such file: {path}")
     if p.is_dir():
         raise SemcodecError(f"{path} is a directory")
-    return p.read_bytes()
+    with open(p, "rb") as stream:
+        return read_prefix(stream, until_chunk) if until_chunk else stream.read()
 
 
 def _write_output(path: str, data: bytes, force: bool) -> None:
@@ -182,7 +187,9 @@ def decode(
         output_path = str(Path(input_path).with_suffix(TARGET_SUFFIX[target]))
     if output_path != "-" and Path(output_path).exists() and not force:
         raise SemcodecError(f"{output_path} exists (use --force to overwrite)")
-    data = _read_input(input_path)
+    from semcodec.codec.api import BASE_CHUNK
+
+    data = _read_input(input_path, None if target == "pixels" else BASE_CHUNK)
     codec = _codec(ctx)
     if target == "pixels":
         out = codec.decode_png(data)

@@ -8,6 +8,7 @@ against the table std. The decoder repeats the same steps from the same integers
 
 from __future__ import annotations
 
+import struct
 import time
 import zlib
 from collections.abc import Iterator
@@ -28,7 +29,12 @@ from semcodec.models import ARCHITECTURES, SemanticHyperprior
 from semcodec.models.token_head import TokenHead, latent_tokens
 from semcodec.weights import Registry, load_registry, load_state_dict, load_verified
 
-Z_CHUNK, Y_CHUNK, TOKEN_SPACE_CHUNK, MASK_CHUNK = "Z   ", "Y   ", "TSPC", "MASK"
+Z_CHUNK, MASK_CHUNK, TOKEN_SPACE_CHUNK = "Z   ", "MASK", "TSPC"
+BASE_CHUNK, ENHANCEMENT_CHUNK = "YB  ", "YE  "
+"""The latent is coded in two layers: the base layer (the first ``base_channels`` channels) is
+enough for the tokens target; the enhancement layer adds the rest for pixels. The base layer and
+everything it needs come first in the file, so a tokens decoder reads only a prefix."""
+_BASE_PREFIX = struct.Struct("<HI")  # base channel count, CRC32 of the base-layer symbols
 
 
 def _token_space(header: bitstream.Header) -> str | None:
@@ -54,6 +60,10 @@ class Symbols:
         return zlib.crc32(data) & 0xFFFFFFFF
 
 
+def _crc(symbols: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(symbols).astype("<i4").tobytes()) & 0xFFFFFFFF
+
+
 @dataclass
 class EncodeResult:
     data: bytes
@@ -77,6 +87,7 @@ class Decoded:
     symbols: Symbols
     seconds: dict[str, float] = field(default_factory=dict)
     mask: np.ndarray | None = None  # kept latent tokens (h*w,) when encoded with keep_tokens
+    base_only: bool = False  # enhancement channels not decoded (they hold the prior's means)
 
 
 @dataclass
@@ -194,7 +205,11 @@ class Codec:
                 else:
                     coded, coded_stds = y_symbols, stds
             with timer("entropy"):
-                y_bytes = entropy.encode_gaussian(coded.reshape(-1), coded_stds.reshape(-1))
+                cb = model.base_channels
+                base = _BASE_PREFIX.pack(cb, _crc(y_symbols[:cb])) + entropy.encode_gaussian(
+                    coded[:cb].reshape(-1), coded_stds[:cb].reshape(-1)
+                )
+                enhancement = entropy.encode_gaussian(coded[cb:].reshape(-1), coded_stds[cb:].reshape(-1))
         symbols = Symbols(z_symbols, y_symbols.reshape(-1))
         space = token_space or entry.default_token_space()
         if space != entry.token_space and space not in entry.token_heads:
@@ -207,15 +222,25 @@ class Codec:
             height=h,
             width=w,
             symbols_crc=symbols.crc32(),
-            chunks=(bitstream.Chunk(Z_CHUNK, z_bytes), bitstream.Chunk(Y_CHUNK, y_bytes), *space_chunk, *mask_chunk),
+            chunks=(
+                bitstream.Chunk(Z_CHUNK, z_bytes),
+                *mask_chunk,
+                *space_chunk,
+                bitstream.Chunk(BASE_CHUNK, base),
+                bitstream.Chunk(ENHANCEMENT_CHUNK, enhancement),
+            ),
         )
         return EncodeResult(bitstream.pack(header), symbols, h, w, image.warnings, timer.seconds)
 
     # ---------------------------------------------------------------- decode
-    def decode_symbols(self, data: bytes) -> Decoded:
-        """Parse, entropy-decode and verify: ``y_hat`` on the latent grid plus the decoded symbols."""
+    def decode_symbols(self, data: bytes, base_only: bool = False) -> Decoded:
+        """Parse, entropy-decode and verify: ``y_hat`` on the latent grid plus the decoded symbols.
+
+        ``base_only`` reads the base layer alone (``data`` may be just that prefix of the file);
+        the enhancement channels of ``y_hat`` are then the hyperprior's means.
+        """
         timer = _Timer()
-        header = bitstream.unpack(data)
+        header = bitstream.unpack(data, until=BASE_CHUNK if base_only else None)
         if header.height * header.width > MAX_PIXELS:
             raise BitstreamError(
                 f"bitstream declares {header.width}x{header.height}, above the {MAX_PIXELS}-pixel limit"
@@ -243,21 +268,33 @@ class Codec:
             with timer("entropy"):
                 stds = tables.stds[indexes[0].reshape(means.shape[1], -1).numpy()]
                 mask = _token_mask(header, stds.shape[1])
-                if mask is None:
-                    y_symbols = entropy.decode_gaussian(header.chunk(Y_CHUNK), stds.reshape(-1))
-                else:
-                    kept = entropy.decode_gaussian(header.chunk(Y_CHUNK), stds[:, mask].reshape(-1))
-                    y_full = np.zeros(stds.shape, dtype=np.int32)
-                    y_full[:, mask] = kept.reshape(stds.shape[0], -1)
-                    y_symbols = y_full.reshape(-1)
+                cols = slice(None) if mask is None else mask
+                payload = header.chunk(BASE_CHUNK)
+                if len(payload) < _BASE_PREFIX.size:
+                    raise BitstreamError("corrupt bitstream: base layer too short")
+                cb, base_crc = _BASE_PREFIX.unpack_from(payload)
+                if cb != model.base_channels:
+                    raise BitstreamError(
+                        f"corrupt bitstream: base layer has {cb} channels, model has {model.base_channels}"
+                    )
+                y_full = np.zeros(stds.shape, dtype=np.int32)
+                layers = [(slice(0, cb), payload[_BASE_PREFIX.size :])]
+                if not base_only:
+                    layers.append((slice(cb, None), header.chunk(ENHANCEMENT_CHUNK)))
+                for channels, words in layers:
+                    coded_stds = stds[channels][:, cols]
+                    y_full[channels, cols] = entropy.decode_gaussian(words, coded_stds.reshape(-1)).reshape(
+                        coded_stds.shape
+                    )
+                y_symbols = y_full.reshape(-1)
             symbols = Symbols(z_symbols, y_symbols)
-            if symbols.crc32() != header.symbols_crc:
+            if _crc(y_full[:cb]) != base_crc or (not base_only and symbols.crc32() != header.symbols_crc):
                 raise BitstreamError(
                     "decoded symbols fail their CRC: the file is corrupt or the entropy model here "
                     "differs from the encoder's"
                 )
             y_hat = torch.from_numpy(y_symbols.astype(np.float32)).reshape(means.shape) + means
-        return Decoded(header, model, level.gain_index, y_hat, symbols, timer.seconds, mask)
+        return Decoded(header, model, level.gain_index, y_hat, symbols, timer.seconds, mask, base_only)
 
     def decode(self, data: bytes) -> np.ndarray:
         """Bitstream -> RGB uint8 pixels at exactly the original size."""
@@ -280,7 +317,7 @@ class Codec:
         codec's own latent space. A tower's space needs the head distilled for it (``semcodec
         distill``); the latent space is the decoded grid with the quality gain undone.
         """
-        decoded = self.decode_symbols(data)
+        decoded = self.decode_symbols(data, base_only=True)
         header, model = decoded.header, decoded.model
         entry = self.registry.model(header.model_id)
         space = token_space or _token_space(header) or entry.token_space
@@ -288,7 +325,7 @@ class Codec:
             grid = model.semantic_grid(decoded.y_hat, decoded.gain_index, header.height, header.width)
             positions = None
             if space == entry.token_space:
-                tokens, grid_hw = latent_tokens(grid)[0], tuple(grid.shape[2:])
+                tokens, grid_hw = latent_tokens(grid[:, : model.base_channels])[0], tuple(grid.shape[2:])
                 tower = {"tower": "none (codec latent tokens; no distilled head)", "layer": "latent y_hat / gain"}
                 if decoded.mask is not None:  # pruned at the encoder: hand over only the coded tokens
                     rows, cols = np.divmod(np.flatnonzero(decoded.mask), decoded.y_hat.shape[3])
@@ -305,7 +342,8 @@ class Codec:
             "token_count": str(tokens.shape[0]),
             "token_dim": str(tokens.shape[1]),
             "source_size": f"{header.width}x{header.height}",
-            "bitstream_bytes": str(len(data)),
+            "bitstream_bytes_read": str(header.header_bytes + header.payload_bytes),
+            "layers_read": "base",
             "model": header.model_id,
             "quality": str(header.quality),
         }

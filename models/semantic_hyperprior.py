@@ -30,6 +30,9 @@ class SemanticHyperpriorConfig:
     num_qualities: int = 4
     min_gain: float = 0.5
     max_gain: float = 2.0
+    base_channels: int | None = None
+    """Latent channels in the base layer (tokens); the rest form the enhancement layer for pixels.
+    ``None``: half of ``latent_channels``."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,6 +55,7 @@ class SemanticHyperprior(CompressionModel):
         super().__init__()
         self.config = cfg = config or SemanticHyperpriorConfig()
         n, d, m, nh = cfg.stem_channels, cfg.token_dim, cfg.latent_channels, cfg.hyper_channels
+        self.base_channels = cfg.base_channels or m // 2
         self.g_a = nn.Sequential(
             conv(3, n, 5, 2), GDN(n),
             conv(n, n, 3, 2), GDN(n),

@@ -111,3 +111,29 @@ def test_missing_chunk_is_corrupt():
     header = bitstream.unpack(bitstream.pack(make_header(chunks=(Chunk("Y   ", b"abc"),))))
     with pytest.raises(CorruptBitstreamError, match="'Z'"):
         header.chunk("Z   ")
+
+
+def test_prefix_up_to_a_chunk():
+    import io
+
+    header = make_header(chunks=(Chunk("Z   ", b"z" * 5), Chunk("YB  ", b"b" * 7), Chunk("YE  ", b"e" * 100)))
+    data = bitstream.pack(header)
+    prefix = bitstream.read_prefix(io.BytesIO(data), "YB  ")
+    assert len(prefix) == len(data) - 100
+    partial = bitstream.unpack(prefix, until="YB  ")
+    assert [c.tag for c in partial.chunks] == ["Z   ", "YB  "]
+    assert partial.header_bytes + partial.payload_bytes == len(prefix)
+    with pytest.raises(TruncatedBitstreamError):
+        bitstream.unpack(prefix)  # the whole file is needed without `until`
+    with pytest.raises(TruncatedBitstreamError):
+        bitstream.unpack(prefix[:-1], until="YB  ")
+    with pytest.raises(CorruptBitstreamError, match="no 'XX'"):
+        bitstream.unpack(data, until="XX  ")
+
+
+def test_read_prefix_never_reads_past_a_lying_header():
+    import io
+
+    assert bitstream.read_prefix(io.BytesIO(b"garbage!" * 3), "YB  ") == b"garbage!"
+    with pytest.raises(BitstreamError):
+        bitstream.unpack(bitstream.read_prefix(io.BytesIO(b"SMCD\x01\x00\xff\xff" + b"\0" * 10), "YB  "), "YB  ")

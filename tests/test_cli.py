@@ -89,7 +89,7 @@ def test_decode_pixels_and_tokens(tmp_path, small_bin):
         meta = f.metadata()
     assert tokens.dtype.is_floating_point and str(tokens.dtype) == "torch.float16"
     assert meta["token_count"] == str(tokens.shape[0]) and meta["source_size"] == "130x96"
-    assert meta["bitstream_bytes"] == str(small_bin.stat().st_size)
+    assert 0 < int(meta["bitstream_bytes_read"]) < small_bin.stat().st_size  # the base layer only
     npy = tmp_path / "out.npy"
     assert semcodec("decode", str(small_bin), "--target", "tokens", "-o", str(npy)).returncode == 0
     assert np.load(npy).shape == tuple(tokens.shape)

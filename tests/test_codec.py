@@ -48,8 +48,8 @@ def test_pixels_and_tokens_from_one_file(codec, encoded):
     pixels = codec.decode(data)
     tokens = codec.decode_tokens(data)
     decoded = codec.decode_symbols(data)
-    c, h, w = decoded.y_hat.shape[1:]
-    assert tokens.tokens.shape == (h * w, c)
+    h, w = decoded.y_hat.shape[2:]
+    assert tokens.tokens.shape == (h * w, decoded.model.base_channels)
     assert tokens.metadata["token_count"] == str(h * w)
     assert tokens.metadata["source_size"] == f"{pixels.shape[1]}x{pixels.shape[0]}"
     assert torch_all_finite(tokens.tokens)
@@ -130,3 +130,21 @@ def test_keeping_every_token_changes_nothing_but_the_mask(codec, kodak_image, en
     h, w = kodak_image.shape[:2]
     every = codec.encode(kodak_image, 2, keep_tokens=(-(-h // 16)) * (-(-w // 16)))
     np.testing.assert_array_equal(codec.decode(every.data), codec.decode(encoded[2].data))
+
+
+def test_tokens_need_only_the_base_layer(codec, encoded):
+    from semcodec import bitstream
+    from semcodec.codec.api import BASE_CHUNK
+    from semcodec.errors import TruncatedBitstreamError
+
+    data = encoded[3].data
+    full = bitstream.unpack(data)
+    prefix = bitstream.read_prefix(__import__("io").BytesIO(data), BASE_CHUNK)
+    assert len(prefix) < len(data)
+    assert len(data) - len(prefix) == len(full.chunk("YE  "))  # the enhancement layer is the rest
+    from_prefix = codec.decode_tokens(prefix)
+    torch_equal = (from_prefix.tokens == codec.decode_tokens(data).tokens).all()
+    assert bool(torch_equal)
+    assert from_prefix.metadata["bitstream_bytes_read"] == str(len(prefix))
+    with pytest.raises(TruncatedBitstreamError):
+        codec.decode(prefix)  # pixels need the enhancement layer

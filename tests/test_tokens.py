@@ -108,7 +108,7 @@ def test_tokens_from_the_bitstream_in_the_tower_space(distilled):
     assert out.tokens.shape == (16, 32)
     assert out.metadata["token_space"] == TINY and out.metadata["grid"] == "4x4"
     latent = codec.decode_tokens(data, token_space="semcodec-latent")
-    assert latent.tokens.shape == (5 * 6, 24)  # ceil(70/16) x ceil(90/16) latent tokens, 24 channels
+    assert latent.tokens.shape == (5 * 6, 12)  # ceil(70/16) x ceil(90/16) tokens, 12 base-layer channels
     assert codec.decode(data).shape == image.shape
 
 

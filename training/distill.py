@@ -57,6 +57,7 @@ def coded_grid(codec: Codec, model_name: str, x: torch.Tensor, gain_index: torch
         z_hat = torch.round(model.h_a(y) - medians) + medians
         means, _ = model.hyper_synthesis(z_hat)
         y_hat = torch.round(y - means) + means
+        y_hat[:, model.base_channels :] = means[:, model.base_channels :]  # tokens use the base layer only
         return model.semantic_grid(y_hat, gain_index, x.shape[2], x.shape[3])
 
 
