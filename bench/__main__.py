@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import warnings
 from pathlib import Path
@@ -132,6 +133,22 @@ def tokens(
     click.echo(token_bench.table(result))
     if json_path:
         json_path.write_text(json.dumps(result, indent=1) + "\n")
+
+
+@main.command("batch")
+@click.option(
+    "--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path), default=DEFAULT_KODAK, show_default=True
+)
+@click.option("--copies", type=int, default=2, show_default=True, help="Kodak x N copies.")
+@click.option("--no-ray", is_flag=True, help="Skip the Ray engine.")
+def batch_throughput(dataset: Path, copies: int, no_ray: bool) -> None:
+    """Images/s of `semcodec batch encode` for 1 and 2 local workers (and Ray), with peak RSS per worker."""
+    from semcodec.bench import batch as batch_bench
+
+    configs = [("local", 1), ("local", 2)] + ([] if no_ray else [("ray", 2)])
+    rows = batch_bench.run(dataset, copies, configs)
+    click.echo(f"# {dataset} x {copies} copies, {os.cpu_count()} CPUs")
+    click.echo(batch_bench.table(rows))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ one line on stderr and exit status 1; outputs are written atomically, so none is
 
 from __future__ import annotations
 
-import io
 import sys
 import time
 import warnings
@@ -194,25 +193,10 @@ def decode(
     if target == "pixels":
         out = codec.decode_png(data)
     else:
-        out = _token_file(codec.decode_tokens(data, token_space), output_path, dtype)
+        from semcodec.codec.api import token_file_bytes
+
+        out = token_file_bytes(codec.decode_tokens(data, token_space), output_path, dtype)
     _write_output(output_path, out, force)
-
-
-def _token_file(result, output_path: str, dtype: str) -> bytes:
-    import numpy as np
-    import torch
-    from safetensors.torch import save
-
-    tokens = result.tokens.to(torch.float16 if dtype == "fp16" else torch.float32)
-    metadata = {**result.metadata, "dtype": dtype, "layout": "tokens[N, D], row-major over the grid"}
-    if output_path.endswith(".npy"):
-        buffer = io.BytesIO()
-        np.save(buffer, tokens.numpy())
-        return buffer.getvalue()
-    tensors = {"tokens": tokens}
-    if result.positions is not None:
-        tensors["positions"] = result.positions.to(torch.int64)
-    return save(tensors, metadata=metadata)
 
 
 @main.command()
@@ -374,3 +358,78 @@ def distill(
         f"relative MSE {stats.get('rel_mse', float('nan')):.4f} (last batch)",
         err=True,
     )
+
+
+@main.group()
+def batch() -> None:
+    """Code whole datasets: parallel, resumable (manifest.jsonl in DST), with progress."""
+
+
+def _run_batch(ctx: click.Context, jobs, dst: Path, workers: int, engine: str, verb: str) -> None:
+    from semcodec.batch.engines import ENGINES
+    from semcodec.batch.jobs import run_batch
+
+    summary, failures = run_batch(jobs, dst, ENGINES[engine], workers, _weights_str(ctx))
+    rate = summary.done / summary.seconds if summary.seconds else 0.0
+    click.echo(
+        f"{verb} {summary.done} files ({summary.skipped} already done, {summary.failed} failed) in "
+        f"{summary.seconds:.1f} s ({rate:.2f}/s): {summary.source_bytes / 1e6:.2f} MB -> "
+        f"{summary.output_bytes / 1e6:.2f} MB" + (f", mean {summary.mean_bpp:.4f} bpp" if verb == "encoded" else ""),
+        err=True,
+    )
+    for record in failures:
+        click.echo(f"semcodec: failed: {record['source']}: {record['error']}", err=True)
+    if failures:
+        sys.exit(1)
+
+
+def _weights_str(ctx: click.Context) -> str | None:
+    weights = ctx.obj.get("weights")
+    return str(weights) if weights is not None else None
+
+
+_workers = click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes (Ray actors with --engine ray); each loads the model once.",
+)
+_engine = click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: a process pool on this machine; ray: Ray tasks (pip install 'semcodec[ray]').",
+)
+
+
+@batch.command("encode")
+@click.argument("src")
+@click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
+@click.option("-q", "--quality", type=int, default=None)
+@click.option("--tokens", "keep_tokens", type=click.IntRange(min=1), default=None)
+@_workers
+@_engine
+@click.pass_context
+def batch_encode(
+    ctx: click.Context, src: str, dst: Path, quality: int | None, keep_tokens: int | None, workers: int, engine: str
+) -> None:
+    """Encode every image under SRC (folder, glob or .txt list) to DST/<relative path>.smc."""
+    from semcodec.batch.jobs import plan_jobs
+
+    _run_batch(ctx, plan_jobs(src, "encode", quality, keep_tokens), dst, workers, engine, "encoded")
+
+
+@batch.command("decode")
+@click.argument("src")
+@click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--target", type=click.Choice(["pixels", "tokens"]), default="pixels", show_default=True)
+@_workers
+@_engine
+@click.pass_context
+def batch_decode(ctx: click.Context, src: str, dst: Path, target: str, workers: int, engine: str) -> None:
+    """Decode every bitstream under SRC to DST (.png, or .safetensors tokens)."""
+    from semcodec.batch.jobs import plan_jobs
+
+    _run_batch(ctx, plan_jobs(src, f"decode-{target}"), dst, workers, engine, "decoded")

@@ -467,3 +467,22 @@ def decode_tokens(data: bytes | Path | str, weights_dir: Path | str | None = Non
 
 def _read(data: bytes | Path | str) -> bytes:
     return data if isinstance(data, (bytes, bytearray)) else Path(data).read_bytes()
+
+
+def token_file_bytes(result: TokenOutput, output_path: str, dtype: str = "fp32") -> bytes:
+    """Tokens as a file: ``.npy`` by extension, otherwise safetensors with the metadata (and the
+    grid positions when the encoder pruned tokens)."""
+    import io
+
+    from safetensors.torch import save
+
+    tokens = result.tokens.to(torch.float16 if dtype == "fp16" else torch.float32)
+    if output_path.endswith(".npy"):
+        buffer = io.BytesIO()
+        np.save(buffer, tokens.numpy())
+        return buffer.getvalue()
+    metadata = {**result.metadata, "dtype": dtype, "layout": "tokens[N, D], row-major over the grid"}
+    tensors = {"tokens": tokens}
+    if result.positions is not None:
+        tensors["positions"] = result.positions.to(torch.int64)
+    return save(tensors, metadata=metadata)

@@ -31,9 +31,12 @@ class LoadedImage:
         return self.pixels.shape[1]
 
 
-def read_image(source: Path | str | bytes) -> LoadedImage:
-    """Decode ``source`` (a path or the bytes of a file) to RGB uint8, honouring EXIF orientation."""
-    name = "<stdin>" if isinstance(source, (bytes, bytearray)) else str(source)
+def read_image(source: Path | str | bytes, name: str | None = None) -> LoadedImage:
+    """Decode ``source`` (a path or the bytes of a file) to RGB uint8, honouring EXIF orientation.
+
+    ``name`` is what error messages call the input (default: the path, or ``<stdin>`` for bytes).
+    """
+    name = name or ("<stdin>" if isinstance(source, (bytes, bytearray)) else str(source))
     previous_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:

@@ -1,0 +1,124 @@
+"""Where batch jobs run: in this process, a local process pool, or Ray (one machine or many).
+
+Each worker loads the codec once and keeps it; a worker codes one image at a time, so its memory
+stays bounded by the largest image (itself bounded by ``MAX_PIXELS``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from semcodec.batch.jobs import Job, sha256_of
+from semcodec.errors import SemcodecError
+
+
+class Worker:
+    """Codes jobs with one :class:`~semcodec.codec.Codec` (model loaded once per worker)."""
+
+    def __init__(self, weights: str | None = None, threads: int = 1):
+        import warnings
+
+        warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecations, not ours
+        import torch
+
+        from semcodec.codec import Codec
+
+        torch.set_num_threads(threads)  # K workers on K cores, no oversubscription
+        self.codec = Codec(weights)
+
+    def run(self, job: Job, dst: str) -> dict:
+        from semcodec import bitstream
+        from semcodec.codec.api import token_file_bytes
+        from semcodec.codec.image_io import encode_png, read_image
+        from semcodec.fileio import write_atomic
+
+        start = time.perf_counter()
+        record = {"source": job.source, "output": job.output, "mode": job.mode, "status": "failed", "error": None}
+        try:
+            data = Path(job.source).read_bytes()
+            record.update(source_bytes=len(data), source_sha256=sha256_of(job.source))
+            if job.mode == "encode":
+                image = read_image(data, name=job.source)
+                result = self.codec.encode(image, job.quality, keep_tokens=job.keep_tokens)
+                out, pixels = result.data, result.height * result.width
+            else:
+                header = bitstream.unpack(data)
+                pixels = header.height * header.width
+                if job.mode == "decode-pixels":
+                    out = encode_png(self.codec.decode(data))
+                else:
+                    out = token_file_bytes(self.codec.decode_tokens(data), job.output, "fp16")
+            target = Path(dst) / job.output
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(target, out, force=True)
+            record.update(status="ok", bytes=len(out), pixels=pixels, bpp=len(out) * 8 / pixels)
+        except (SemcodecError, OSError, MemoryError) as exc:
+            record["error"] = str(exc) or type(exc).__name__
+        record["seconds"] = round(time.perf_counter() - start, 4)
+        record["worker_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        return record
+
+
+_WORKER: Worker | None = None
+
+
+def _init(weights: str | None) -> None:
+    global _WORKER
+    _WORKER = Worker(weights)
+
+
+def _run(args: tuple[Job, str]) -> dict:
+    assert _WORKER is not None
+    return _WORKER.run(*args)
+
+
+def local_engine(jobs: list[Job], dst: str, weights: str | None, workers: int) -> Iterator[dict]:
+    """In-process for one worker; otherwise a spawned process pool, one model per process."""
+    if not jobs:
+        return
+    if workers <= 1:
+        worker = Worker(weights)
+        for job in jobs:
+            yield worker.run(job, dst)
+        return
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, initializer=_init, initargs=(weights,)) as pool:
+        yield from pool.imap_unordered(_run, [(job, dst) for job in jobs], chunksize=1)
+
+
+def ray_engine(jobs: list[Job], dst: str, weights: str | None, workers: int) -> Iterator[dict]:
+    """The same job on Ray: one actor per worker (model loaded once each), results as they finish.
+
+    Joins a running cluster if ``RAY_ADDRESS`` is set, else starts a local one. On a cluster the
+    destination must be a filesystem every node sees.
+    """
+    try:
+        import ray
+        from ray.util import ActorPool
+    except ImportError:
+        raise SemcodecError("--engine ray needs Ray: pip install 'semcodec[ray]'") from None
+    if not jobs:
+        return
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=None if _ray_address() else workers,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    remote_worker = ray.remote(num_cpus=1)(Worker)
+    pool = ActorPool([remote_worker.remote(weights) for _ in range(max(1, workers))])
+    yield from pool.map_unordered(lambda actor, job: actor.run.remote(job, dst), jobs)
+
+
+def _ray_address() -> str | None:
+    import os
+
+    return os.environ.get("RAY_ADDRESS")
+
+
+ENGINES = {"local": local_engine, "ray": ray_engine}

@@ -1,0 +1,180 @@
+"""Plan a batch (source files -> mirrored outputs), run it, and keep a resumable manifest.
+
+The manifest (``manifest.jsonl`` in the destination) gets one line per finished item, appended
+and fsynced after the item's output was atomically renamed into place. A rerun skips every item
+whose last line is ``ok`` for a source with the same sha256 and whose output still exists with the
+recorded size; everything else is (re)done. A run killed at any moment therefore loses nothing and
+leaves no half-written output (a torn last manifest line is ignored).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from semcodec.errors import SemcodecError
+
+BITSTREAM_SUFFIX = ".smc"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".avif", ".ppm", ".pgm"}
+MANIFEST = "manifest.jsonl"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One item: what to read, where its result goes (relative to the destination), how."""
+
+    source: str
+    output: str
+    mode: str  # "encode" | "decode-pixels" | "decode-tokens"
+    quality: int | None = None
+    keep_tokens: int | None = None
+
+
+def sha256_of(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def list_sources(src: str, suffixes: set[str]) -> list[tuple[Path, Path]]:
+    """``(absolute path, path relative to the source root)`` for a folder, a glob or a list file."""
+    path = Path(src)
+    if path.is_dir():
+        found = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes]
+        return sorted((p, p.relative_to(path)) for p in found)
+    if path.is_file() and path.suffix.lower() in {".txt", ".lst", ".list"}:
+        base = path.parent
+        entries = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        pairs = []
+        for entry in entries:
+            p = Path(entry) if Path(entry).is_absolute() else base / entry
+            pairs.append((p, Path(entry) if not Path(entry).is_absolute() else Path(p.name)))
+        return pairs
+    matches = sorted(Path(m) for m in glob.glob(src, recursive=True) if Path(m).is_file())
+    if matches:
+        root = Path(os.path.commonpath([str(m.parent) for m in matches]))
+        return [(m, m.relative_to(root)) for m in matches]
+    raise SemcodecError(f"no input found at {src!r} (a folder, a glob or a .txt list of paths)")
+
+
+def plan_jobs(src: str, mode: str, quality: int | None = None, keep_tokens: int | None = None) -> list[Job]:
+    if mode == "encode":
+        pairs = list_sources(src, IMAGE_SUFFIXES)
+        jobs = [Job(str(p), str(rel) + BITSTREAM_SUFFIX, mode, quality, keep_tokens) for p, rel in pairs]
+    else:
+        suffix = ".png" if mode == "decode-pixels" else ".safetensors"
+        pairs = list_sources(src, {BITSTREAM_SUFFIX, ".bin"})
+        jobs = [Job(str(p), str(_strip(rel).with_suffix(suffix)), mode) for p, rel in pairs]
+    seen: dict[str, str] = {}
+    for job in jobs:
+        if job.output in seen:
+            raise SemcodecError(f"{job.source} and {seen[job.output]} would both write {job.output}")
+        seen[job.output] = job.source
+    return jobs
+
+
+def _strip(rel: Path) -> Path:
+    return rel.with_suffix("") if rel.suffix in {BITSTREAM_SUFFIX, ".bin"} else rel
+
+
+class Manifest:
+    """Append-only JSONL record of finished items; the last line per source wins."""
+
+    def __init__(self, dst: Path):
+        self.path = dst / MANIFEST
+        self.entries: dict[str, dict] = {}
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line torn by a kill mid-write
+                self.entries[entry["source"]] = entry
+
+    def is_done(self, job: Job, dst: Path) -> bool:
+        entry = self.entries.get(job.source)
+        if not entry or entry.get("status") != "ok" or entry.get("output") != job.output:
+            return False
+        out = dst / job.output
+        try:
+            return out.stat().st_size == entry["bytes"] and sha256_of(job.source) == entry["source_sha256"]
+        except OSError:
+            return False
+
+    def append(self, entry: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(entry, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.entries[entry["source"]] = entry
+
+
+@dataclass
+class Summary:
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    source_bytes: int = 0
+    output_bytes: int = 0
+    pixels: int = 0
+    seconds: float = 0.0
+
+    @property
+    def mean_bpp(self) -> float:
+        return self.output_bytes * 8 / self.pixels if self.pixels else float("nan")
+
+
+Engine = Callable[[list[Job], str, str | None, int], Iterator[dict]]
+"""(jobs, destination, weights dir, workers) -> one record per job, in completion order."""
+
+
+def run_batch(
+    jobs: list[Job],
+    dst: Path,
+    engine: Engine,
+    workers: int,
+    weights: str | None = None,
+    progress: bool = True,
+) -> tuple[Summary, list[dict]]:
+    """Run the jobs not already done; append a manifest line per result; return the summary."""
+    from tqdm import tqdm
+
+    dst.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(dst)
+    todo = [job for job in jobs if not manifest.is_done(job, dst)]
+    summary = Summary(skipped=len(jobs) - len(todo))
+    failures = []
+    start = time.time()
+    bar = tqdm(total=len(todo), unit="img", disable=not progress, dynamic_ncols=True)
+    encoding = bool(jobs) and jobs[0].mode == "encode"
+    for record in engine(todo, str(dst), weights, workers):
+        manifest.append(record)
+        if record["status"] == "ok":
+            summary.done += 1
+            summary.source_bytes += record["source_bytes"]
+            summary.output_bytes += record["bytes"]
+            summary.pixels += record.get("pixels") or 0
+        else:
+            summary.failed += 1
+            failures.append(record)
+        bar.update(1)
+        if encoding:
+            bar.set_postfix(saved=f"{(summary.source_bytes - summary.output_bytes) / 1e6:.1f}MB", failed=summary.failed)
+        else:
+            bar.set_postfix(written=f"{summary.output_bytes / 1e6:.1f}MB", failed=summary.failed)
+    bar.close()
+    summary.seconds = time.time() - start
+    return summary, failures
+
+
+def records_for(jobs: Iterable[Job]) -> list[dict]:
+    return [asdict(job) for job in jobs]
