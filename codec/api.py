@@ -26,6 +26,7 @@ from semcodec.codec import entropy
 from semcodec.codec.image_io import MAX_PIXELS, LoadedImage, encode_png, read_image
 from semcodec.errors import BitstreamError, WeightsError
 from semcodec.models import ARCHITECTURES, SemanticHyperprior
+from semcodec.models.integer_hyper import IntegerHyperSynthesis
 from semcodec.models.token_head import TokenHead, latent_tokens
 from semcodec.weights import Registry, load_registry, load_state_dict, load_verified
 
@@ -99,8 +100,7 @@ class TokenOutput:
 
 @contextmanager
 def _one_thread() -> Iterator[None]:
-    """The entropy-parameter path runs single-threaded so its float results never depend on the
-    caller's thread count (a one-ulp change there would flip a scale index)."""
+    """``h_a`` runs single-threaded so an encoder's z symbols never depend on its thread count."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -132,6 +132,11 @@ class _EntropyTables:
         self.pmfs = entropy.pmfs_from_cdfs(eb._quantized_cdf.numpy(), self.cdf_length)
         self.medians = model.z_medians().detach().reshape(-1).numpy().astype(np.float32)
         self.stds = model.gaussian_conditional.scale_table.numpy().astype(np.float64)
+        self.h_s = IntegerHyperSynthesis(model.h_s).eval()
+        self.one = float(2**self.h_s.frac_bits)
+        # medians on the same fixed-point grid: z_hat = symbol + offset + median, exactly
+        self.medians_fixed = np.round(self.medians.astype(np.float64) * self.one)
+        self.scale_floor = float(model.gaussian_conditional.lower_bound_scale.bound)
 
 
 class Codec:
@@ -192,7 +197,7 @@ class Codec:
                 z_bytes = entropy.encode_factorized(z_symbols, tables.pmfs)
             with timer("hyper"):
                 # The encoder continues from its own *decoded* side information, like the decoder.
-                means, indexes = _entropy_parameters(model, _z_hat(z_symbols, tables, z.shape))
+                means, indexes = _entropy_parameters(tables, z_symbols, z.shape)
                 y_symbols = torch.clamp(torch.round(y - means), -entropy.SYMBOL_BOUND, entropy.SYMBOL_BOUND)
                 y_symbols = y_symbols.to(torch.int32)[0].reshape(means.shape[1], -1).numpy()
                 stds = tables.stds[indexes[0].reshape(means.shape[1], -1).numpy()]
@@ -264,7 +269,7 @@ class Codec:
             with timer("entropy"):
                 z_symbols = entropy.decode_factorized(header.chunk(Z_CHUNK), tables.pmfs, z_shape[2] * z_shape[3])
             with timer("hyper"):
-                means, indexes = _entropy_parameters(model, _z_hat(z_symbols, tables, z_shape))
+                means, indexes = _entropy_parameters(tables, z_symbols, z_shape)
             with timer("entropy"):
                 stds = tables.stds[indexes[0].reshape(means.shape[1], -1).numpy()]
                 mask = _token_mask(header, stds.shape[1])
@@ -424,17 +429,22 @@ def _z_symbols(z: torch.Tensor, tables: _EntropyTables) -> np.ndarray:
     return np.clip(symbols, 0, (tables.cdf_length - 3)[:, None]).astype(np.int32)
 
 
-def _z_hat(symbols: np.ndarray, tables: _EntropyTables, shape: tuple[int, ...]) -> torch.Tensor:
-    values = (symbols.astype(np.int64) + tables.offset[:, None]).astype(np.float32)
-    return torch.from_numpy(values + tables.medians[:, None]).reshape(shape)
+def _entropy_parameters(
+    tables: _EntropyTables, z_symbols: np.ndarray, shape: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means and scale-table indexes of ``y`` from the z symbols, in exact integer arithmetic.
 
-
-def _entropy_parameters(model: SemanticHyperprior, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Means and scale-table indexes of ``y``: CPU, float32, single thread, identical at both ends."""
-    with _one_thread():
-        means, scales = model.hyper_synthesis(z_hat)
-        indexes = model.gaussian_conditional.build_indexes(scales)
-    return means, indexes.to(torch.int64)
+    Identical bits at both ends on any machine, thread count or BLAS (see IntegerHyperSynthesis).
+    """
+    values = (z_symbols.astype(np.int64) + tables.offset[:, None]) * tables.one + tables.medians_fixed[:, None]
+    with torch.inference_mode():
+        out = tables.h_s(torch.from_numpy(values).reshape(shape))
+    means_fixed, scales_fixed = out.chunk(2, dim=1)
+    means = (means_fixed / tables.one).float()  # |mean| < 2**8 with 12 fraction bits: exact in float32
+    scales = np.maximum((scales_fixed / tables.one).numpy(), tables.scale_floor)
+    # the index of the first table entry >= scale (CompressAI's build_indexes), by exact comparisons
+    indexes = np.searchsorted(tables.stds[:-1], scales, side="left")
+    return means, torch.from_numpy(indexes.astype(np.int64))
 
 
 # ------------------------------------------------------------------- module-level convenience API

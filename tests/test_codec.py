@@ -79,9 +79,9 @@ def test_symbol_crc_catches_a_desynchronised_decoder(codec, encoded, monkeypatch
 
     real = api._entropy_parameters
 
-    def drifted(model, z_hat):
-        means, indexes = real(model, z_hat)
-        return means, (indexes + 1).clamp(max=len(model.gaussian_conditional.scale_table) - 1)
+    def drifted(tables, z_symbols, shape):
+        means, indexes = real(tables, z_symbols, shape)
+        return means, (indexes + 1).clamp(max=len(tables.stds) - 1)
 
     monkeypatch.setattr(api, "_entropy_parameters", drifted)
     with pytest.raises(BitstreamError):
