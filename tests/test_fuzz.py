@@ -1,0 +1,180 @@
+"""Fuzzing the container and the decoder: every malformed input ends in a typed error, quickly.
+
+Two layers: (1) a saved corpus of hand-made bad files (regenerate with SEMCODEC_REGEN_CORPUS=1),
+each with the error class it must raise; (2) hypothesis-driven mutations of a real bitstream:
+truncations, bit flips, inserted/deleted bytes, tampered length and size fields, and payload
+garbage with every CRC recomputed so the entropy decoder itself is exercised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from semcodec import bitstream
+from semcodec.bitstream.container import crc32
+from semcodec.errors import BitstreamError, SemcodecError
+from tests.conftest import synthetic_image
+
+CORPUS = Path(__file__).parent / "corpus"
+SECONDS_PER_CASE = 5.0
+
+
+def _reseal(data: bytearray) -> bytes:
+    """Recompute the header CRC and every chunk CRC so a mutation gets past the checksums."""
+    (body_len,) = struct.unpack_from("<H", data, 6)
+    head_end = 8 + body_len
+    try:
+        _, table = bitstream.container._parse_body(memoryview(bytes(data))[8:head_end])
+    except (struct.error, UnicodeDecodeError, BitstreamError):
+        table = []
+    offset = head_end + 4
+    pos = head_end - 12 * len(table)  # the chunk table ends the header: tag, length, crc per chunk
+    for i, (_tag, length, _crc) in enumerate(table):
+        payload = bytes(data[offset : offset + length])
+        struct.pack_into("<I", data, pos + 12 * i + 8, crc32(payload))
+        offset += length
+    struct.pack_into("<I", data, head_end, crc32(bytes(data[:head_end])))
+    return bytes(data)
+
+
+def corpus_cases(valid: bytes) -> dict[str, tuple[bytes, str]]:
+    """Hand-made bad files (name -> (bytes, expected error class name))."""
+    header = bitstream.unpack(valid)
+    body_len = struct.unpack_from("<H", valid, 6)[0]
+    huge = bytearray(valid)
+    size_pos = 8 + 3 + len(header.model_id) + 8
+    struct.pack_into("<II", huge, size_pos, 100000, 100000)
+    big_but_legal = bytearray(valid)
+    struct.pack_into("<II", big_but_legal, size_pos, 60000, 60000)
+    zero_chunk = bitstream.pack(
+        bitstream.Header(
+            **{
+                **header.__dict__,
+                "chunks": tuple(bitstream.Chunk(c.tag, b"" if c.tag == "YB  " else c.payload) for c in header.chunks),
+            }
+        )
+    )
+    version = bytearray(valid)
+    struct.pack_into("<H", version, 4, 99)
+    magic = bytearray(valid)
+    magic[:4] = b"SMCX"
+    long_chunk = bytearray(valid)
+    struct.pack_into("<I", long_chunk, 8 + body_len - 12 * len(header.chunks) + 4, 2**31)
+    return {
+        "empty": (b"", "TruncatedBitstreamError"),
+        "magic-only": (b"SMCD", "TruncatedBitstreamError"),
+        "truncated-header": (valid[:20], "TruncatedBitstreamError"),
+        "truncated-payload": (valid[: len(valid) - 9], "TruncatedBitstreamError"),
+        "flipped-header-bit": (valid[:12] + bytes([valid[12] ^ 4]) + valid[13:], "CorruptBitstreamError"),
+        "flipped-payload-bit": (valid[:-6] + bytes([valid[-6] ^ 1]) + valid[-5:], "CorruptBitstreamError"),
+        "huge-size-resealed": (_reseal(huge), "CorruptBitstreamError"),
+        "big-size-resealed": (_reseal(big_but_legal), "BitstreamError"),
+        "zero-length-base-chunk": (zero_chunk, "BitstreamError"),
+        "huge-chunk-length-resealed": (_reseal(long_chunk), "TruncatedBitstreamError"),
+        "future-version": (bytes(version), "UnsupportedVersionError"),
+        "wrong-magic": (bytes(magic), "BitstreamError"),
+        "png-file": (b"\x89PNG\r\n\x1a\n" + bytes(64), "BitstreamError"),
+        "trailing-garbage": (valid + b"\0\1\2", "CorruptBitstreamError"),
+    }
+
+
+@pytest.fixture(scope="module")
+def valid(codec) -> bytes:
+    return codec.encode(synthetic_image(48, 80, seed=3), 1).data
+
+
+def test_saved_corpus(codec, valid):
+    index_path = CORPUS / "index.json"
+    if os.environ.get("SEMCODEC_REGEN_CORPUS") == "1" or not index_path.exists():
+        cases = corpus_cases(valid)
+        for name, (data, _) in cases.items():
+            (CORPUS / f"{name}.smc").write_bytes(data)
+        index_path.write_text(json.dumps({n: e for n, (_, e) in cases.items()}, indent=1) + "\n")
+    index = json.loads(index_path.read_text())
+    assert len(index) >= 12
+    for name, expected in index.items():
+        data = (CORPUS / f"{name}.smc").read_bytes()
+        start = time.perf_counter()
+        with pytest.raises(BitstreamError) as info:
+            codec.decode(data)
+        assert expected in {cls.__name__ for cls in type(info.value).__mro__}, (name, info.value)
+        assert time.perf_counter() - start < SECONDS_PER_CASE, name
+
+
+def _decode_or_typed_error(codec, data: bytes) -> None:
+    start = time.perf_counter()
+    try:
+        pixels = codec.decode(data)
+    except SemcodecError:
+        pass
+    else:  # a mutation that kept the file valid must still decode to the declared size
+        header = bitstream.unpack(data)
+        assert pixels.shape == (header.height, header.width, 3)
+    assert time.perf_counter() - start < SECONDS_PER_CASE
+
+
+FUZZ = settings(
+    max_examples=int(os.environ.get("SEMCODEC_FUZZ_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    derandomize=True,
+)
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_mutations(codec, valid, data):
+    blob = bytearray(valid)
+    kind = data.draw(st.sampled_from(["truncate", "flip", "insert", "delete", "overwrite", "random"]))
+    if kind == "truncate":
+        blob = blob[: data.draw(st.integers(0, len(blob) - 1))]
+    elif kind == "flip":
+        for _ in range(data.draw(st.integers(1, 8))):
+            i = data.draw(st.integers(0, len(blob) * 8 - 1))
+            blob[i // 8] ^= 1 << (i % 8)
+    elif kind == "insert":
+        i = data.draw(st.integers(0, len(blob)))
+        blob[i:i] = data.draw(st.binary(min_size=1, max_size=16))
+    elif kind == "delete":
+        i = data.draw(st.integers(0, len(blob) - 1))
+        del blob[i : i + data.draw(st.integers(1, 16))]
+    elif kind == "overwrite":
+        i = data.draw(st.integers(0, len(blob) - 4))
+        blob[i : i + 4] = data.draw(st.binary(min_size=4, max_size=4))
+    else:
+        blob = bytearray(data.draw(st.binary(max_size=512)))
+    _decode_or_typed_error(codec, bytes(blob))
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_payloads_past_the_checksums(codec, valid, data):
+    """Garbage payloads with recomputed CRCs reach the entropy decoder; the symbol CRC stops them."""
+    blob = bytearray(valid)
+    header_end = len(valid) - bitstream.unpack(valid).payload_bytes
+    for _ in range(data.draw(st.integers(1, 6))):
+        i = data.draw(st.integers(header_end, len(blob) - 1))
+        blob[i] = data.draw(st.integers(0, 255))
+    resealed = _reseal(blob)
+    if resealed != valid:
+        with pytest.raises(SemcodecError):
+            codec.decode(resealed)
+
+
+def test_decoder_never_allocates_a_declared_huge_image(codec, valid):
+    """A resealed header declaring 60000 x 60000 is refused before any tensor is made."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    data = corpus_cases(valid)["big-size-resealed"][0]
+    with pytest.raises(BitstreamError, match="pixel limit"):
+        codec.decode(data)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB
