@@ -40,6 +40,19 @@ class _Group(click.Group):
             _fail(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
 
 
+def _interrupt_on_sigterm() -> None:
+    """Treat SIGTERM like Ctrl-C, so temporary files are removed and no partial output remains."""
+    import signal
+
+    def interrupt(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (e.g. embedded); nothing to install
+        pass
+
+
 def _read_input(path: str, until_chunk: str | None = None) -> bytes:
     """The bytes of ``path`` ('-': stdin); with ``until_chunk``, only the file's prefix up to it."""
     from semcodec.bitstream import read_prefix
@@ -83,6 +96,7 @@ def _codec(ctx: click.Context):
 @click.pass_context
 def main(ctx: click.Context, weights: Path | None) -> None:
     """semcodec: a learned semantic image codec (pixels for people, tokens for machines)."""
+    _interrupt_on_sigterm()
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", module=r"(torch|compressai|timm)\..*")
     ctx.ensure_object(dict)

@@ -212,3 +212,37 @@ def test_encode_with_tokens_n_returns_n_tokens(tmp_path, small_png):
     bad = semcodec("encode", str(small_png), str(tmp_path / "x.bin"), "--tokens", "0")
     assert bad.returncode == 2 and b"--tokens" in bad.stderr  # click's usage error
     assert not (tmp_path / "x.bin").exists()
+
+
+def _cpu_seconds(pid: int) -> float:
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to time the signal")
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_interrupted_encode_leaves_nothing(tmp_path, signum):
+    import os
+    import signal
+    import time
+
+    big = tmp_path / "big.png"
+    Image.fromarray(synthetic_image(2400, 3600)).save(big)
+    out = tmp_path / "out.bin"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "semcodec.cli", "encode", str(big), str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    while proc.poll() is None and _cpu_seconds(proc.pid) < 7.0:  # start-up done, inside the transforms
+        time.sleep(0.05)
+    assert proc.poll() is None, "encode finished before it could be interrupted"
+    proc.send_signal(getattr(signal, signum))
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert stderr.decode().strip().splitlines() == ["semcodec: error: interrupted; no output written"]
+    assert not out.exists() and not list(tmp_path.glob(".*.part"))
