@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import click
+import numpy as np
 import torch
 
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -149,6 +150,22 @@ def batch_throughput(dataset: Path, copies: int, no_ray: bool) -> None:
     rows = batch_bench.run(dataset, copies, configs)
     click.echo(f"# {dataset} x {copies} copies, {os.cpu_count()} CPUs")
     click.echo(batch_bench.table(rows))
+
+
+@main.command()
+@click.option("--cases", type=int, default=250, show_default=True, help="Mutations per family.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def reliability(cases: int, seed: int) -> None:
+    """Malformed bitstreams and images: cases tried, how each ended, slowest case."""
+    from semcodec.bench import reliability as rel
+    from semcodec.codec import Codec
+
+    codec = Codec()
+    rng = np.random.default_rng(seed)
+    image = (rng.random((96, 128, 3)) * 60 + np.linspace(40, 200, 128)[None, :, None]).astype(np.uint8)
+    valid = codec.encode(image, 1).data
+    click.echo(f"# {cases} cases per family, seed {seed}, a {len(valid)}-byte valid file of a 128x96 image")
+    click.echo(rel.tables(rel.bitstream_report(codec, valid, cases, seed), rel.image_report(codec)))
 
 
 if __name__ == "__main__":
