@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from tqdm import tqdm
 
 from semcodec.codec.api import Codec, _pad
 from semcodec.models.token_head import TokenHead
+from semcodec.training.budget import Budget
 from semcodec.training.data import CropBank
 from semcodec.weights import REGISTRY_FILE, save_state_dict, sha256_file, write_registry
 from semcodec.weights.towers import load_tower
@@ -86,14 +86,13 @@ def distill(cfg: DistillConfig) -> dict:
     bank = CropBank(cfg.data, short_side=max(256, tower.input_size), crop=tower.input_size, seed=cfg.seed + step)
     optimizer = torch.optim.Adam(head.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed + step)
-    start = time.time()
+    budget = Budget(cfg.steps, cfg.max_minutes)
     bar = tqdm(total=cfg.steps, initial=step, desc=f"head {cfg.tower}", dynamic_ncols=True)
     stats: dict[str, float] = {}
     while step < cfg.steps:
-        elapsed = time.time() - start
-        if cfg.max_minutes is not None and elapsed > cfg.max_minutes * 60:
+        progress = budget.progress(step)
+        if progress is None:
             break
-        progress = max(step / cfg.steps, elapsed / (cfg.max_minutes * 60) if cfg.max_minutes else 0.0)
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
         x = bank.sample(cfg.batch)

@@ -8,6 +8,7 @@ checkpoint the next run resumes from: one file per model, overwritten, no optimi
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
+from semcodec.training.budget import Budget
 from semcodec.training.data import CropBank, list_images
 from semcodec.weights import REGISTRY_FILE, load_registry, load_state_dict, save_state_dict, write_registry
 
@@ -86,8 +88,6 @@ def save(model: SemanticHyperprior, cfg: TrainConfig, step: int, seconds: float,
     file = f"{cfg.model_name}.safetensors"
     sha = save_state_dict(model.state_dict(), cfg.weights_dir / file, metadata={"steps": str(step)})
     reg_path = cfg.weights_dir / REGISTRY_FILE
-    import json
-
     raw = json.loads(reg_path.read_text()) if reg_path.exists() else {"models": {}, "qualities": {}}
     previous = raw["models"].get(cfg.model_name, {}).get("info", {})
     raw["models"][cfg.model_name] = {
@@ -125,13 +125,12 @@ def train(cfg: TrainConfig) -> None:
     aux_optimizer = torch.optim.Adam(aux_params, lr=1e-3)
     lambdas = torch.tensor(cfg.lambdas)
     generator = torch.Generator().manual_seed(cfg.seed + step)
-    start, last_save, run_step = time.time(), time.time(), 0
+    budget, last_save, run_step = Budget(cfg.steps, cfg.max_minutes), time.time(), 0
     bar = tqdm(total=cfg.steps, initial=step, desc=cfg.model_name, dynamic_ncols=True)
     while step < cfg.steps:
-        elapsed = time.time() - start
-        if cfg.max_minutes is not None and elapsed > cfg.max_minutes * 60:
+        progress = budget.progress(step)
+        if progress is None:
             break
-        progress = max(step / cfg.steps, elapsed / (cfg.max_minutes * 60) if cfg.max_minutes else 0.0)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, progress, run_step)
         x = bank.sample(cfg.batch)
