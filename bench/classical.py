@@ -55,4 +55,4 @@ def available() -> dict[str, tuple[Encoder, list[float], str]]:
 def round_trip(encoder: Encoder, pixels: np.ndarray, setting: float) -> tuple[int, np.ndarray]:
     data = encoder(Image.fromarray(pixels), setting)
     with Image.open(io.BytesIO(data)) as decoded:
-        return len(data), np.asarray(decoded.convert("RGB"))
+        return len(data), np.array(decoded.convert("RGB"))  # a writable copy

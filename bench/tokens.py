@@ -153,7 +153,7 @@ def run(
                     for name, encoder in CLASSICAL.items():
                         size, decoded = at_most_bytes(encoder, crop, len(data))
                         tokens = tower(
-                            torch.from_numpy(np.ascontiguousarray(decoded)).permute(2, 0, 1)[None].float() / 255
+                            torch.from_numpy(decoded).permute(2, 0, 1)[None].float() / 255
                         )[0]
                         tallies.setdefault((q, keep, f"{name} + tower (c)"), Tally()).add(
                             tokens, reference, logits_of(tokens), label, ref_pred, size
