@@ -1,9 +1,10 @@
 """Encode images to semcodec bitstreams and decode them to pixels or tokens.
 
-Flow (see DESIGN.md): pad to a multiple of 64 -> ``g_a`` -> ``h_a`` -> ``z`` coded with the
-EntropyBottleneck's frozen integer CDFs -> the encoder decodes its own ``z_hat`` -> ``h_s`` on the
-CPU, float32, one thread -> scale-table index and mean per element -> ``round(y - mean)`` coded
-against the table std. The decoder repeats the same steps from the same integers.
+Flow (see README): pad to a multiple of 64 -> ``g_a`` (gained) -> ``h_a`` -> ``z`` coded with the
+EntropyBottleneck's frozen integer CDFs -> the encoder continues from its own decoded z symbols ->
+``h_s`` in exact fixed-point integers -> scale-table index and mean per element -> ``round(y -
+mean)`` coded against the table std, base-layer channels and enhancement channels in separate
+chunks. The decoder repeats the same integer steps from the same symbols, on any machine.
 """
 
 from __future__ import annotations
