@@ -152,9 +152,7 @@ def run(
                 if with_classical and keep is None:
                     for name, encoder in CLASSICAL.items():
                         size, decoded = at_most_bytes(encoder, crop, len(data))
-                        tokens = tower(
-                            torch.from_numpy(decoded).permute(2, 0, 1)[None].float() / 255
-                        )[0]
+                        tokens = tower(torch.from_numpy(decoded).permute(2, 0, 1)[None].float() / 255)[0]
                         tallies.setdefault((q, keep, f"{name} + tower (c)"), Tally()).add(
                             tokens, reference, logits_of(tokens), label, ref_pred, size
                         )

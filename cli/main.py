@@ -1,4 +1,4 @@
-"""``semcodec`` command line: encode, decode, info, train.
+"""``semcodec`` command line: encode, decode, info, batch, train, distill.
 
 Every failure a user can cause (missing file, not an image, bad bitstream, existing output) ends as
 one line on stderr and exit status 1; outputs are written atomically, so none is left half-written.
@@ -116,7 +116,7 @@ def main(ctx: click.Context, weights: Path | None) -> None:
 @click.option(
     "--token-space",
     default=None,
-    help="Token space recorded for `decode --target tokens` (a distilled tower; default: the model's).",
+    help="Token space to record for `decode --target tokens` (a distilled tower; default: latent tokens).",
 )
 @click.option(
     "--tokens",

@@ -174,7 +174,8 @@ class Codec:
     ) -> EncodeResult:
         """Code ``image`` at ``quality``.
 
-        ``token_space`` (default: the model's) is recorded for ``--target tokens`` decoders.
+        ``token_space`` (a distilled tower; default: the codec's latent space, recorded by omission
+        at zero bytes) is recorded for ``--target tokens`` decoders, which may still ask for another.
         ``keep_tokens=N`` codes only the N most important latent tokens (token pruning as rate
         allocation) plus a compact mask; the decoder fills the others with the hyperprior's mean.
         """
@@ -217,7 +218,7 @@ class Codec:
                 )
                 enhancement = entropy.encode_gaussian(coded[cb:].reshape(-1), coded_stds[cb:].reshape(-1))
         symbols = Symbols(z_symbols, y_symbols.reshape(-1))
-        space = token_space or entry.default_token_space()
+        space = token_space or entry.token_space
         if space != entry.token_space and space not in entry.token_heads:
             raise WeightsError(f"model {entry.name} has no token head for {space!r}")
         space_chunk = () if space == entry.token_space else (bitstream.Chunk(TOKEN_SPACE_CHUNK, space.encode()),)

@@ -97,13 +97,12 @@ def test_distilled_head_is_registered(distilled, tower_file):
     head = model["token_heads"][TINY]
     assert head["tower_sha256"] == sha256_file(tower_file)
     assert head["grid"] == [4, 4] and head["dim"] == 32 and head["steps"] == 3
-    assert model["info"]["default_token_space"] == TINY
 
 
 def test_tokens_from_the_bitstream_in_the_tower_space(distilled):
     codec = Codec(distilled)
     image = synthetic_image(70, 90)
-    data = codec.encode(image, 1).data
+    data = codec.encode(image, 1, token_space=TINY).data
     out = codec.decode_tokens(data)
     assert out.tokens.shape == (16, 32)
     assert out.metadata["token_space"] == TINY and out.metadata["grid"] == "4x4"
@@ -128,7 +127,7 @@ def test_head_for_other_codec_weights_is_refused(distilled, tmp_path):
     codec = Codec(stale)
     data = codec.encode(synthetic_image(40, 40), 1).data
     with pytest.raises(WeightsError, match="re-run"):
-        codec.decode_tokens(data)
+        codec.decode_tokens(data, token_space=TINY)
 
 
 def test_token_benchmark_runs_with_the_tiny_tower(distilled, tower_file, tmp_path):

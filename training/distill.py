@@ -39,7 +39,6 @@ class DistillConfig:
     num_heads: int = 6
     save_every: int = 250
     seed: int = 0
-    make_default: bool = True
 
 
 def token_loss(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -146,6 +145,4 @@ def _save(
         "codec_sha256": codec_sha256,
         "steps": step,
     }
-    if cfg.make_default:
-        model.setdefault("info", {})["default_token_space"] = cfg.tower
     write_registry(root, raw)

@@ -45,10 +45,6 @@ class ModelEntry:
     info: dict
     token_heads: dict[str, dict]
 
-    def default_token_space(self) -> str:
-        """The tower whose head serves ``--target tokens`` by default; the latent space if none."""
-        return self.info.get("default_token_space", self.token_space) if self.token_heads else self.token_space
-
     @property
     def short_hash(self) -> bytes:
         """The 8-byte weights hash written into every bitstream made with this model."""
