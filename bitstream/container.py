@@ -40,6 +40,8 @@ FORMAT_VERSION = 1
 MAX_SIDE = 1 << 16
 """Largest height/width a header may declare; larger sizes are refused before any allocation."""
 
+KNOWN_FLAGS = 0
+"""Format version 1 defines no flag bits (layers and masks are chunks); any set bit is refused."""
 WEIGHTS_HASH_BYTES = 8
 _PREFIX = struct.Struct("<4sHH")
 _FIXED = struct.Struct(f"<{WEIGHTS_HASH_BYTES}sIII")  # weights hash, height, width, symbols crc
@@ -197,6 +199,8 @@ def _parse_body(body: memoryview) -> tuple[dict, list[tuple[str, int, int]]]:
     pos += _FIXED.size
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
         raise CorruptBitstreamError(f"corrupt bitstream: image size {width}x{height} outside 1..{MAX_SIDE}")
+    if flags & ~KNOWN_FLAGS:
+        raise CorruptBitstreamError(f"corrupt bitstream: unknown flags {flags:#04x} for format version 1")
     (n_chunks,) = struct.unpack_from("<B", body, pos)
     pos += 1
     table = []

@@ -137,3 +137,8 @@ def test_read_prefix_never_reads_past_a_lying_header():
     assert bitstream.read_prefix(io.BytesIO(b"garbage!" * 3), "YB  ") == b"garbage!"
     with pytest.raises(BitstreamError):
         bitstream.unpack(bitstream.read_prefix(io.BytesIO(b"SMCD\x01\x00\xff\xff" + b"\0" * 10), "YB  "), "YB  ")
+
+
+def test_unknown_flags_are_refused():
+    with pytest.raises(CorruptBitstreamError, match="flags"):
+        bitstream.unpack(bitstream.pack(make_header(flags=1)))

@@ -9,8 +9,9 @@ from semcodec.codec.api import Symbols
 from semcodec.errors import BitstreamError, WeightsError
 from tests.conftest import KODAK, synthetic_image
 
-PSNR_FLOOR = {1: 23.0, 2: 24.0, 3: 25.0, 4: 26.0}
-"""Lower bounds on kodim23 PSNR per quality, set below what the shipped weights measure (README)."""
+PSNR_FLOOR = {1: 28.0, 2: 29.0, 3: 30.0, 4: 30.5}
+"""Lower bounds on kodim23 PSNR per quality, about 1 dB under what the shipped weights (9694 steps)
+measure: 29.15 / 30.22 / 31.03 / 31.59 dB at 0.135 / 0.183 / 0.248 / 0.337 bpp."""
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -14,6 +14,7 @@ import struct
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -146,9 +147,13 @@ def test_fuzz_payloads_past_the_checksums(codec, valid, data):
         i = data.draw(st.integers(header_end, len(blob) - 1))
         blob[i] = data.draw(st.integers(0, 255))
     resealed = reseal(blob)
-    if resealed != valid:
-        with pytest.raises(SemcodecError):
-            codec.decode(resealed)
+    try:
+        pixels = codec.decode(resealed)
+    except SemcodecError:
+        return
+    # bits the range decoder never reads (the tail of its last word) may change harmlessly;
+    # anything else must have been caught: never a different image
+    assert np.array_equal(pixels, codec.decode(valid))
 
 
 def test_decoder_never_allocates_a_declared_huge_image(codec, valid):
