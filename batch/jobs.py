@@ -14,8 +14,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from semcodec.errors import SemcodecError
@@ -174,7 +174,3 @@ def run_batch(
     bar.close()
     summary.seconds = time.time() - start
     return summary, failures
-
-
-def records_for(jobs: Iterable[Job]) -> list[dict]:
-    return [asdict(job) for job in jobs]

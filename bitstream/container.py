@@ -76,12 +76,16 @@ class Header:
     header_bytes: int = field(default=0, compare=False)
     """Size of the header as read (set by :func:`unpack`; not part of equality)."""
 
+    def find(self, tag: str) -> bytes | None:
+        """Payload of the optional chunk named ``tag``, or ``None``."""
+        return next((c.payload for c in self.chunks if c.tag == tag), None)
+
     def chunk(self, tag: str) -> bytes:
         """Payload of the chunk named ``tag``; a missing chunk is a corrupt file."""
-        for c in self.chunks:
-            if c.tag == tag:
-                return c.payload
-        raise CorruptBitstreamError(f"bitstream has no {tag.strip()!r} chunk")
+        payload = self.find(tag)
+        if payload is None:
+            raise CorruptBitstreamError(f"bitstream has no {tag.strip()!r} chunk")
+        return payload
 
     @property
     def payload_bytes(self) -> int:

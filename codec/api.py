@@ -41,13 +41,13 @@ _BASE_PREFIX = struct.Struct("<HI")  # base channel count, CRC32 of the base-lay
 
 def _token_space(header: bitstream.Header) -> str | None:
     """The token space the encoder chose (an optional chunk; absent means the latent space)."""
-    for chunk in header.chunks:
-        if chunk.tag == TOKEN_SPACE_CHUNK:
-            try:
-                return chunk.payload.decode("utf-8")
-            except UnicodeDecodeError:
-                raise BitstreamError("corrupt bitstream: token space is not UTF-8") from None
-    return None
+    payload = header.find(TOKEN_SPACE_CHUNK)
+    if payload is None:
+        return None
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BitstreamError("corrupt bitstream: token space is not UTF-8") from None
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,6 @@ class Decoded:
     symbols: Symbols
     seconds: dict[str, float] = field(default_factory=dict)
     mask: np.ndarray | None = None  # kept latent tokens (h*w,) when encoded with keep_tokens
-    base_only: bool = False  # enhancement channels not decoded (they hold the prior's means)
 
 
 @dataclass
@@ -301,7 +300,7 @@ class Codec:
                     "differs from the encoder's"
                 )
             y_hat = torch.from_numpy(y_symbols.astype(np.float32)).reshape(means.shape) + means
-        return Decoded(header, model, level.gain_index, y_hat, symbols, timer.seconds, mask, base_only)
+        return Decoded(header, model, level.gain_index, y_hat, symbols, timer.seconds, mask)
 
     def decode(self, data: bytes) -> np.ndarray:
         """Bitstream -> RGB uint8 pixels at exactly the original size."""
@@ -381,10 +380,8 @@ class Codec:
 
 
 def _token_mask(header: bitstream.Header, total: int) -> np.ndarray | None:
-    for chunk in header.chunks:
-        if chunk.tag == MASK_CHUNK:
-            return entropy.decode_mask(chunk.payload, total)
-    return None
+    payload = header.find(MASK_CHUNK)
+    return None if payload is None else entropy.decode_mask(payload, total)
 
 
 def _important_tokens(

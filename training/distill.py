@@ -67,10 +67,7 @@ def distill(cfg: DistillConfig) -> dict:
     model_name = cfg.model_name or registry.quality(registry.default_quality).model
     entry = registry.model(model_name)
     tower = load_tower(cfg.tower, cfg.tower_weights)
-    tower_path = Path(cfg.tower_weights) if cfg.tower_weights else None
-    from semcodec.weights.towers import default_tower_file
-
-    tower_path = tower_path or default_tower_file(cfg.tower)
+    tower_path = tower.source_file
     gains = sorted({q.gain_index for q in registry.qualities.values() if q.model == model_name})
     arch = {"hidden": cfg.hidden, "num_heads": cfg.num_heads}
     head = TokenHead(entry.config["latent_channels"], tower.dim, tower.grid, **arch)

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -150,8 +149,3 @@ def write_registry(root: Path, raw: dict) -> None:
     tmp = root / (REGISTRY_FILE + ".tmp")
     tmp.write_text(json.dumps(raw, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, root / REGISTRY_FILE)
-
-
-@lru_cache(maxsize=8)
-def cached_registry(root: str) -> Registry:
-    return load_registry(Path(root))

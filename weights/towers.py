@@ -65,6 +65,7 @@ def load_tower(name: str, weights: Path | str | None = None, sha256: str | None 
     except (RuntimeError, KeyError, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"tower weights {path.name} do not fit {name}: {first}") from None
+    tower.source_file = path  # what was loaded, for the registry's tower hash
     return tower.eval().requires_grad_(False)
 
 
