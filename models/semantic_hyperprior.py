@@ -100,6 +100,10 @@ class SemanticHyperprior(CompressionModel):
         q = torch.as_tensor(quality, device=table.device).reshape(-1)
         return table[q].exp()[:, :, None, None]
 
+    def quality_gain(self, quality: Tensor | int) -> Tensor:
+        """The per-channel gain (B, C, 1, 1) that ``analysis`` applies for ``quality``."""
+        return self._gain(self.log_gain, quality)
+
     def analysis(self, x: Tensor, quality: Tensor | int) -> Tensor:
         """``y = g_a(x) * gain[q]``: the gained semantic token grid that is quantized."""
         return self.g_a(x) * self._gain(self.log_gain, quality)

@@ -46,8 +46,27 @@ class VisionTower(nn.Module):
             ).clamp(0, 1)
         return (images - self.mean) / self.std
 
+    split_dim: int | None = None
+    """Channels of the intermediate feature map a token head may target instead of the tokens
+    (``None``: this tower offers no split, heads predict its tokens directly)."""
+
     def tokens(self, prepared: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def features(self, prepared: Tensor) -> Tensor:
+        """The intermediate map (B, split_dim, h, w) at the split point."""
+        raise NotImplementedError(f"tower {self.name} has no split point")
+
+    def tail(self, features: Tensor) -> Tensor:
+        """The tower's own layers after the split point: features -> tokens (B, N, D)."""
+        raise NotImplementedError(f"tower {self.name} has no split point")
+
+    @property
+    def split_grid(self) -> tuple[int, int]:
+        raise NotImplementedError(f"tower {self.name} has no split point")
+
+    def set_split(self, block: int) -> None:
+        raise NotImplementedError(f"tower {self.name} has no split point")
 
     def forward(self, images: Tensor) -> Tensor:
         return self.tokens(self.prepare(images))
@@ -127,9 +146,16 @@ class TimmViTTower(_PenultimateBlockTokens):
 
 class EfficientNetLiteTower(VisionTower):
     """EfficientNet-Lite0 (ImageNet-trained): its last feature map (1280 x 7 x 7 at 224 px) as the
-    token grid, its pooled classifier as a real machine task on those tokens."""
+    token grid, its pooled classifier as a real machine task on those tokens.
 
-    def __init__(self, name: str, model: nn.Module, input_size: int = 224):
+    Split point: the output of block ``split_block`` (default 7: the end of the first stride-16
+    stage, 80 x 14 x 14 at 224 px, the codec latent's own stride). A token head that predicts this
+    map and lets the tower's own later stages finish the job (split computing, Matsubara et al.
+    2022) has to learn only mid-level, local features from little data; the semantics stay those
+    of the pretrained tail.
+    """
+
+    def __init__(self, name: str, model: nn.Module, input_size: int = 224, split_block: int = 7):
         super().__init__(
             name=name,
             layer="final conv head (after BN + swish)",
@@ -140,9 +166,42 @@ class EfficientNetLiteTower(VisionTower):
             std=(0.502, 0.502, 0.502),
         )
         self.model = model
+        self.set_split(split_block)
+
+    def set_split(self, block: int) -> None:
+        """Split after block ``block`` (what a head was distilled for)."""
+        if not 0 <= block < len(self.model._blocks) - 1:
+            raise ValueError(f"split block {block} outside 0..{len(self.model._blocks) - 2}")
+        self.split_block = block
+        self.split_dim = self.model._blocks[block]._block_args.output_filters
+        stride = 2  # the stem
+        for b in self.model._blocks[: block + 1]:
+            s = b._block_args.stride
+            stride *= s[0] if isinstance(s, (list, tuple)) else s
+        self.split_stride = stride
+
+    @property
+    def split_grid(self) -> tuple[int, int]:
+        return (self.input_size // self.split_stride, self.input_size // self.split_stride)
+
+    def _run_blocks(self, x: Tensor, blocks: range) -> Tensor:
+        rate, total = self.model._global_params.drop_connect_rate or 0.0, len(self.model._blocks)
+        for idx in blocks:  # drop-connect as extract_features passes it (inactive in eval mode)
+            x = self.model._blocks[idx](x, drop_connect_rate=rate * idx / total)
+        return x
+
+    def features(self, prepared: Tensor) -> Tensor:
+        m = self.model
+        x = m._swish(m._bn0(m._conv_stem(prepared)))
+        return self._run_blocks(x, range(self.split_block + 1))
+
+    def tail(self, features: Tensor) -> Tensor:
+        m = self.model
+        x = self._run_blocks(features, range(self.split_block + 1, len(m._blocks)))
+        return m._swish(m._bn1(m._conv_head(x))).flatten(2).transpose(1, 2)
 
     def tokens(self, prepared: Tensor) -> Tensor:
-        return self.model.extract_features(prepared).flatten(2).transpose(1, 2)
+        return self.tail(self.features(prepared))
 
     def classify(self, tokens: Tensor) -> Tensor:
         """ImageNet logits from (B, N, D) tokens: global average pool, then the tower's own FC layer."""

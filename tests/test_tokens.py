@@ -141,7 +141,12 @@ def test_token_benchmark_runs_with_the_tiny_tower(distilled, tower_file, tmp_pat
         Image.fromarray(synthetic_image(80, 100, seed=20 + i)).save(data / name)
     result = token_bench.run(data, TINY, tower_file, distilled, qualities=[1], with_classical=True, keeps=[3])
     methods = {r["method"] for r in result["rows"]}
-    assert {"semcodec tokens (a)", "semcodec pixels + tower (b)", "JPEG + tower (c)"} <= methods
+    assert {
+        "semcodec tokens (a)",
+        "semcodec pixels + tower (b)",
+        "JPEG + tower at file bytes (c)",
+        "JPEG + tower at token bytes (c)",
+    } <= methods
     for row in result["rows"]:
         assert -1.0 <= row["cosine"] <= 1.0 and row["bytes"] > 0 and row["top1"] is None
     assert "n/a" in token_bench.table(result)

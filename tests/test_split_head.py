@@ -1,0 +1,97 @@
+"""Split token heads: the head predicts a tower's intermediate map, the tower's own tail finishes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from semcodec.cli.main import main
+from semcodec.codec import Codec
+from semcodec.errors import WeightsError
+from semcodec.weights.towers import default_tower_file, load_tower
+from tests.conftest import synthetic_image
+
+TOWER = "efficientnet-lite0"
+pytestmark = pytest.mark.skipif(default_tower_file(TOWER) is None, reason="efficientnet-lite0 package not installed")
+
+
+@pytest.fixture(scope="module")
+def tower():
+    return load_tower(TOWER)
+
+
+@pytest.fixture(scope="module")
+def split_distilled(tmp_path_factory, tiny_weights) -> Path:
+    from PIL import Image
+
+    weights = tmp_path_factory.mktemp("split") / "w"
+    shutil.copytree(tiny_weights, weights)
+    data = tmp_path_factory.mktemp("split-data")
+    for i in range(2):
+        Image.fromarray(synthetic_image(240, 260, seed=30 + i)).save(data / f"{i}.png")
+    args = ["--weights", str(weights), "distill", "--tower", TOWER, "--data", str(data)]
+    args += ["--steps", "2", "--batch", "2", "--hidden", "32", "--depth", "1", "--crops-per-image", "1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return weights
+
+
+def test_split_is_exact(tower):
+    """features -> tail is the tower's own forward pass, bit for bit."""
+    prepared = tower.prepare(torch.rand(2, 3, 224, 224))
+    whole = tower.model.extract_features(prepared).flatten(2).transpose(1, 2)
+    features = tower.features(prepared)
+    assert features.shape == (2, tower.split_dim, *tower.split_grid)
+    assert torch.equal(tower.tail(features), whole)
+
+
+def test_split_head_is_registered_with_its_target(split_distilled):
+    head = json.loads((split_distilled / "registry.json").read_text())["models"]["vit-hp-small"]["token_heads"][TOWER]
+    assert head["split"] is True
+    assert head["split_block"] == 7 and head["head_grid"] == [14, 14] and head["head_dim"] == 80
+    assert head["grid"] == [7, 7] and head["dim"] == 1280 and head["steps"] == 2
+
+
+def test_tokens_through_the_tower_tail(split_distilled, tower):
+    codec = Codec(split_distilled)
+    data = codec.encode(synthetic_image(100, 120), 2, token_space=TOWER).data
+    out = codec.decode_tokens(data)
+    assert out.tokens.shape == (49, 1280)
+    assert out.metadata["token_space"] == TOWER and out.metadata["grid"] == "7x7"
+    head, _ = codec.token_head("vit-hp-small", TOWER)
+    assert torch.isfinite(tower.classify(out.tokens[None])).all()
+    assert head.tower.source_file == default_tower_file(TOWER)
+
+
+def test_tower_file_with_another_hash_is_refused(split_distilled, tmp_path):
+    other = tmp_path / "lite0.pth"
+    state = torch.load(default_tower_file(TOWER), map_location="cpu", weights_only=True)
+    state["_fc.bias"] = state["_fc.bias"] + 1
+    torch.save(state, other)
+    codec = Codec(split_distilled)
+    data = codec.encode(synthetic_image(64, 64), 1, token_space=TOWER).data
+    with pytest.raises(WeightsError, match="sha256"):
+        codec.decode_tokens(data, tower_weights=other)
+
+
+def test_cli_tokens_with_a_missing_tower_file_is_one_line(split_distilled, tmp_path):
+    image = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.fromarray(synthetic_image(64, 64)).save(image)
+    runner = CliRunner()
+    w = ["--weights", str(split_distilled)]
+    assert (
+        runner.invoke(main, [*w, "encode", str(image), str(tmp_path / "a.bin"), "--token-space", TOWER]).exit_code == 0
+    )
+    out = tmp_path / "a.safetensors"
+    args = [*w, "decode", str(tmp_path / "a.bin"), "--target", "tokens", "--tower-weights", str(tmp_path / "none.pt")]
+    result = runner.invoke(main, [*args, "-o", str(out)])
+    assert result.exit_code == 1
+    assert "does not exist" in result.output and "Traceback" not in result.output
+    assert not out.exists()
