@@ -342,6 +342,7 @@ def train(
     "--crops-per-image", type=int, default=4, show_default=True, help="Coded crops per image in the teacher cache."
 )
 @click.option("--split-block", type=int, default=None, help="Towers with a split point: distil at this block.")
+@click.option("--synthesis-stem", is_flag=True, help="Start the head from a copy of the codec's synthesis token stage.")
 @click.option("--max-images", type=int, default=None, help="Use only the first N images.")
 @click.pass_context
 def distill(
@@ -358,6 +359,7 @@ def distill(
     depth: int,
     crops_per_image: int,
     split_block: int | None,
+    synthesis_stem: bool,
     max_images: int | None,
 ) -> None:
     """Distil a token head (codec frozen) so `--target tokens` yields TOWER's tokens."""
@@ -383,6 +385,7 @@ def distill(
         depth=depth,
         crops_per_image=crops_per_image,
         split_block=split_block,
+        synthesis_stem=synthesis_stem,
     )
     stats = run_distill(cfg)
     held_out = ", ".join(f"{k[4:]} {v:.4f}" for k, v in stats.items() if k.startswith("val_"))

@@ -29,7 +29,7 @@ from semcodec.codec.image_io import MAX_PIXELS, LoadedImage, encode_png, read_im
 from semcodec.errors import BitstreamError, WeightsError
 from semcodec.models import ARCHITECTURES, SemanticHyperprior
 from semcodec.models.integer_hyper import IntegerHyperSynthesis
-from semcodec.models.token_head import SplitTokenHead, TokenHead, latent_tokens
+from semcodec.models.token_head import SplitTokenHead, build_head, latent_tokens
 from semcodec.weights import Registry, load_registry, load_state_dict, load_verified
 
 Z_CHUNK, MASK_CHUNK, TOKEN_SPACE_CHUNK = "Z   ", "MASK", "TSPC"
@@ -384,7 +384,7 @@ class Codec:
                     f"the {space!r} token head was distilled for other {model_name} weights; re-run `semcodec distill`"
                 )
             dim, grid = info.get("head_dim", info["dim"]), tuple(info.get("head_grid", info["grid"]))
-            head: nn.Module = TokenHead(entry.config["latent_channels"], dim, grid, **info.get("arch", {}))
+            head: nn.Module = build_head(self.model(model_name)[0], dim, grid, info.get("arch", {}))
             head.load_state_dict(load_verified(self.registry.root / info["file"], info["sha256"]))
             if info.get("split"):
                 from semcodec.weights.towers import load_tower

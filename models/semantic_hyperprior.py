@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass
 
@@ -99,6 +100,11 @@ class SemanticHyperprior(CompressionModel):
     def _gain(self, table: Tensor, quality: Tensor | int) -> Tensor:
         q = torch.as_tensor(quality, device=table.device).reshape(-1)
         return table[q].exp()[:, :, None, None]
+
+    def synthesis_token_stage(self) -> nn.Module:
+        """A copy of ``g_s``'s stride-16 part (projection + ViT blocks) that token heads may start
+        from: the decoder's own reading of the latent grid, before any pixel is made."""
+        return copy.deepcopy(self.g_s[:2])
 
     def quality_gain(self, quality: Tensor | int) -> Tensor:
         """The per-channel gain (B, C, 1, 1) that ``analysis`` applies for ``quality``."""

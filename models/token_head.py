@@ -27,9 +27,13 @@ class TokenHead(nn.Module):
         hidden: int = 384,
         num_heads: int = 6,
         depth: int = 1,
+        stem: nn.Module | None = None,
+        stem_dim: int | None = None,
     ):
         super().__init__()
         self.grid = tuple(grid)
+        self.stem = stem  # e.g. a copy of the codec's synthesis token stage, fine-tuned
+        in_dim = stem_dim if stem is not None else in_dim
         self.norm = nn.LayerNorm(in_dim)
         self.embed = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.local = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
@@ -41,6 +45,8 @@ class TokenHead(nn.Module):
     def standardised(self, y_hat: Tensor) -> Tensor:
         """The prediction in standardised units (what distillation compares)."""
         gh, gw = self.grid
+        if self.stem is not None:
+            y_hat = self.stem(y_hat)
         if y_hat.shape[2] >= gh and y_hat.shape[3] >= gw:
             grid = F.adaptive_avg_pool2d(y_hat, (gh, gw))
         else:
@@ -80,3 +86,11 @@ class SplitTokenHead(nn.Module):
 def latent_tokens(y_hat: Tensor) -> Tensor:
     """The codec's own semantic tokens: the latent grid flattened row-major to (B, h*w, C)."""
     return y_hat.flatten(2).transpose(1, 2)
+
+
+def build_head(codec_model: nn.Module, out_dim: int, grid: tuple[int, int], arch: dict) -> TokenHead:
+    """The head that ``arch`` (as the registry records it) describes, for ``codec_model``'s latent."""
+    arch = dict(arch)
+    stem = codec_model.synthesis_token_stage() if arch.pop("synthesis_stem", False) else None
+    cfg = codec_model.config
+    return TokenHead(cfg.latent_channels, out_dim, grid, stem=stem, stem_dim=cfg.token_dim, **arch)

@@ -95,3 +95,23 @@ def test_cli_tokens_with_a_missing_tower_file_is_one_line(split_distilled, tmp_p
     assert result.exit_code == 1
     assert "does not exist" in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_head_started_from_the_synthesis_token_stage_round_trips(split_distilled, tmp_path):
+    """--synthesis-stem heads carry a fine-tuned copy of g_s's token stage; decoding rebuilds it."""
+    from PIL import Image
+
+    weights = tmp_path / "w"
+    shutil.copytree(split_distilled, weights)
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(synthetic_image(240, 240, seed=40)).save(data / "a.png")
+    args = ["--weights", str(weights), "distill", "--tower", TOWER, "--data", str(data), "--synthesis-stem"]
+    args += ["--steps", "1", "--batch", "2", "--hidden", "32", "--depth", "1", "--crops-per-image", "1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    info = json.loads((weights / "registry.json").read_text())["models"]["vit-hp-small"]["token_heads"][TOWER]
+    assert info["arch"]["synthesis_stem"] is True and info["steps"] == 1  # a new head, not a resumed one
+    codec = Codec(weights)
+    out = codec.decode_tokens(codec.encode(synthetic_image(64, 80), 1, token_space=TOWER).data)
+    assert out.tokens.shape == (49, 1280) and torch.isfinite(out.tokens).all()

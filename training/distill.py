@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from semcodec.codec.api import Codec, _pad
 from semcodec.models.semantic_hyperprior import SemanticHyperprior
-from semcodec.models.token_head import TokenHead, latent_tokens
+from semcodec.models.token_head import TokenHead, build_head, latent_tokens
 from semcodec.models.towers import VisionTower
 from semcodec.training.budget import Budget
 from semcodec.training.data import CropBank
@@ -55,6 +55,7 @@ class DistillConfig:
     crops_per_image: int = 4
     holdout_every: int = 20
     split_block: int | None = None  # towers with a split point: where (None: the tower's default)
+    synthesis_stem: bool = False  # start the head from a copy of the codec's synthesis token stage
     save_every: int = 500
     seed: int = 0
 
@@ -189,8 +190,10 @@ def distill(cfg: DistillConfig) -> dict:
     split = tower.split_dim is not None
     gains = sorted({q.gain_index for q in registry.qualities.values() if q.model == model_name})
     arch = {"hidden": cfg.hidden, "num_heads": cfg.num_heads, "depth": cfg.depth}
+    if cfg.synthesis_stem:
+        arch["synthesis_stem"] = True
     target_dim, target_grid = (tower.split_dim, tower.split_grid) if split else (tower.dim, tower.grid)
-    head = TokenHead(entry.config["latent_channels"], target_dim, target_grid, **arch)
+    head = build_head(model, target_dim, target_grid, arch)
 
     held_out = cfg.data[:: cfg.holdout_every] if len(cfg.data) >= 2 * cfg.holdout_every else []
     held = set(held_out)
