@@ -115,7 +115,7 @@ def run(
     """Every image x quality x kept-token count (``keeps``; ``None`` = all tokens)."""
     from semcodec.weights.towers import load_tower
 
-    codec = Codec(weights)
+    codec = Codec(weights, tower_files={tower_name: tower_weights} if tower_weights else None)
     tower = load_tower(tower_name, tower_weights)
     classify = getattr(tower, "classify", None)  # towers without a classifier report tokens only
 
