@@ -237,6 +237,9 @@ def test_interrupted_encode_leaves_nothing(tmp_path, signum):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
+        # As from a terminal: a runner started in the background (`cmd &`) hands its children an
+        # ignored SIGINT, and Python then rightly installs no Ctrl-C handler.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     while proc.poll() is None and _cpu_seconds(proc.pid) < 7.0:  # start-up done, inside the transforms
         time.sleep(0.05)
