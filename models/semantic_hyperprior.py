@@ -112,7 +112,7 @@ class SemanticHyperprior(CompressionModel):
 
     def analysis(self, x: Tensor, quality: Tensor | int) -> Tensor:
         """``y = g_a(x) * gain[q]``: the gained semantic token grid that is quantized."""
-        return self.g_a(x) * self._gain(self.log_gain, quality)
+        return self.g_a(x) * self.quality_gain(quality)
 
     def synthesis(self, y_hat: Tensor, quality: Tensor | int) -> Tensor:
         return self.g_s(y_hat * self._gain(self.log_inv_gain, quality))

@@ -52,8 +52,7 @@ class TokenHead(nn.Module):
         else:
             grid = F.interpolate(y_hat, size=(gh, gw), mode="bilinear", align_corners=False)
         tokens = self.embed(self.norm(latent_tokens(grid)))
-        spatial = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, gh, gw)
-        tokens = tokens + latent_tokens(self.local(spatial))
+        tokens = tokens + latent_tokens(self.local(token_map(tokens, self.grid)))
         return self.out(self.blocks(tokens))
 
     def forward(self, y_hat: Tensor) -> Tensor:
@@ -75,9 +74,7 @@ class SplitTokenHead(nn.Module):
 
     def features(self, y_hat: Tensor) -> Tensor:
         """The predicted intermediate map (B, C, h, w)."""
-        tokens = self.adapter(y_hat)
-        gh, gw = self.adapter.grid
-        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, gh, gw)
+        return token_map(self.adapter(y_hat), self.adapter.grid)
 
     def forward(self, y_hat: Tensor) -> Tensor:
         return self.tower.tail(self.features(y_hat))
@@ -86,6 +83,11 @@ class SplitTokenHead(nn.Module):
 def latent_tokens(y_hat: Tensor) -> Tensor:
     """The codec's own semantic tokens: the latent grid flattened row-major to (B, h*w, C)."""
     return y_hat.flatten(2).transpose(1, 2)
+
+
+def token_map(tokens: Tensor, grid: tuple[int, int]) -> Tensor:
+    """The inverse of :func:`latent_tokens`: (B, gh*gw, C) row-major tokens -> a (B, C, gh, gw) map."""
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
 
 
 def build_head(codec_model: nn.Module, out_dim: int, grid: tuple[int, int], arch: dict) -> TokenHead:

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from semcodec.codec.api import Codec, _pad
 from semcodec.models.semantic_hyperprior import SemanticHyperprior
-from semcodec.models.token_head import TokenHead, build_head, latent_tokens
+from semcodec.models.token_head import TokenHead, build_head, latent_tokens, token_map
 from semcodec.models.towers import VisionTower
 from semcodec.training.budget import Budget
 from semcodec.training.data import CropBank
@@ -139,11 +139,7 @@ def head_losses(
     out = {"feature_mse": F.mse_loss(standardised, (target - head.target_mean) / head.target_std)}
     pred = standardised * head.target_std + head.target_mean
     split = tower.split_dim is not None
-    if split:  # the tower's own tail finishes the prediction
-        gh, gw = head.grid
-        tokens = tower.tail(pred.transpose(1, 2).reshape(pred.shape[0], -1, gh, gw))
-    else:
-        tokens = pred
+    tokens = tower.tail(token_map(pred, head.grid)) if split else pred  # the tower's own tail finishes
     out.update(token_loss(tokens, cache.tokens[index].float()))
     loss = out["feature_mse"] + (1 - out["cosine"])
     if split:
@@ -234,7 +230,7 @@ def distill(cfg: DistillConfig) -> dict:
     def save() -> None:
         report = evaluate(head, tower, val) if val is not None else {}
         stats.update({f"val_{k}": v for k, v in report.items()})
-        _save(head, registry.root, model_name, cfg, tower, tower_path, file, arch, split, step, entry.sha256, report)
+        _save(head, registry.root, model_name, cfg, tower, tower_path, file, arch, step, entry.sha256, report)
 
     while step < cfg.steps:
         progress = budget.progress(step)
@@ -277,7 +273,6 @@ def _save(
     tower_path: Path | None,
     file: str,
     arch: dict,
-    split: bool,
     step: int,
     codec_sha256: str,
     held_out: dict[str, float],
@@ -294,7 +289,7 @@ def _save(
         "grid": list(tower.grid),
         "dim": tower.dim,
         "input_size": tower.input_size,
-        "split": split,
+        "split": tower.split_dim is not None,
         "split_block": getattr(tower, "split_block", None),
         "head_grid": list(head.grid),
         "head_dim": head.out.out_features,
