@@ -274,6 +274,9 @@ def info(input_path: str) -> None:
 )
 @click.option("--tiny", is_flag=True, help="A tiny architecture (for tests and smoke runs).")
 @click.option("--max-images", type=int, default=None, help="Use only the first N images.")
+@click.option(
+    "--device", default="auto", show_default=True, help="Training device: auto (CUDA when present), cpu, cuda, cuda:N."
+)
 def train(
     data_dirs: tuple[Path, ...],
     weights_dir: Path,
@@ -287,6 +290,7 @@ def train(
     lambdas: str,
     tiny: bool,
     max_images: int | None,
+    device: str,
 ) -> None:
     """Train (or resume) a variable-rate codec; writes weights + registry every --save-every steps."""
     from semcodec.training.data import list_images
@@ -309,6 +313,7 @@ def train(
         lambdas=tuple(float(v) for v in lambdas.split(",")),
         arch=TINY_ARCH if tiny else {},
         max_images=max_images,
+        device=device,
     )
     run_training(cfg)
 
@@ -344,6 +349,9 @@ def train(
 @click.option("--split-block", type=int, default=None, help="Towers with a split point: distil at this block.")
 @click.option("--synthesis-stem", is_flag=True, help="Start the head from a copy of the codec's synthesis token stage.")
 @click.option("--max-images", type=int, default=None, help="Use only the first N images.")
+@click.option(
+    "--device", default="auto", show_default=True, help="Training device: auto (CUDA when present), cpu, cuda, cuda:N."
+)
 @click.pass_context
 def distill(
     ctx: click.Context,
@@ -361,6 +369,7 @@ def distill(
     split_block: int | None,
     synthesis_stem: bool,
     max_images: int | None,
+    device: str,
 ) -> None:
     """Distil a token head (codec frozen) so `--target tokens` yields TOWER's tokens."""
     from semcodec.training.data import list_images
@@ -386,6 +395,7 @@ def distill(
         crops_per_image=crops_per_image,
         split_block=split_block,
         synthesis_stem=synthesis_stem,
+        device=device,
     )
     stats = run_distill(cfg)
     held_out = ", ".join(f"{k[4:]} {v:.4f}" for k, v in stats.items() if k.startswith("val_"))

@@ -65,3 +65,13 @@ def test_training_resumes_from_checkpoint(tiny_weights, tmp_path):
     registry = json.loads((work / "registry.json").read_text())
     assert registry["models"]["vit-hp-small"]["info"]["steps"] == 6
     assert registry["models"]["vit-hp-small"]["config"]["stem_channels"] == 16  # resumed, not re-created
+
+
+def test_auto_device_falls_back_to_cpu_without_cuda(monkeypatch):
+    import torch
+
+    from semcodec.training.train import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto") == torch.device("cpu")
+    assert pick_device("cpu") == torch.device("cpu")

@@ -33,6 +33,7 @@ from semcodec.models.token_head import TokenHead, build_head, latent_tokens, tok
 from semcodec.models.towers import VisionTower
 from semcodec.training.budget import Budget
 from semcodec.training.data import CropBank
+from semcodec.training.train import pick_device
 from semcodec.weights import REGISTRY_FILE, load_verified, save_state_dict, sha256_file, write_registry
 from semcodec.weights.towers import load_tower
 
@@ -58,6 +59,7 @@ class DistillConfig:
     synthesis_stem: bool = False  # start the head from a copy of the codec's synthesis token stage
     save_every: int = 500
     seed: int = 0
+    device: str = "cpu"
 
 
 @dataclass
@@ -112,10 +114,12 @@ def teacher_answers(tower: VisionTower, x: Tensor) -> tuple[Tensor, Tensor, Tens
 
 
 def build_cache(model: SemanticHyperprior, tower: VisionTower, bank: CropBank, count: int, gains: list[int]):
+    """The cache lives where ``model`` does (on a GPU the head's steps then never copy a batch)."""
     parts: dict[str, list[Tensor]] = {"grids": [], "targets": [], "tokens": [], "logits": []}
+    device = next(model.parameters()).device
     with torch.no_grad():
         for start in tqdm(range(0, count, 16), desc="teacher cache", dynamic_ncols=True, leave=False):
-            x = bank.sample(min(16, count - start))
+            x = bank.sample(min(16, count - start)).to(device)
             target, tokens, logits = teacher_answers(tower, x)
             parts["grids"].append(coded_grids(model, x, gains).half())
             parts["targets"].append(target.half())
@@ -163,7 +167,7 @@ def evaluate(head: TokenHead, tower: VisionTower, cache: TeacherCache) -> dict[s
     with torch.no_grad():
         for slot in range(cache.grids.shape[1]):
             for start in range(0, len(cache), 64):
-                index = torch.arange(start, min(start + 64, len(cache)))
+                index = torch.arange(start, min(start + 64, len(cache)), device=cache.grids.device)
                 losses = head_losses(head, tower, cache, index, torch.full_like(index, slot))
                 for k in ("cosine", "rel_mse", "agreement"):
                     if k in losses:
@@ -178,7 +182,9 @@ def distill(cfg: DistillConfig) -> dict:
     registry = codec.registry
     model_name = cfg.model_name or registry.quality(registry.default_quality).model
     entry = registry.model(model_name)
+    device = pick_device(cfg.device)
     model, _ = codec.model(model_name)
+    model = model.to(device)
     tower = load_tower(cfg.tower, cfg.tower_weights)
     tower_path = tower.source_file
     if cfg.split_block is not None:
@@ -189,7 +195,8 @@ def distill(cfg: DistillConfig) -> dict:
     if cfg.synthesis_stem:
         arch["synthesis_stem"] = True
     target_dim, target_grid = (tower.split_dim, tower.split_grid) if split else (tower.dim, tower.grid)
-    head = build_head(model, target_dim, target_grid, arch)
+    tower.to(device)
+    head = build_head(model, target_dim, target_grid, arch).to(device)
 
     held_out = cfg.data[:: cfg.holdout_every] if len(cfg.data) >= 2 * cfg.holdout_every else []
     held = set(held_out)
@@ -239,20 +246,23 @@ def distill(cfg: DistillConfig) -> dict:
         warm = min(1.0, (step + 1) / 100)
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        index = torch.randint(len(cache), (cfg.batch,), generator=generator)
-        slot = torch.randint(len(gains), (cfg.batch,), generator=generator)
+        index = torch.randint(len(cache), (cfg.batch,), generator=generator).to(device)
+        slot = torch.randint(len(gains), (cfg.batch,), generator=generator).to(device)
         losses = head_losses(head, tower, cache, index, slot)
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
         optimizer.step()
         step += 1
-        stats = {k: v.item() for k, v in losses.items()}
         bar.update(1)
-        bar.set_postfix(cos=f"{stats['cosine']:.3f}", loss=f"{stats['loss']:.3f}")
+        if step % 20 == 0 or step == cfg.steps:  # reading losses syncs a GPU: not every step
+            stats = {k: v.item() for k, v in losses.items()}
+            bar.set_postfix(cos=f"{stats['cosine']:.3f}", loss=f"{stats['loss']:.3f}")
         if step % cfg.save_every == 0:
             save()
     bar.close()
+    if "losses" in locals():
+        stats.update({k: v.item() for k, v in losses.items()})
     save()
     stats["cache_seconds"] = cache_seconds
     stats["train_crops"] = len(cache)
