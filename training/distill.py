@@ -233,6 +233,7 @@ def distill(cfg: DistillConfig) -> dict:
     budget = Budget(cfg.steps, cfg.max_minutes)
     bar = tqdm(total=cfg.steps, initial=step, desc=f"head {cfg.tower}", dynamic_ncols=True)
     stats: dict[str, float] = {}
+    losses: dict[str, Tensor] = {}
 
     def save() -> None:
         report = evaluate(head, tower, val) if val is not None else {}
@@ -261,8 +262,7 @@ def distill(cfg: DistillConfig) -> dict:
         if step % cfg.save_every == 0:
             save()
     bar.close()
-    if "losses" in locals():
-        stats.update({k: v.item() for k, v in losses.items()})
+    stats.update({k: v.item() for k, v in losses.items()})
     save()
     stats["cache_seconds"] = cache_seconds
     stats["train_crops"] = len(cache)
