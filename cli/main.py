@@ -243,6 +243,12 @@ def info(input_path: str) -> None:
     click.echo("\n".join(lines))
 
 
+_device = click.option(
+    "--device", default="auto", show_default=True, help="Training device: auto (CUDA when present), cpu, cuda, cuda:N."
+)
+"""Shared by ``train`` and ``distill``."""
+
+
 @main.command()
 @click.option(
     "--data",
@@ -274,9 +280,7 @@ def info(input_path: str) -> None:
 )
 @click.option("--tiny", is_flag=True, help="A tiny architecture (for tests and smoke runs).")
 @click.option("--max-images", type=int, default=None, help="Use only the first N images.")
-@click.option(
-    "--device", default="auto", show_default=True, help="Training device: auto (CUDA when present), cpu, cuda, cuda:N."
-)
+@_device
 def train(
     data_dirs: tuple[Path, ...],
     weights_dir: Path,
@@ -349,9 +353,7 @@ def train(
 @click.option("--split-block", type=int, default=None, help="Towers with a split point: distil at this block.")
 @click.option("--synthesis-stem", is_flag=True, help="Start the head from a copy of the codec's synthesis token stage.")
 @click.option("--max-images", type=int, default=None, help="Use only the first N images.")
-@click.option(
-    "--device", default="auto", show_default=True, help="Training device: auto (CUDA when present), cpu, cuda, cuda:N."
-)
+@_device
 @click.pass_context
 def distill(
     ctx: click.Context,

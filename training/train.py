@@ -147,7 +147,7 @@ def train(cfg: TrainConfig) -> None:
             break
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, progress, run_step)
-        x = bank.sample(cfg.batch).to(device, non_blocking=True)
+        x = bank.sample(cfg.batch).to(device)
         quality = torch.randint(len(cfg.lambdas), (cfg.batch,), generator=generator).to(device)
         out = model(x, quality)
         losses = rd_loss(out, x, lambdas[quality])
