@@ -280,6 +280,19 @@ _device = click.option(
 )
 @click.option("--tiny", is_flag=True, help="A tiny architecture (for tests and smoke runs).")
 @click.option("--max-images", type=int, default=None, help="Use only the first N images.")
+@click.option(
+    "--context-slices",
+    type=int,
+    default=None,
+    help="Add (or size) a channel-wise context model with this many channels per slice; a resumed "
+    "model without one gains it, starting as the plain hyperprior.",
+)
+@click.option(
+    "--entropy-only",
+    is_flag=True,
+    help="Train only the entropy model (hyperprior + context) on cached latents, transforms frozen: "
+    "cheap enough for a CPU.",
+)
 @_device
 def train(
     data_dirs: tuple[Path, ...],
@@ -294,6 +307,8 @@ def train(
     lambdas: str,
     tiny: bool,
     max_images: int | None,
+    context_slices: int | None,
+    entropy_only: bool,
     device: str,
 ) -> None:
     """Train (or resume) a variable-rate codec; writes weights + registry every --save-every steps."""
@@ -315,9 +330,10 @@ def train(
         lr=lr,
         save_every=save_every,
         lambdas=tuple(float(v) for v in lambdas.split(",")),
-        arch=TINY_ARCH if tiny else {},
+        arch={**(TINY_ARCH if tiny else {}), **({"context_slice_channels": context_slices} if context_slices else {})},
         max_images=max_images,
         device=device,
+        entropy_only=entropy_only,
     )
     run_training(cfg)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -138,6 +138,14 @@ class _EntropyTables:
         # medians on the same fixed-point grid: z_hat = symbol + offset + median, exactly
         self.medians_fixed = np.round(self.medians.astype(np.float64) * self.one)
         self.scale_floor = float(model.gaussian_conditional.lower_bound_scale.bound)
+        self.base_channels = model.base_channels
+        if model.context is not None:
+            self.slices = model.context.bounds
+            self.context = [IntegerHyperSynthesis(net, self.h_s.frac_bits).eval() for net in model.context.nets]
+        else:  # the plain hyperprior: one slice per layer, no refinement
+            cb, m = model.base_channels, model.config.latent_channels
+            self.slices = [(a, b) for a, b in ((0, cb), (cb, m)) if b > a]
+            self.context = []
 
 
 class Codec:
@@ -202,24 +210,31 @@ class Codec:
                 z_bytes = entropy.encode_factorized(z_symbols, tables.pmfs)
             with timer("hyper"):
                 # The encoder continues from its own *decoded* side information, like the decoder.
-                means, indexes = _entropy_parameters(tables, z_symbols, z.shape)
-                y_symbols = torch.clamp(torch.round(y - means), -entropy.SYMBOL_BOUND, entropy.SYMBOL_BOUND)
-                y_symbols = y_symbols.to(torch.int32)[0].reshape(means.shape[1], -1).numpy()
-                stds = tables.stds[indexes[0].reshape(means.shape[1], -1).numpy()]
+                hyper = _hyper_fixed(tables, z_symbols, z.shape)
                 mask_chunk: tuple[bitstream.Chunk, ...] = ()
+                mask = None
                 if keep_tokens is not None:
-                    mask = _important_tokens(y_symbols, stds, means.shape[2:], (h, w), keep_tokens, model.latent_stride)
-                    y_symbols[:, ~mask] = 0  # skipped tokens: zero residual, the decoder uses the mean
+                    means, indexes = _entropy_parameters(tables, *hyper)
+                    grid = means.shape[2:]
+                    stds = tables.stds[indexes[0].reshape(means.shape[1], -1).numpy()]
+                    mask = _important_tokens(_residuals(y, means), stds, grid, (h, w), keep_tokens, model.latent_stride)
                     mask_chunk = (bitstream.Chunk(MASK_CHUNK, entropy.encode_mask(mask)),)
-                    coded, coded_stds = y_symbols[:, mask], stds[:, mask]
-                else:
-                    coded, coded_stds = y_symbols, stds
+            layers = (entropy.GaussianEncoder(), entropy.GaussianEncoder())
+            cb = model.base_channels
+
+            def code_slice(start: int, end: int, means: torch.Tensor, stds: np.ndarray) -> np.ndarray:
+                symbols = _residuals(y[:, start:end], means)
+                if mask is not None:
+                    symbols[:, ~mask] = 0  # skipped tokens: zero residual, the decoder uses the mean
+                with timer("entropy"):
+                    coded = (symbols, stds) if mask is None else (symbols[:, mask], stds[:, mask])
+                    layers[start >= cb].encode(*coded)
+                return symbols
+
+            y_symbols = _walk_slices(tables, *hyper, code_slice, timer)[1]
             with timer("entropy"):
-                cb = model.base_channels
-                base = _BASE_PREFIX.pack(cb, _crc(y_symbols[:cb])) + entropy.encode_gaussian(
-                    coded[:cb].reshape(-1), coded_stds[:cb].reshape(-1)
-                )
-                enhancement = entropy.encode_gaussian(coded[cb:].reshape(-1), coded_stds[cb:].reshape(-1))
+                base = _BASE_PREFIX.pack(cb, _crc(y_symbols[:cb])) + layers[0].data()
+                enhancement = layers[1].data()
         symbols = Symbols(z_symbols, y_symbols.reshape(-1))
         space = token_space or entry.token_space
         if space != entry.token_space and space not in entry.token_heads:
@@ -274,36 +289,41 @@ class Codec:
             with timer("entropy"):
                 z_symbols = entropy.decode_factorized(header.chunk(Z_CHUNK), tables.pmfs, z_shape[2] * z_shape[3])
             with timer("hyper"):
-                means, indexes = _entropy_parameters(tables, z_symbols, z_shape)
-            with timer("entropy"):
-                stds = tables.stds[indexes[0].reshape(means.shape[1], -1).numpy()]
-                mask = _token_mask(header, stds.shape[1])
-                cols = slice(None) if mask is None else mask
-                payload = header.chunk(BASE_CHUNK)
-                if len(payload) < _BASE_PREFIX.size:
-                    raise BitstreamError("corrupt bitstream: base layer too short")
-                cb, base_crc = _BASE_PREFIX.unpack_from(payload)
-                if cb != model.base_channels:
-                    raise BitstreamError(
-                        f"corrupt bitstream: base layer has {cb} channels, model has {model.base_channels}"
-                    )
-                y_full = np.zeros(stds.shape, dtype=np.int32)
-                layers = [(slice(0, cb), payload[_BASE_PREFIX.size :])]
-                if not base_only:
-                    layers.append((slice(cb, None), header.chunk(ENHANCEMENT_CHUNK)))
-                for channels, words in layers:
-                    coded_stds = stds[channels][:, cols]
-                    y_full[channels, cols] = entropy.decode_gaussian(words, coded_stds.reshape(-1)).reshape(
-                        coded_stds.shape
-                    )
-                y_symbols = y_full.reshape(-1)
+                hyper = _hyper_fixed(tables, z_symbols, z_shape)
+            positions = hyper[0].shape[2] * hyper[0].shape[3]
+            mask = _token_mask(header, positions)
+            payload = header.chunk(BASE_CHUNK)
+            if len(payload) < _BASE_PREFIX.size:
+                raise BitstreamError("corrupt bitstream: base layer too short")
+            cb, base_crc = _BASE_PREFIX.unpack_from(payload)
+            if cb != model.base_channels:
+                raise BitstreamError(
+                    f"corrupt bitstream: base layer has {cb} channels, model has {model.base_channels}"
+                )
+            layers = (
+                entropy.GaussianDecoder(payload[_BASE_PREFIX.size :]),
+                None if base_only else entropy.GaussianDecoder(header.chunk(ENHANCEMENT_CHUNK)),
+            )
+
+            def code_slice(start: int, end: int, means: torch.Tensor, stds: np.ndarray) -> np.ndarray:
+                symbols = np.zeros(stds.shape, dtype=np.int32)
+                with timer("entropy"):
+                    coded = stds if mask is None else stds[:, mask]
+                    decoded = layers[start >= cb].decode(coded).reshape(coded.shape)
+                if mask is None:
+                    symbols[:] = decoded
+                else:
+                    symbols[:, mask] = decoded
+                return symbols
+
+            y_hat, y_full = _walk_slices(tables, *hyper, code_slice, timer, base_only)
+            y_symbols = y_full.reshape(-1)
             symbols = Symbols(z_symbols, y_symbols)
             if _crc(y_full[:cb]) != base_crc or (not base_only and symbols.crc32() != header.symbols_crc):
                 raise BitstreamError(
                     "decoded symbols fail their CRC: the file is corrupt or the entropy model here "
                     "differs from the encoder's"
                 )
-            y_hat = torch.from_numpy(y_symbols.astype(np.float32)).reshape(means.shape) + means
         return Decoded(header, model, level.gain_index, y_hat, symbols, timer.seconds, mask)
 
     def decode(self, data: bytes) -> np.ndarray:
@@ -448,22 +468,74 @@ def _z_symbols(z: torch.Tensor, tables: _EntropyTables) -> np.ndarray:
     return np.clip(symbols, 0, (tables.cdf_length - 3)[:, None]).astype(np.int32)
 
 
-def _entropy_parameters(
+def _hyper_fixed(
     tables: _EntropyTables, z_symbols: np.ndarray, shape: tuple[int, ...]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Means and scale-table indexes of ``y`` from the z symbols, in exact integer arithmetic.
-
-    Identical bits at both ends on any machine, thread count or BLAS (see IntegerHyperSynthesis).
-    """
+    """``h_s(z_hat)`` as fixed-point ``(means, scales)``, exact integers in float64 (see
+    IntegerHyperSynthesis): identical bits at both ends on any machine, thread count or BLAS."""
     values = (z_symbols.astype(np.int64) + tables.offset[:, None]) * tables.one + tables.medians_fixed[:, None]
     with torch.inference_mode():
         out = tables.h_s(torch.from_numpy(values).reshape(shape))
     means_fixed, scales_fixed = out.chunk(2, dim=1)
-    means = (means_fixed / tables.one).float()  # |mean| < 2**8 with 12 fraction bits: exact in float32
+    return means_fixed, scales_fixed
+
+
+def _entropy_parameters(
+    tables: _EntropyTables, means_fixed: torch.Tensor, scales_fixed: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float means and scale-table indexes from fixed-point means and scales, by exact operations."""
+    means = (means_fixed / tables.one).float()  # |mean| < 2**9 with 12 fraction bits: exact in float32
     scales = np.maximum((scales_fixed / tables.one).numpy(), tables.scale_floor)
     # the index of the first table entry >= scale (CompressAI's build_indexes), by exact comparisons
     indexes = np.searchsorted(tables.stds[:-1], scales, side="left")
     return means, torch.from_numpy(indexes.astype(np.int64))
+
+
+def _residuals(y: torch.Tensor, means: torch.Tensor) -> np.ndarray:
+    """``round(y - mean)`` clamped to the symbol bound, as (channels, positions) int32."""
+    symbols = torch.clamp(torch.round(y - means), -entropy.SYMBOL_BOUND, entropy.SYMBOL_BOUND)
+    return symbols.to(torch.int32)[0].reshape(means.shape[1], -1).numpy()
+
+
+def _walk_slices(
+    tables: _EntropyTables,
+    means_fixed: torch.Tensor,
+    scales_fixed: torch.Tensor,
+    code_slice: Callable[[int, int, torch.Tensor, np.ndarray], np.ndarray],
+    timer: _Timer,
+    base_only: bool = False,
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Visit the latent's channel slices in coding order, shared by encoder and decoder.
+
+    Each slice's means and stds are the hyperprior's, refined (with a context model) from the
+    slices before it, all in exact fixed-point integers; ``code_slice(start, end, means, stds)``
+    codes or decodes the slice's symbols. Returns ``y_hat`` (1, C, h, w) and the symbols (C, h*w).
+    ``base_only`` stops after the base layer: the enhancement channels of ``y_hat`` are then the
+    hyperprior's means and their symbols zero.
+    """
+    decoded_fixed: list[torch.Tensor] = []
+    y_hat, symbols = [], []
+    for index, (start, end) in enumerate(tables.slices):
+        if base_only and end > tables.base_channels:
+            means = _entropy_parameters(tables, means_fixed[:, start:], scales_fixed[:, start:])[0]
+            y_hat.append(means)
+            symbols.append(np.zeros((means.shape[1], means.shape[2] * means.shape[3]), dtype=np.int32))
+            break
+        with timer("hyper"):
+            means_k, scales_k = means_fixed[:, start:end], scales_fixed[:, start:end]
+            if index and tables.context:
+                with torch.inference_mode():
+                    refinement = tables.context[index - 1](torch.cat([means_k, scales_k, *decoded_fixed], dim=1))
+                d_mean, d_scale = refinement.chunk(2, dim=1)
+                means_k, scales_k = means_k + d_mean, scales_k + d_scale
+            means, indexes = _entropy_parameters(tables, means_k, scales_k)
+            stds = tables.stds[indexes[0].reshape(end - start, -1).numpy()]
+        slice_symbols = code_slice(start, end, means, stds)
+        residual = torch.from_numpy(slice_symbols).reshape(means.shape)
+        decoded_fixed.append(residual.double() * tables.one + means_k)
+        y_hat.append(residual.float() + means)
+        symbols.append(slice_symbols)
+    return torch.cat(y_hat, dim=1), np.concatenate(symbols)
 
 
 # ------------------------------------------------------------------- module-level convenience API

@@ -24,23 +24,53 @@ def _words(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype="<u4").astype(np.uint32)
 
 
+class GaussianEncoder:
+    """Zero-mean quantized-Gaussian symbols into one range-coded stream, in several calls (slices)."""
+
+    def __init__(self) -> None:
+        self._model = constriction.stream.model.QuantizedGaussian(-SYMBOL_BOUND, SYMBOL_BOUND)
+        self._encoder = constriction.stream.queue.RangeEncoder()
+
+    def encode(self, symbols: np.ndarray, stds: np.ndarray) -> None:
+        """One std (from the scale table) per symbol."""
+        stds = np.ascontiguousarray(stds, dtype=np.float64).reshape(-1)
+        symbols = np.ascontiguousarray(symbols, dtype=np.int32).reshape(-1)
+        if symbols.size:
+            self._encoder.encode(symbols, self._model, np.zeros_like(stds), stds)
+
+    def data(self) -> bytes:
+        return self._encoder.get_compressed().astype("<u4").tobytes()
+
+
+class GaussianDecoder:
+    """Reads a :class:`GaussianEncoder` stream back, call for call, with the same stds."""
+
+    def __init__(self, data: bytes):
+        self._model = constriction.stream.model.QuantizedGaussian(-SYMBOL_BOUND, SYMBOL_BOUND)
+        try:
+            self._decoder = constriction.stream.queue.RangeDecoder(_words(data))
+        except (AssertionError, ValueError, RuntimeError) as exc:
+            raise CorruptBitstreamError(f"corrupt bitstream: latent stream does not decode ({exc})") from None
+
+    def decode(self, stds: np.ndarray) -> np.ndarray:
+        stds = np.ascontiguousarray(stds, dtype=np.float64).reshape(-1)
+        if not stds.size:
+            return np.zeros(0, dtype=np.int32)
+        try:
+            return np.asarray(self._decoder.decode(self._model, np.zeros_like(stds), stds), dtype=np.int32)
+        except (AssertionError, ValueError, RuntimeError) as exc:
+            raise CorruptBitstreamError(f"corrupt bitstream: latent stream does not decode ({exc})") from None
+
+
 def encode_gaussian(symbols: np.ndarray, stds: np.ndarray) -> bytes:
     """Code zero-mean quantized-Gaussian symbols, one std (from the scale table) per symbol."""
-    model = constriction.stream.model.QuantizedGaussian(-SYMBOL_BOUND, SYMBOL_BOUND)
-    encoder = constriction.stream.queue.RangeEncoder()
-    stds = np.ascontiguousarray(stds, dtype=np.float64)
-    encoder.encode(np.ascontiguousarray(symbols, dtype=np.int32), model, np.zeros_like(stds), stds)
-    return encoder.get_compressed().astype("<u4").tobytes()
+    encoder = GaussianEncoder()
+    encoder.encode(symbols, stds)
+    return encoder.data()
 
 
 def decode_gaussian(data: bytes, stds: np.ndarray) -> np.ndarray:
-    model = constriction.stream.model.QuantizedGaussian(-SYMBOL_BOUND, SYMBOL_BOUND)
-    stds = np.ascontiguousarray(stds, dtype=np.float64)
-    try:
-        decoder = constriction.stream.queue.RangeDecoder(_words(data))
-        return np.asarray(decoder.decode(model, np.zeros_like(stds), stds), dtype=np.int32)
-    except (AssertionError, ValueError, RuntimeError) as exc:
-        raise CorruptBitstreamError(f"corrupt bitstream: latent stream does not decode ({exc})") from None
+    return GaussianDecoder(data).decode(stds)
 
 
 def pmfs_from_cdfs(quantized_cdf: np.ndarray, cdf_length: np.ndarray) -> list[np.ndarray]:

@@ -14,6 +14,7 @@ from compressai.models.utils import conv, deconv
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
+from semcodec.models.channel_context import ChannelContext
 from semcodec.models.layers import WindowedTransformer
 
 
@@ -34,6 +35,9 @@ class SemanticHyperpriorConfig:
     base_channels: int | None = None
     """Latent channels in the base layer (tokens); the rest form the enhancement layer for pixels.
     ``None``: half of ``latent_channels``."""
+    context_slice_channels: int = 0
+    """Channels per slice of the channel-wise context model; 0: plain hyperprior (no context)."""
+    context_hidden: int = 64
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,6 +92,11 @@ class SemanticHyperprior(CompressionModel):
         start = torch.linspace(math.log(cfg.min_gain), math.log(cfg.max_gain), cfg.num_qualities)
         self.log_gain = nn.Parameter(start[:, None].repeat(1, m))
         self.log_inv_gain = nn.Parameter(-start[:, None].repeat(1, m))
+        self.context = (
+            ChannelContext(m, self.base_channels, cfg.context_slice_channels, cfg.context_hidden)
+            if cfg.context_slice_channels
+            else None
+        )
 
     latent_stride = 16
     """Stride of ``g_a``: one semantic token per 16 x 16 pixels."""
@@ -128,6 +137,38 @@ class SemanticHyperprior(CompressionModel):
         means, scales = self.h_s(z_hat).chunk(2, dim=1)
         return means, scales
 
+    def code_latent(self, y: Tensor, means: Tensor, scales: Tensor) -> tuple[Tensor, Tensor]:
+        """Training-time ``(y_hat, likelihoods)``: noisy ``y`` for the rate, straight-through rounding
+        for ``y_hat``; with a context model, slice by slice, each refined from the earlier ``y_hat``."""
+        if self.context is None:
+            _, likelihoods = self.gaussian_conditional(y, scales, means=means)
+            return quantize_ste(y - means) + means, likelihoods
+        decoded, likelihoods = [], []
+        for index, (start, end) in enumerate(self.context.bounds):
+            mu, sigma = self.context.refine(index, means[:, start:end], scales[:, start:end], decoded)
+            _, slice_likelihoods = self.gaussian_conditional(y[:, start:end], sigma, means=mu)
+            decoded.append(quantize_ste(y[:, start:end] - mu) + mu)
+            likelihoods.append(slice_likelihoods)
+        return torch.cat(decoded, dim=1), torch.cat(likelihoods, dim=1)
+
+    def quantize_latent(self, y: Tensor, means: Tensor, scales: Tensor, base_only: bool = False) -> Tensor:
+        """The ``y_hat`` a decoder rebuilds (hard rounding around the coder's means, float maths).
+
+        ``base_only``: as a tokens decoder that reads the base layer sees it, the enhancement
+        channels being the hyperprior's means."""
+        cb = self.base_channels
+        bounds = self.context.bounds if self.context is not None else [(0, cb), (cb, y.shape[1])]
+        decoded: list[Tensor] = []
+        for index, (start, end) in enumerate(bounds):
+            if base_only and end > cb:
+                decoded.append(means[:, start:])
+                break
+            mu, sigma = means[:, start:end], scales[:, start:end]
+            if self.context is not None:
+                mu, _ = self.context.refine(index, mu, sigma, decoded)
+            decoded.append(torch.round(y[:, start:end] - mu) + mu)
+        return torch.cat(decoded, dim=1)
+
     def z_medians(self) -> Tensor:
         return self.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)
 
@@ -142,7 +183,6 @@ class SemanticHyperprior(CompressionModel):
         medians = self.z_medians()
         z_hat = quantize_ste(z - medians) + medians
         means, scales = self.hyper_synthesis(z_hat)
-        _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
-        y_hat = quantize_ste(y - means) + means
+        y_hat, y_likelihoods = self.code_latent(y, means, scales)
         x_hat = self.synthesis(y_hat, quality)
         return {"x_hat": x_hat, "y_hat": y_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}

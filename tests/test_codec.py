@@ -80,8 +80,8 @@ def test_symbol_crc_catches_a_desynchronised_decoder(codec, encoded, monkeypatch
 
     real = api._entropy_parameters
 
-    def drifted(tables, z_symbols, shape):
-        means, indexes = real(tables, z_symbols, shape)
+    def drifted(tables, means_fixed, scales_fixed):
+        means, indexes = real(tables, means_fixed, scales_fixed)
         return means, (indexes + 1).clamp(max=len(tables.stds) - 1)
 
     monkeypatch.setattr(api, "_entropy_parameters", drifted)

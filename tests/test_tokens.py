@@ -130,6 +130,32 @@ def test_head_for_other_codec_weights_is_refused(distilled, tmp_path):
         codec.decode_tokens(data, token_space=TINY)
 
 
+def test_codec_retrain_keeps_the_head_stale_until_distill_warm_starts_it(distilled, tower_file, tmp_path):
+    """Retraining the codec keeps the head listed but refused; `distill` resumes from it."""
+    from PIL import Image
+
+    work = tmp_path / "w"
+    shutil.copytree(distilled, work)
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(synthetic_image(96, 120, seed=4)).save(data / "a.png")
+    steps = json.loads((work / "registry.json").read_text())["models"]["vit-hp-small"]["token_heads"][TINY]["steps"]
+    retrain = ["train", "--data", str(data), "--out", str(work), "--entropy-only", "--steps", "8", "--batch", "2"]
+    result = CliRunner().invoke(main, [*retrain, "--crop", "64", "--lambdas", "0.002,0.02"])
+    assert result.exit_code == 0, result.output
+    codec = Codec(work)
+    data_bin = codec.encode(synthetic_image(40, 40), 1).data
+    with pytest.raises(WeightsError, match="re-run"):
+        codec.decode_tokens(data_bin, token_space=TINY)
+    again = ["--weights", str(work), "distill", "--tower", TINY, "--tower-weights", str(tower_file)]
+    result = CliRunner().invoke(main, [*again, "--data", str(data), "--steps", str(steps + 2), "--hidden", "32"])
+    assert result.exit_code == 0, result.output
+    assert "warm start" in result.output
+    head = json.loads((work / "registry.json").read_text())["models"]["vit-hp-small"]["token_heads"][TINY]
+    assert head["steps"] == steps + 2
+    assert Codec(work).decode_tokens(data_bin, token_space=TINY).tokens.shape[0] > 0
+
+
 def test_token_benchmark_runs_with_the_tiny_tower(distilled, tower_file, tmp_path):
     from PIL import Image
 

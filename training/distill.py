@@ -93,9 +93,8 @@ def coded_grids(model: SemanticHyperprior, x: Tensor, gains: list[int]) -> Tenso
     for gain in gains:
         y = features * model.quality_gain(gain)
         z_hat = torch.round(model.h_a(y) - medians) + medians
-        means, _ = model.hyper_synthesis(z_hat)
-        y_hat = torch.round(y - means) + means
-        y_hat[:, model.base_channels :] = means[:, model.base_channels :]  # tokens read the base layer only
+        means, scales = model.hyper_synthesis(z_hat)
+        y_hat = model.quantize_latent(y, means, scales, base_only=True)  # tokens read the base layer only
         grids.append(model.semantic_grid(y_hat, gain, x.shape[2], x.shape[3]))
     return torch.stack(grids, dim=1)
 
@@ -216,13 +215,16 @@ def distill(cfg: DistillConfig) -> dict:
     previous = entry.token_heads.get(cfg.tower, {})
     step = 0
     if (
-        previous.get("codec_sha256") == entry.sha256
-        and previous.get("arch") == arch
+        previous.get("arch") == arch
         and previous.get("split_block") == getattr(tower, "split_block", None)
         and (registry.root / previous["file"]).exists()
     ):
+        # resume; after a codec change that kept the latent's meaning (e.g. a retrained entropy
+        # model), the previous head is the best start and the steps go on counting
         head.load_state_dict(load_verified(registry.root / previous["file"], previous["sha256"]))
         step = int(previous.get("steps", 0))
+        if previous.get("codec_sha256") != entry.sha256:
+            tqdm.write(f"head for {cfg.tower}: warm start from the head of other {model_name} weights")
     else:  # start from the targets' own statistics
         flat = cache.targets.float().flatten(0, 1)
         head.target_mean.copy_(flat.mean(0))

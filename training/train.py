@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from compressai.ops import quantize_ste
 from tqdm import tqdm
 
 from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
@@ -47,6 +48,10 @@ class TrainConfig:
     arch: dict = field(default_factory=dict)
     max_images: int | None = None
     device: str = "cpu"
+    entropy_only: bool = False
+    """Train only the entropy model (hyperprior + context) on cached latents; transforms frozen."""
+    latent_cache: int = 2400
+    """Crops whose ``g_a`` output is cached for ``entropy_only`` (each costs 160 KB at 256 px)."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -80,14 +85,53 @@ def rd_loss(out: dict, x: torch.Tensor, lambdas: torch.Tensor) -> dict[str, torc
     return {"loss": loss, "bpp": bpp.mean(), "mse": mse, "psnr": (-10 * torch.log10(mse.clamp_min(1e-10))).mean()}
 
 
+def rate_loss(out: dict, pixels: int) -> dict[str, torch.Tensor]:
+    """Bits per pixel of ``y`` and ``z`` (the whole loss when only the entropy model trains)."""
+    bits = sum(-torch.log2(lik).sum() for lik in out["likelihoods"].values())
+    bpp = bits / pixels
+    return {"loss": bpp, "bpp": bpp}
+
+
+def entropy_forward(model: SemanticHyperprior, y: torch.Tensor) -> dict:
+    """The rate half of ``SemanticHyperprior.forward`` from given (gained) latents."""
+    z = model.h_a(y)
+    _, z_likelihoods = model.entropy_bottleneck(z)
+    medians = model.z_medians()
+    z_hat = quantize_ste(z - medians) + medians
+    means, scales = model.hyper_synthesis(z_hat)
+    _, y_likelihoods = model.code_latent(y, means, scales)
+    return {"likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+
+
+class LatentCache:
+    """``g_a`` outputs of random crops, computed once: the entropy model then trains at 1/16
+    resolution without running the transforms, many times faster on a CPU."""
+
+    def __init__(self, model: SemanticHyperprior, bank: CropBank, count: int, device: torch.device):
+        chunks = []
+        with torch.no_grad():
+            for start in range(0, count, 16):
+                chunks.append(model.g_a(bank.sample(min(16, count - start)).to(device)))
+        self.latents = torch.cat(chunks)
+        self.pixels_per_latent = model.latent_stride**2 * self.latents.shape[2] * self.latents.shape[3]
+
+    def sample(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        index = torch.randint(len(self.latents), (batch,), generator=generator)
+        y = self.latents[index.to(self.latents.device)]
+        return y.flip(3) if torch.rand(1, generator=generator) < 0.5 else y
+
+
 def build_or_resume(cfg: TrainConfig) -> tuple[SemanticHyperprior, int]:
     """A fresh model, or the one already registered under ``cfg.model_name`` (with its step count)."""
     if (cfg.weights_dir / REGISTRY_FILE).exists():
         registry = load_registry(cfg.weights_dir)
         if cfg.model_name in registry.models:
             entry = registry.model(cfg.model_name)
-            model = SemanticHyperprior(SemanticHyperpriorConfig(**entry.config))
-            model.load_state_dict(load_state_dict(registry, cfg.model_name))
+            model = SemanticHyperprior(SemanticHyperpriorConfig(**{**entry.config, **cfg.arch}))
+            missing, unexpected = model.load_state_dict(load_state_dict(registry, cfg.model_name), strict=False)
+            # an architecture change may only *add* a context model, which starts as the identity
+            if unexpected or any(not key.startswith("context.") for key in missing):
+                raise ValueError(f"{cfg.model_name}: saved weights do not fit {cfg.arch}: {missing or unexpected}")
             return model, int(entry.info.get("steps", 0))
     arch = SemanticHyperpriorConfig(**{**cfg.arch, "num_qualities": len(cfg.lambdas)})
     return SemanticHyperprior(arch), 0
@@ -102,7 +146,8 @@ def save(model: SemanticHyperprior, cfg: TrainConfig, step: int, seconds: float,
     sha = save_state_dict(model.state_dict(), cfg.weights_dir / file, metadata={"steps": str(step)})
     reg_path = cfg.weights_dir / REGISTRY_FILE
     raw = json.loads(reg_path.read_text()) if reg_path.exists() else {"models": {}, "qualities": {}}
-    previous = raw["models"].get(cfg.model_name, {}).get("info", {})
+    previous_entry = raw["models"].get(cfg.model_name, {})
+    previous = previous_entry.get("info", {})
     raw["models"][cfg.model_name] = {
         "architecture": "semantic-hyperprior",
         "config": model.config.to_dict(),
@@ -117,6 +162,9 @@ def save(model: SemanticHyperprior, cfg: TrainConfig, step: int, seconds: float,
             "train_images": n_images,
             "data": sorted({p.parent.name for p in cfg.data}),
         },
+        # heads stay listed: the codec refuses them until `semcodec distill` re-fits them to these
+        # weights (which starts from them)
+        "token_heads": previous_entry.get("token_heads", {}),
     }
     raw["qualities"] = {
         str(i + 1): {"model": cfg.model_name, "gain_index": i, "lambda": lam} for i, lam in enumerate(cfg.lambdas)
@@ -135,6 +183,12 @@ def train(cfg: TrainConfig) -> None:
     model.to(device).train()
     aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
+    cache = None
+    if cfg.entropy_only:
+        aux_names = {n for n, p in model.named_parameters() if n.endswith("quantiles")}
+        frozen = ("g_a.", "g_s.", "log_gain", "log_inv_gain")
+        main_params = [p for n, p in model.named_parameters() if n not in aux_names and not n.startswith(frozen)]
+        cache = LatentCache(model, bank, cfg.latent_cache, device)
     optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
     aux_optimizer = torch.optim.Adam(aux_params, lr=1e-3)
     lambdas = torch.tensor(cfg.lambdas, device=device)
@@ -147,10 +201,14 @@ def train(cfg: TrainConfig) -> None:
             break
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, progress, run_step)
-        x = bank.sample(cfg.batch).to(device)
         quality = torch.randint(len(cfg.lambdas), (cfg.batch,), generator=generator).to(device)
-        out = model(x, quality)
-        losses = rd_loss(out, x, lambdas[quality])
+        if cache is not None:
+            y = cache.sample(cfg.batch, generator) * model.quality_gain(quality).detach()
+            losses = rate_loss(entropy_forward(model, y), cfg.batch * cache.pixels_per_latent)
+        else:
+            x = bank.sample(cfg.batch).to(device)
+            out = model(x, quality)
+            losses = rd_loss(out, x, lambdas[quality])
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(main_params, 1.0)
@@ -166,7 +224,7 @@ def train(cfg: TrainConfig) -> None:
             bar.set_postfix(
                 loss=f"{losses['loss'].item():.3f}",
                 bpp=f"{losses['bpp'].item():.3f}",
-                psnr=f"{losses['psnr'].item():.2f}",
+                psnr=f"{losses['psnr'].item():.2f}" if "psnr" in losses else "-",
                 lr=f"{optimizer.param_groups[0]['lr']:.1e}",
             )
         if step % cfg.save_every == 0:

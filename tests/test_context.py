@@ -1,0 +1,107 @@
+"""The channel-wise context model: trained on cached latents, coded slice by slice, exactly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import load_file
+
+from semcodec.cli.main import main
+from semcodec.codec import Codec
+from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
+from semcodec.models.channel_context import slice_bounds
+from semcodec.training.train import TINY_ARCH
+from tests.conftest import synthetic_image
+
+
+@pytest.fixture(scope="module")
+def context_weights(tmp_path_factory, tiny_weights) -> Path:
+    """The tiny model given a context model by `train --entropy-only --context-slices 4`."""
+    work = tmp_path_factory.mktemp("ctx") / "weights"
+    shutil.copytree(tiny_weights, work)
+    data = work.parent / "data"
+    data.mkdir()
+    for i in range(2):
+        Image.fromarray(synthetic_image(96, 120, seed=10 + i)).save(data / f"{i}.png")
+    args = ["train", "--data", str(data), "--out", str(work), "--entropy-only", "--context-slices", "4"]
+    args += ["--steps", "12", "--batch", "4", "--crop", "64", "--lr", "0.02", "--lambdas", "0.002,0.02"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return work
+
+
+def test_slices_are_cut_at_the_base_layer_boundary():
+    assert slice_bounds(24, 12, 5) == [(0, 5), (5, 10), (10, 12), (12, 17), (17, 22), (22, 24)]
+
+
+def test_an_added_context_starts_as_the_plain_hyperprior():
+    torch.manual_seed(0)
+    plain = SemanticHyperprior(SemanticHyperpriorConfig(**TINY_ARCH)).eval()
+    with_context = SemanticHyperprior(SemanticHyperpriorConfig(**TINY_ARCH, context_slice_channels=4)).eval()
+    missing, unexpected = with_context.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(key.startswith("context.") for key in missing)
+    y, means, scales = torch.randn(3, 1, 24, 4, 4).mul(3).unbind(0)
+    torch.testing.assert_close(with_context.quantize_latent(y, means, scales), plain.quantize_latent(y, means, scales))
+
+
+def test_entropy_only_training_leaves_the_transforms_alone(tiny_weights, context_weights):
+    before = load_file(tiny_weights / "vit-hp-small.safetensors")
+    after = load_file(context_weights / "vit-hp-small.safetensors")
+    for key, value in before.items():
+        if key.startswith(("g_a.", "g_s.", "log_gain", "log_inv_gain")):
+            torch.testing.assert_close(after[key], value, rtol=0, atol=0, msg=key)
+    assert not torch.equal(after["h_s.0.weight"], before["h_s.0.weight"])
+    assert any(key.startswith("context.") for key in after)
+    config = json.loads((context_weights / "registry.json").read_text())["models"]["vit-hp-small"]["config"]
+    assert config["context_slice_channels"] == 4
+
+
+def test_context_changes_the_entropy_parameters(context_weights):
+    """Not vacuous: the trained context nets move the means the coder uses."""
+    codec = Codec(context_weights)
+    model, tables = codec.model("vit-hp-small")
+    assert len(tables.slices) == 6 and len(tables.context) == 5
+    y = torch.randn(1, 24, 4, 4) * 3
+    z = model.h_a(y)
+    means, scales = model.hyper_synthesis(torch.round(z - model.z_medians()) + model.z_medians())
+    refined = model.quantize_latent(y, means, scales)
+    assert not torch.equal(refined, torch.round(y - means) + means)
+
+
+@pytest.mark.parametrize("keep_tokens", [None, 5])
+def test_context_round_trip_is_exact(context_weights, keep_tokens):
+    codec = Codec(context_weights)
+    image = synthetic_image(70, 90, seed=3)
+    for quality in (1, 2):
+        result = codec.encode(image, quality, keep_tokens=keep_tokens)
+        decoded = codec.decode_symbols(result.data)
+        np.testing.assert_array_equal(decoded.symbols.y, result.symbols.y)
+        np.testing.assert_array_equal(decoded.symbols.z, result.symbols.z)
+        assert codec.decode(result.data).shape == image.shape
+        base = codec.decode_symbols(result.data, base_only=True)
+        cb = base.model.base_channels
+        np.testing.assert_array_equal(base.symbols.y.reshape(24, -1)[:cb], result.symbols.y.reshape(24, -1)[:cb])
+        torch.testing.assert_close(base.y_hat[:, :cb], decoded.y_hat[:, :cb], rtol=0, atol=0)
+
+
+def test_context_decode_matches_the_float_model(context_weights):
+    """The integer decoder rebuilds (up to fixed-point rounding) what the float model computes."""
+    codec = Codec(context_weights)
+    model, _ = codec.model("vit-hp-small")
+    image = synthetic_image(64, 64, seed=5)
+    decoded = codec.decode_symbols(codec.encode(image, 2).data)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    with torch.inference_mode():
+        y = model.analysis(x, 1)
+        z_hat = torch.round(model.h_a(y) - model.z_medians()) + model.z_medians()
+        means, scales = model.hyper_synthesis(z_hat)
+        y_hat = model.quantize_latent(y, means, scales)
+    close = torch.isclose(decoded.y_hat, y_hat, atol=0.02).float().mean()
+    assert close > 0.98
