@@ -417,8 +417,10 @@ def distill(
     )
     stats = run_distill(cfg)
     held_out = ", ".join(f"{k[4:]} {v:.4f}" for k, v in stats.items() if k.startswith("val_"))
+    # no step run (the head was already at --steps): re-validated against these codec weights only
+    trained = f"last batch cosine {stats['cosine']:.4f}" if "cosine" in stats else "no training step run"
     click.echo(
-        f"token head for {tower}: last batch cosine {stats.get('cosine', float('nan')):.4f}"
+        f"token head for {tower}: {trained}"
         + (f"; held-out images ({stats['held_out_images']}): {held_out}" if held_out else ""),
         err=True,
     )

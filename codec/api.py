@@ -188,7 +188,7 @@ class Codec:
         ``token_space`` (a distilled tower; default: the codec's latent space, recorded by omission
         at zero bytes) is recorded for ``--target tokens`` decoders, which may still ask for another.
         ``keep_tokens=N`` codes only the N most important latent tokens (token pruning as rate
-        allocation) plus a compact mask; the decoder fills the others with the hyperprior's mean.
+        allocation) plus a compact mask; the decoder fills the others with the prior's (context-refined) mean.
         """
         if not isinstance(image, LoadedImage):
             image = read_image(image) if not isinstance(image, np.ndarray) else LoadedImage(image)

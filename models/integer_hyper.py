@@ -45,15 +45,16 @@ class IntegerHyperSynthesis(nn.Module):
                 raise TypeError(f"no integer version of {type(layer).__name__}")
 
     def forward(self, x: Tensor) -> Tensor:
-        one = float(2**self.frac_bits)
+        inv_one = 2.0**-self.frac_bits  # multiplying by a power of two is exact
         for kind, arg, layer in self.layers:
-            if kind == "leaky":
-                x = torch.where(x >= 0, x, torch.floor(x * arg / one))
+            if kind == "leaky":  # x if x >= 0 else floor(x * slope)
+                negative = x.clamp(max=0).mul_(arg * inv_one).floor_()
+                x = x.clamp(min=0).add_(negative)
                 continue
             weight, bias = getattr(self, f"weight{arg}"), getattr(self, f"bias{arg}")
             if kind == "conv":
-                acc = F.conv2d(x, weight, None, layer.stride, layer.padding)
+                acc = F.conv2d(x, weight, bias, layer.stride, layer.padding)
             else:
-                acc = F.conv_transpose2d(x, weight, None, layer.stride, layer.padding, layer.output_padding)
-            x = torch.floor((acc + bias[None, :, None, None]) / one).clamp(-ACTIVATION_LIMIT, ACTIVATION_LIMIT)
+                acc = F.conv_transpose2d(x, weight, bias, layer.stride, layer.padding, layer.output_padding)
+            x = acc.mul_(inv_one).floor_().clamp_(-ACTIVATION_LIMIT, ACTIVATION_LIMIT)
         return x
