@@ -16,6 +16,8 @@ def test_train_writes_registry_and_weights(tiny_weights):
     registry = json.loads((tiny_weights / "registry.json").read_text())
     model = registry["models"]["vit-hp-small"]
     assert model["info"]["steps"] == 4
+    assert set(model["info"]["train_seconds_by_device"]) == {"cpu"}
+    assert model["info"]["train_seconds_by_device"]["cpu"] == model["info"]["train_seconds"]
     assert (tiny_weights / model["file"]).exists()
     assert set(registry["qualities"]) == {"1", "2"}
     assert registry["qualities"]["2"]["lambda"] == 0.02

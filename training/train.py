@@ -148,6 +148,9 @@ def save(model: SemanticHyperprior, cfg: TrainConfig, step: int, seconds: float,
     raw = json.loads(reg_path.read_text()) if reg_path.exists() else {"models": {}, "qualities": {}}
     previous_entry = raw["models"].get(cfg.model_name, {})
     previous = previous_entry.get("info", {})
+    device = next(model.parameters()).device.type
+    by_device = dict(previous.get("train_seconds_by_device", {}))
+    by_device[device] = round(by_device.get(device, 0) + seconds, 1)
     raw["models"][cfg.model_name] = {
         "architecture": "semantic-hyperprior",
         "config": model.config.to_dict(),
@@ -157,6 +160,7 @@ def save(model: SemanticHyperprior, cfg: TrainConfig, step: int, seconds: float,
         "info": {
             "steps": step,
             "train_seconds": round(previous.get("train_seconds", 0) + seconds, 1),
+            "train_seconds_by_device": by_device,  # a GPU second is worth many CPU seconds
             "batch": cfg.batch,
             "crop": cfg.crop,
             "train_images": n_images,
