@@ -139,13 +139,9 @@ class _EntropyTables:
         self.medians_fixed = np.round(self.medians.astype(np.float64) * self.one)
         self.scale_floor = float(model.gaussian_conditional.lower_bound_scale.bound)
         self.base_channels = model.base_channels
-        if model.context is not None:
-            self.slices = model.context.bounds
-            self.context = [IntegerHyperSynthesis(net, self.h_s.frac_bits).eval() for net in model.context.nets]
-        else:  # the plain hyperprior: one slice per layer, no refinement
-            cb, m = model.base_channels, model.config.latent_channels
-            self.slices = [(a, b) for a, b in ((0, cb), (cb, m)) if b > a]
-            self.context = []
+        self.slices = model.slices
+        nets = model.context.nets if model.context is not None else []
+        self.context = [IntegerHyperSynthesis(net, self.h_s.frac_bits).eval() for net in nets]
 
 
 class Codec:

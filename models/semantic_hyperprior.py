@@ -98,6 +98,14 @@ class SemanticHyperprior(CompressionModel):
             else None
         )
 
+    @property
+    def slices(self) -> list[tuple[int, int]]:
+        """Channel slices in coding order: the context model's, else the base and enhancement layers."""
+        if self.context is not None:
+            return self.context.bounds
+        cb, m = self.base_channels, self.config.latent_channels
+        return [(a, b) for a, b in ((0, cb), (cb, m)) if b > a]
+
     latent_stride = 16
     """Stride of ``g_a``: one semantic token per 16 x 16 pixels."""
 
@@ -156,11 +164,9 @@ class SemanticHyperprior(CompressionModel):
 
         ``base_only``: as a tokens decoder that reads the base layer sees it, the enhancement
         channels being the hyperprior's means."""
-        cb = self.base_channels
-        bounds = self.context.bounds if self.context is not None else [(0, cb), (cb, y.shape[1])]
         decoded: list[Tensor] = []
-        for index, (start, end) in enumerate(bounds):
-            if base_only and end > cb:
+        for index, (start, end) in enumerate(self.slices):
+            if base_only and end > self.base_channels:
                 decoded.append(means[:, start:])
                 break
             mu, sigma = means[:, start:end], scales[:, start:end]
@@ -177,12 +183,16 @@ class SemanticHyperprior(CompressionModel):
 
         (Mixed quantization, Minnen & Singh 2020: the decoder learns on the values it will see.)
         """
-        y = self.analysis(x, quality)
+        out = self.entropy_forward(self.analysis(x, quality))
+        return {"x_hat": self.synthesis(out["y_hat"], quality), **out}
+
+    def entropy_forward(self, y: Tensor) -> dict:
+        """The rate half of :meth:`forward` from gained latents ``y``: ``y_hat`` and the likelihoods
+        (also the whole pass when only the entropy model trains, on cached latents)."""
         z = self.h_a(y)
         _, z_likelihoods = self.entropy_bottleneck(z)
         medians = self.z_medians()
         z_hat = quantize_ste(z - medians) + medians
         means, scales = self.hyper_synthesis(z_hat)
         y_hat, y_likelihoods = self.code_latent(y, means, scales)
-        x_hat = self.synthesis(y_hat, quality)
-        return {"x_hat": x_hat, "y_hat": y_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+        return {"y_hat": y_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from compressai.ops import quantize_ste
 from tqdm import tqdm
 
 from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
@@ -90,17 +89,6 @@ def rate_loss(out: dict, pixels: int) -> dict[str, torch.Tensor]:
     bits = sum(-torch.log2(lik).sum() for lik in out["likelihoods"].values())
     bpp = bits / pixels
     return {"loss": bpp, "bpp": bpp}
-
-
-def entropy_forward(model: SemanticHyperprior, y: torch.Tensor) -> dict:
-    """The rate half of ``SemanticHyperprior.forward`` from given (gained) latents."""
-    z = model.h_a(y)
-    _, z_likelihoods = model.entropy_bottleneck(z)
-    medians = model.z_medians()
-    z_hat = quantize_ste(z - medians) + medians
-    means, scales = model.hyper_synthesis(z_hat)
-    _, y_likelihoods = model.code_latent(y, means, scales)
-    return {"likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
 
 class LatentCache:
@@ -185,14 +173,10 @@ def train(cfg: TrainConfig) -> None:
     device = pick_device(cfg.device)
     model, step = build_or_resume(cfg)
     model.to(device).train()
+    frozen = ("g_a.", "g_s.", "log_gain", "log_inv_gain") if cfg.entropy_only else ()
     aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
-    main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
-    cache = None
-    if cfg.entropy_only:
-        aux_names = {n for n, p in model.named_parameters() if n.endswith("quantiles")}
-        frozen = ("g_a.", "g_s.", "log_gain", "log_inv_gain")
-        main_params = [p for n, p in model.named_parameters() if n not in aux_names and not n.startswith(frozen)]
-        cache = LatentCache(model, bank, cfg.latent_cache, device)
+    main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles") and not n.startswith(frozen)]
+    cache = LatentCache(model, bank, cfg.latent_cache, device) if cfg.entropy_only else None
     optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
     aux_optimizer = torch.optim.Adam(aux_params, lr=1e-3)
     lambdas = torch.tensor(cfg.lambdas, device=device)
@@ -208,7 +192,7 @@ def train(cfg: TrainConfig) -> None:
         quality = torch.randint(len(cfg.lambdas), (cfg.batch,), generator=generator).to(device)
         if cache is not None:
             y = cache.sample(cfg.batch, generator) * model.quality_gain(quality).detach()
-            losses = rate_loss(entropy_forward(model, y), cfg.batch * cache.pixels_per_latent)
+            losses = rate_loss(model.entropy_forward(y), cfg.batch * cache.pixels_per_latent)
         else:
             x = bank.sample(cfg.batch).to(device)
             out = model(x, quality)
