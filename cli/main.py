@@ -372,6 +372,13 @@ def train(
     default=None,
     help="Random-resized crops covering this fraction of an image's area up to all of it (e.g. 0.3).",
 )
+@click.option(
+    "--pruned-share",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.0,
+    show_default=True,
+    help="Share of training crops coded as `encode --tokens N` files (N random), so the head serves pruned files.",
+)
 @click.option("--split-block", type=int, default=None, help="Towers with a split point: distil at this block.")
 @click.option("--synthesis-stem", is_flag=True, help="Start the head from a copy of the codec's synthesis token stage.")
 @click.option("--max-images", type=int, default=None, help="Use only the first N images.")
@@ -391,6 +398,7 @@ def distill(
     depth: int,
     crops_per_image: int,
     zoom: float | None,
+    pruned_share: float,
     split_block: int | None,
     synthesis_stem: bool,
     max_images: int | None,
@@ -419,6 +427,7 @@ def distill(
         depth=depth,
         crops_per_image=crops_per_image,
         zoom=(zoom, 1.0) if zoom is not None else None,
+        pruned_share=pruned_share,
         split_block=split_block,
         synthesis_stem=synthesis_stem,
         device=device,

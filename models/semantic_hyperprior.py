@@ -159,11 +159,14 @@ class SemanticHyperprior(CompressionModel):
             likelihoods.append(slice_likelihoods)
         return torch.cat(decoded, dim=1), torch.cat(likelihoods, dim=1)
 
-    def quantize_latent(self, y: Tensor, means: Tensor, scales: Tensor, base_only: bool = False) -> Tensor:
+    def quantize_latent(
+        self, y: Tensor, means: Tensor, scales: Tensor, base_only: bool = False, keep: Tensor | None = None
+    ) -> Tensor:
         """The ``y_hat`` a decoder rebuilds (hard rounding around the coder's means, float maths).
 
         ``base_only``: as a tokens decoder that reads the base layer sees it, the enhancement
-        channels being the hyperprior's means."""
+        channels being the hyperprior's means. ``keep`` (B, 1, h, w) bool: the tokens an encoder
+        pruned to (``keep_tokens``); the others are the (refined) means, as the decoder fills them."""
         decoded: list[Tensor] = []
         for index, (start, end) in enumerate(self.slices):
             if base_only and end > self.base_channels:
@@ -172,7 +175,8 @@ class SemanticHyperprior(CompressionModel):
             mu, sigma = means[:, start:end], scales[:, start:end]
             if self.context is not None:
                 mu, _ = self.context.refine(index, mu, sigma, decoded)
-            decoded.append(torch.round(y[:, start:end] - mu) + mu)
+            rounded = torch.round(y[:, start:end] - mu) + mu
+            decoded.append(rounded if keep is None else torch.where(keep, rounded, mu))
         return torch.cat(decoded, dim=1)
 
     def z_medians(self) -> Tensor:

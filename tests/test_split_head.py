@@ -36,7 +36,7 @@ def split_distilled(tmp_path_factory, tiny_weights) -> Path:
         Image.fromarray(synthetic_image(240, 260, seed=30 + i)).save(data / f"{i}.png")
     args = ["--weights", str(weights), "distill", "--tower", TOWER, "--data", str(data)]
     args += ["--steps", "2", "--batch", "2", "--hidden", "32", "--depth", "1", "--crops-per-image", "2"]
-    args += ["--zoom", "0.5"]
+    args += ["--zoom", "0.5", "--pruned-share", "0.5"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     return weights
@@ -56,7 +56,8 @@ def test_split_head_is_registered_with_its_target(split_distilled):
     assert head["split"] is True
     assert head["split_block"] == 7 and head["head_grid"] == [14, 14] and head["head_dim"] == 80
     assert head["grid"] == [7, 7] and head["dim"] == 1280 and head["steps"] == 2
-    assert head["views"] == {"crops_per_image": 2, "zoom": [0.5, 1.0]}
+    views = {"crops_per_image": 2, "zoom": [0.5, 1.0], "pruned_share": 0.5, "prune_range": [8, 144]}
+    assert head["views"] == views
     assert head["tower_sha256"] == load_tower(TOWER).source_sha256
 
 
@@ -128,3 +129,24 @@ def test_head_started_from_the_synthesis_token_stage_round_trips(split_distilled
     codec = Codec(weights)
     out = codec.decode_tokens(codec.encode(synthetic_image(64, 80), 1, token_space=TOWER).data)
     assert out.tokens.shape == (49, 1280) and torch.isfinite(out.tokens).all()
+
+
+def test_held_out_report_covers_pruned_files(split_distilled, tower):
+    """A cache with pruned files (--pruned-share) is evaluated on them too, under pruned_* keys."""
+    from semcodec.training.data import CropBank
+    from semcodec.training.distill import build_cache, evaluate
+
+    codec = Codec(split_distilled)
+    model, _ = codec.model("vit-hp-small")
+    head, _ = codec.token_head("vit-hp-small", TOWER)
+    from PIL import Image
+
+    folder = Path(split_distilled).parent / "held"
+    folder.mkdir(exist_ok=True)
+    Image.fromarray(synthetic_image(240, 260, seed=7)).save(folder / "a.png")
+    bank = CropBank([folder / "a.png"], short_side=256, crop=224, seed=1)
+    cache = build_cache(model, tower, bank, 3, [0, 1], keep_range=(20, 20))
+    assert cache.pruned.shape == cache.grids.shape and not torch.equal(cache.pruned, cache.grids)
+    report = evaluate(head.adapter, tower, cache)
+    assert set(report) == {"cosine", "rel_mse", "agreement", "pruned_cosine", "pruned_rel_mse", "pruned_agreement"}
+    assert report["pruned_cosine"] != report["cosine"]

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -178,3 +179,47 @@ def test_token_benchmark_runs_with_the_tiny_tower(distilled, tower_file, tmp_pat
     assert "n/a" in token_bench.table(result)
     pruned = {r["method"] for r in result["rows"] if r["tokens"] == 3}
     assert pruned == {"semcodec tokens (a)", "semcodec pixels + tower (b)"}  # classical only at full rate
+
+
+def test_distillation_prunes_the_tokens_the_encoder_prunes(codec, kodak_image):
+    """Heads learn pruned files from a float twin of the encoder's token choice: it must pick (nearly)
+    the tokens `encode --tokens N` codes, and keep exactly N content tokens per crop."""
+    from semcodec.codec.api import _pad
+    from semcodec.training.distill import coded_grids, important_tokens
+
+    model, _ = codec.model("vit-hp-small")
+    crop = np.ascontiguousarray(kodak_image[100:324, 200:424])
+    x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255
+    gain = codec.registry.quality(1).gain_index
+    with torch.no_grad():
+        y = model.analysis(_pad(x, model.downsampling), gain)
+        medians = model.z_medians()
+        means, scales = model.hyper_synthesis(torch.round(model.h_a(y) - medians) + medians)
+        kept = important_tokens(y.repeat(2, 1, 1, 1), means, scales, torch.tensor([64, 5]), (224, 224), 16)
+        full, pruned = coded_grids(model, x, [gain], torch.tensor([64]))
+    assert kept.shape == (2, 1, 16, 16) and kept.flatten(1).sum(1).tolist() == [64, 5]
+    assert not kept[:, :, 14:].any() and not kept[:, :, :, 14:].any()  # never the padding
+    decoded = codec.decode_symbols(codec.encode(crop, 1, keep_tokens=64).data, base_only=True)
+    mask = torch.from_numpy(decoded.mask.reshape(decoded.y_hat.shape[2:]))
+    assert (mask & kept[0, 0]).sum() >= 0.9 * 64
+    # in the first slice (refined from nothing coded yet) kept tokens are the full file's, the
+    # others the prior's means
+    same = (pruned - full)[:, :, : model.slices[0][1]].abs().amax(dim=(0, 1, 2)) == 0
+    assert same[kept[0, 0, :14, :14]].all() and not same[~kept[0, 0, :14, :14]].all()
+
+
+def test_quantize_latent_keeps_only_the_kept_tokens(codec):
+    model, _ = codec.model("vit-hp-small")
+    torch.manual_seed(0)
+    y, means = torch.randn(1, 160, 4, 4) * 3, torch.randn(1, 160, 4, 4)
+    scales = torch.rand(1, 160, 4, 4) + 0.5
+    with torch.no_grad():
+        everything = model.quantize_latent(y, means, scales)
+        all_kept = model.quantize_latent(y, means, scales, keep=torch.ones(1, 1, 4, 4, dtype=torch.bool))
+        none_kept = model.quantize_latent(y, means, scales, keep=torch.zeros(1, 1, 4, 4, dtype=torch.bool))
+    assert torch.equal(everything, all_kept)
+    # the first slice is refined from nothing coded yet, so both share its means: pruned tokens sit
+    # on them, kept ones an integer away
+    width = model.slices[0][1]
+    offset = everything[:, :width] - none_kept[:, :width]
+    assert torch.allclose(offset, offset.round(), atol=1e-4) and offset.abs().sum() > 0

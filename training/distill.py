@@ -55,6 +55,9 @@ class DistillConfig:
     depth: int = 2
     crops_per_image: int = 4
     zoom: tuple[float, float] | None = None  # random-resized crops: area fraction range (None: plain crops)
+    pruned_share: float = 0.0  # share of training samples coded with --tokens N (N log-uniform in prune_range)
+    prune_range: tuple[int, int] = (8, 144)
+    held_out_keep: int = 64  # the token count pruned held-out files keep (as the tokens benchmark's --keep 64)
     holdout_every: int = 20
     split_block: int | None = None  # towers with a split point: where (None: the tower's default)
     synthesis_stem: bool = False  # start the head from a copy of the codec's synthesis token stage
@@ -71,6 +74,7 @@ class TeacherCache:
     targets: Tensor  # (n, N, D): what the head predicts (the split map as tokens, or the tokens)
     tokens: Tensor  # (n, N', D'): the tower's final tokens
     logits: Tensor | None  # (n, classes): the tower's classifier, if it has one
+    pruned: Tensor | None = None  # like grids, for each crop coded with --tokens N (N random per crop)
 
     def __len__(self) -> int:
         return self.grids.shape[0]
@@ -83,21 +87,41 @@ def token_loss(pred: Tensor, target: Tensor) -> dict[str, Tensor]:
     return {"rel_mse": rel_mse, "cosine": cos}
 
 
-def coded_grids(model: SemanticHyperprior, x: Tensor, gains: list[int]) -> Tensor:
-    """The base-layer semantic grid a decoder rebuilds for crops ``x`` at each gain (B, G, C, h, w).
+def coded_grids(
+    model: SemanticHyperprior, x: Tensor, gains: list[int], keep: Tensor | None = None
+) -> tuple[Tensor, Tensor | None]:
+    """The base-layer semantic grids a decoder rebuilds for crops ``x`` at each gain (B, G, C, h, w):
+    of the whole latent, and (``keep``: a token count per crop) of files pruned with ``--tokens N``.
 
     No entropy coding is needed (it is lossless); the analysis transform runs once for all gains.
     """
     features = model.g_a(_pad(x, model.downsampling))
     medians = model.z_medians()
-    grids = []
+    grids, pruned = [], []
     for gain in gains:
         y = features * model.quality_gain(gain)
         z_hat = torch.round(model.h_a(y) - medians) + medians
         means, scales = model.hyper_synthesis(z_hat)
         y_hat = model.quantize_latent(y, means, scales, base_only=True)  # tokens read the base layer only
         grids.append(model.semantic_grid(y_hat, gain, x.shape[2], x.shape[3]))
-    return torch.stack(grids, dim=1)
+        if keep is not None:
+            kept = important_tokens(y, means, scales, keep, x.shape[2:], model.latent_stride)
+            y_hat = model.quantize_latent(y, means, scales, base_only=True, keep=kept)
+            pruned.append(model.semantic_grid(y_hat, gain, x.shape[2], x.shape[3]))
+    return torch.stack(grids, dim=1), (torch.stack(pruned, dim=1) if keep is not None else None)
+
+
+def important_tokens(
+    y: Tensor, means: Tensor, scales: Tensor, keep: Tensor, size: tuple[int, int], stride: int
+) -> Tensor:
+    """Torch twin of the encoder's token choice (``codec.api._important_tokens``) for a batch: per
+    crop the ``keep[b]`` content tokens with the largest normalised residual energy (B, 1, h, w)."""
+    energy = (torch.round(y - means) / scales.clamp_min(0.11)).pow(2).sum(1)
+    content = torch.zeros_like(energy, dtype=torch.bool)
+    content[:, : -(-size[0] // stride), : -(-size[1] // stride)] = True
+    order = torch.where(content, energy, -1.0).flatten(1).argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))
+    return (rank < keep[:, None]).reshape(energy.shape)[:, None]
 
 
 def teacher_answers(tower: VisionTower, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -113,15 +137,32 @@ def teacher_answers(tower: VisionTower, x: Tensor) -> tuple[Tensor, Tensor, Tens
     return target, tokens, (classify(tokens) if classify is not None else None)
 
 
-def build_cache(model: SemanticHyperprior, tower: VisionTower, bank: CropBank, count: int, gains: list[int]):
-    """The cache lives where ``model`` does (on a GPU the head's steps then never copy a batch)."""
-    parts: dict[str, list[Tensor]] = {"grids": [], "targets": [], "tokens": [], "logits": []}
+def build_cache(
+    model: SemanticHyperprior,
+    tower: VisionTower,
+    bank: CropBank,
+    count: int,
+    gains: list[int],
+    keep_range: tuple[int, int] | None = None,
+) -> TeacherCache:
+    """The cache lives where ``model`` does (on a GPU the head's steps then never copy a batch).
+
+    ``keep_range``: also store each crop as a file pruned to N tokens, N log-uniform in the range."""
+    parts: dict[str, list[Tensor]] = {"grids": [], "pruned": [], "targets": [], "tokens": [], "logits": []}
     device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(count)
     with torch.no_grad():
         for start in tqdm(range(0, count, 16), desc="teacher cache", dynamic_ncols=True, leave=False):
             x = bank.sample(min(16, count - start)).to(device)
+            keep = None
+            if keep_range is not None:
+                low, high = math.log(keep_range[0]), math.log(keep_range[1])
+                keep = (low + (high - low) * torch.rand(len(x), generator=generator)).exp().round().long()
             target, tokens, logits = teacher_answers(tower, x)
-            parts["grids"].append(coded_grids(model, x, gains).half())
+            grids, pruned = coded_grids(model, x, gains, keep.to(device) if keep is not None else None)
+            parts["grids"].append(grids.half())
+            if pruned is not None:
+                parts["pruned"].append(pruned.half())
             parts["targets"].append(target.half())
             parts["tokens"].append(tokens.half())
             if logits is not None:
@@ -131,14 +172,15 @@ def build_cache(model: SemanticHyperprior, tower: VisionTower, bank: CropBank, c
         torch.cat(parts["targets"]),
         torch.cat(parts["tokens"]),
         torch.cat(parts["logits"]) if parts["logits"] else None,
+        torch.cat(parts["pruned"]) if parts["pruned"] else None,
     )
 
 
 def head_losses(
-    head: TokenHead, tower: VisionTower, cache: TeacherCache, index: Tensor, slot: Tensor
+    head: TokenHead, tower: VisionTower, cache: TeacherCache, index: Tensor, grids: Tensor
 ) -> dict[str, Tensor]:
-    """All loss terms for cache rows ``index`` at quality slots ``slot``; ``loss`` is their sum."""
-    standardised = head.standardised(cache.grids[index, slot].float())
+    """All loss terms for decoded ``grids`` of cache rows ``index``; ``loss`` is their sum."""
+    standardised = head.standardised(grids.float())
     target = cache.targets[index].float()
     out = {"feature_mse": F.mse_loss(standardised, (target - head.target_mean) / head.target_std)}
     pred = standardised * head.target_std + head.target_mean
@@ -161,19 +203,25 @@ def head_losses(
 
 
 def evaluate(head: TokenHead, tower: VisionTower, cache: TeacherCache) -> dict[str, float]:
-    """Mean cosine / relative MSE / classifier agreement over every held-out crop and quality."""
-    totals: dict[str, float] = {}
+    """Mean cosine / relative MSE / classifier agreement over every held-out crop and quality; of
+    pruned files too (keys ``pruned_*``) when the cache holds them."""
+    report: dict[str, float] = {}
     head.eval()
     with torch.no_grad():
-        for slot in range(cache.grids.shape[1]):
-            for start in range(0, len(cache), 64):
-                index = torch.arange(start, min(start + 64, len(cache)), device=cache.grids.device)
-                losses = head_losses(head, tower, cache, index, torch.full_like(index, slot))
-                for k in ("cosine", "rel_mse", "agreement"):
-                    if k in losses:
-                        totals[k] = totals.get(k, 0.0) + losses[k].item() * len(index)
+        for prefix, grids in (("", cache.grids), ("pruned_", cache.pruned)):
+            if grids is None:
+                continue
+            totals: dict[str, float] = {}
+            for slot in range(grids.shape[1]):
+                for start in range(0, len(cache), 64):
+                    index = torch.arange(start, min(start + 64, len(cache)), device=grids.device)
+                    losses = head_losses(head, tower, cache, index, grids[index, slot])
+                    for k in ("cosine", "rel_mse", "agreement"):
+                        if k in losses:
+                            totals[k] = totals.get(k, 0.0) + losses[k].item() * len(index)
+            report.update({prefix + k: v / (len(cache) * grids.shape[1]) for k, v in totals.items()})
     head.train()
-    return {k: v / (len(cache) * cache.grids.shape[1]) for k, v in totals.items()}
+    return report
 
 
 def distill(cfg: DistillConfig) -> dict:
@@ -203,12 +251,15 @@ def distill(cfg: DistillConfig) -> dict:
     size = tower.input_size
     started = time.time()
     bank = CropBank(train_paths, short_side=max(256, size), crop=size, seed=cfg.seed, zoom=cfg.zoom)
-    cache = build_cache(model, tower, bank, cfg.crops_per_image * len(bank), gains)
+    pruning = cfg.pruned_share > 0
+    cache = build_cache(
+        model, tower, bank, cfg.crops_per_image * len(bank), gains, cfg.prune_range if pruning else None
+    )
     val = None
     if held_out:
-        val = build_cache(
-            model, tower, CropBank(held_out, max(256, size), size, seed=cfg.seed + 1), len(held_out), gains
-        )
+        bank = CropBank(held_out, max(256, size), size, seed=cfg.seed + 1)
+        keep = (cfg.held_out_keep, cfg.held_out_keep) if pruning else None
+        val = build_cache(model, tower, bank, len(held_out), gains, keep)
     cache_seconds = time.time() - started
 
     file = f"{model_name}.head.{_slug(cfg.tower)}.safetensors"
@@ -251,7 +302,11 @@ def distill(cfg: DistillConfig) -> dict:
             group["lr"] = cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
         index = torch.randint(len(cache), (cfg.batch,), generator=generator).to(device)
         slot = torch.randint(len(gains), (cfg.batch,), generator=generator).to(device)
-        losses = head_losses(head, tower, cache, index, slot)
+        grids = cache.grids[index, slot]
+        if cache.pruned is not None:  # a share of the batch: files pruned with --tokens N
+            pick = (torch.rand(cfg.batch, generator=generator) < cfg.pruned_share).to(device)
+            grids = torch.where(pick[:, None, None, None], cache.pruned[index, slot], grids)
+        losses = head_losses(head, tower, cache, index, grids)
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
@@ -307,7 +362,12 @@ def _save(
         "arch": arch,
         "codec_sha256": codec_sha256,
         "steps": step,
-        "views": {"crops_per_image": cfg.crops_per_image, "zoom": list(cfg.zoom) if cfg.zoom else None},
+        "views": {
+            "crops_per_image": cfg.crops_per_image,
+            "zoom": list(cfg.zoom) if cfg.zoom else None,
+            "pruned_share": cfg.pruned_share,
+            "prune_range": list(cfg.prune_range) if cfg.pruned_share else None,
+        },
         "held_out": {k: round(v, 4) for k, v in held_out.items()},
     }
     write_registry(root, raw)
