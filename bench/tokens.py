@@ -9,7 +9,8 @@ the label, agreement with the original prediction, bytes, and decode-to-tokens t
 
 Bytes: (a) counts what the tokens target reads (header + base layer: a machine-only receiver
 needs nothing more), (b) the whole file. Classical codecs are matched to both budgets, so each
-semcodec row has classical rows at its own byte count.
+semcodec row has classical rows at its own byte count (files pruned with ``--keep N``: at the
+token bytes only).
 """
 
 from __future__ import annotations
@@ -153,9 +154,12 @@ def run(
                 tallies.setdefault((q, keep, "semcodec pixels + tower (b)"), Tally()).add(
                     tokens, reference, logits_of(tokens), label, ref_pred, len(data), t_pixels
                 )
-                budgets = {"at file bytes": len(data), "at token bytes": token_bytes}
+                # pruned files: the classical codecs at the token bytes only (what tokens compete with)
+                budgets = {"at token bytes": token_bytes}
+                if keep is None:
+                    budgets = {"at file bytes": len(data), **budgets}
                 for (budget_name, budget), (name, encoder) in product(
-                    budgets.items() if with_classical and keep is None else [], CLASSICAL.items()
+                    budgets.items() if with_classical else [], CLASSICAL.items()
                 ):
                     size, decoded = at_most_bytes(encoder, crop, budget)
                     tokens = tower(torch.from_numpy(decoded).permute(2, 0, 1)[None].float() / 255)[0]

@@ -178,7 +178,8 @@ def test_token_benchmark_runs_with_the_tiny_tower(distilled, tower_file, tmp_pat
         assert -1.0 <= row["cosine"] <= 1.0 and row["bytes"] > 0 and row["top1"] is None
     assert "n/a" in token_bench.table(result)
     pruned = {r["method"] for r in result["rows"] if r["tokens"] == 3}
-    assert pruned == {"semcodec tokens (a)", "semcodec pixels + tower (b)"}  # classical only at full rate
+    classical = {f"{name} + tower at token bytes (c)" for name in ("JPEG", "WebP", "AVIF")}
+    assert pruned == {"semcodec tokens (a)", "semcodec pixels + tower (b)", *classical}
 
 
 def test_distillation_prunes_the_tokens_the_encoder_prunes(codec, kodak_image):
