@@ -144,13 +144,15 @@ def build_cache(
     count: int,
     gains: list[int],
     keep_range: tuple[int, int] | None = None,
+    seed: int = 0,
 ) -> TeacherCache:
     """The cache lives where ``model`` does (on a GPU the head's steps then never copy a batch).
 
-    ``keep_range``: also store each crop as a file pruned to N tokens, N log-uniform in the range."""
+    ``keep_range``: also store each crop as a file pruned to N tokens, N log-uniform in the range
+    (drawn from their own generator, ``seed``, so the crops are the same with or without pruning)."""
     parts: dict[str, list[Tensor]] = {"grids": [], "pruned": [], "targets": [], "tokens": [], "logits": []}
     device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(count)
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for start in tqdm(range(0, count, 16), desc="teacher cache", dynamic_ncols=True, leave=False):
             x = bank.sample(min(16, count - start)).to(device)
@@ -253,13 +255,13 @@ def distill(cfg: DistillConfig) -> dict:
     bank = CropBank(train_paths, short_side=max(256, size), crop=size, seed=cfg.seed, zoom=cfg.zoom)
     pruning = cfg.pruned_share > 0
     cache = build_cache(
-        model, tower, bank, cfg.crops_per_image * len(bank), gains, cfg.prune_range if pruning else None
+        model, tower, bank, cfg.crops_per_image * len(bank), gains, cfg.prune_range if pruning else None, cfg.seed
     )
     val = None
     if held_out:
         bank = CropBank(held_out, max(256, size), size, seed=cfg.seed + 1)
         keep = (cfg.held_out_keep, cfg.held_out_keep) if pruning else None
-        val = build_cache(model, tower, bank, len(held_out), gains, keep)
+        val = build_cache(model, tower, bank, len(held_out), gains, keep, cfg.seed + 1)
     cache_seconds = time.time() - started
 
     file = f"{model_name}.head.{_slug(cfg.tower)}.safetensors"
