@@ -421,7 +421,7 @@ class Codec:
 
         key = (space, str(self.tower_files.get(space)))
         if key not in self._towers:
-            self._towers[key] = load_tower(space, self.tower_files.get(space), sha256=sha256)
+            self._towers[key] = load_tower(space, self.tower_files.get(space))
         check_tower_hash(self._towers[key], sha256)
         return self._towers[key]
 
@@ -440,20 +440,25 @@ def _important_tokens(
     """Mask of the ``keep`` tokens the hyperprior predicts worst (largest normalised residual energy).
 
     A token the prior already predicts well costs few bits and loses little when replaced by its
-    mean; the surprising ones carry the content. Tokens over the padding are never kept first.
-    Ties break by position, so the choice is deterministic.
+    mean; the surprising ones carry the content.
     """
-    gh, gw = grid
     if keep < 1:
         raise ValueError("keep_tokens must be at least 1")
-    importance = ((symbols / stds) ** 2).sum(axis=0).reshape(gh, gw)
-    content = np.zeros((gh, gw), dtype=bool)
-    content[: -(-size[0] // stride), : -(-size[1] // stride)] = True
-    importance = np.where(content, importance, -1.0).reshape(-1)
-    order = np.argsort(-importance, kind="stable")
-    mask = np.zeros(gh * gw, dtype=bool)
-    mask[order[: min(keep, int(content.sum()))]] = True
-    return mask
+    energy = torch.from_numpy(((symbols / stds) ** 2).sum(axis=0).reshape(1, *grid))
+    return most_important(energy, torch.tensor([keep]), size, stride)[0].reshape(-1).numpy()
+
+
+def most_important(energy: torch.Tensor, keep: torch.Tensor, size: tuple[int, int], stride: int) -> torch.Tensor:
+    """Per item, the ``keep[b]`` tokens of largest ``energy`` (B, h, w) -> bool mask (B, h, w).
+
+    Only tokens over the image (``size`` at ``stride``) are kept, never the padding; ties break by
+    position, so the choice is deterministic. The encoder's choice, and distillation's float twin of it.
+    """
+    content = torch.zeros_like(energy, dtype=torch.bool)
+    content[:, : -(-size[0] // stride), : -(-size[1] // stride)] = True
+    order = torch.where(content, energy, -1.0).flatten(1).argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))
+    return (rank < keep[:, None]).reshape(energy.shape) & content
 
 
 def _to_tensor(pixels: np.ndarray) -> torch.Tensor:

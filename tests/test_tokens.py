@@ -196,7 +196,7 @@ def test_distillation_prunes_the_tokens_the_encoder_prunes(codec, kodak_image):
         y = model.analysis(_pad(x, model.downsampling), gain)
         medians = model.z_medians()
         means, scales = model.hyper_synthesis(torch.round(model.h_a(y) - medians) + medians)
-        kept = important_tokens(y.repeat(2, 1, 1, 1), means, scales, torch.tensor([64, 5]), (224, 224), 16)
+        kept = important_tokens(model, y.repeat(2, 1, 1, 1), means, scales, torch.tensor([64, 5]), (224, 224))
         full, pruned = coded_grids(model, x, [gain], torch.tensor([64]))
     assert kept.shape == (2, 1, 16, 16) and kept.flatten(1).sum(1).tolist() == [64, 5]
     assert not kept[:, :, 14:].any() and not kept[:, :, :, 14:].any()  # never the padding

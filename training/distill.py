@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from semcodec.codec.api import Codec, _pad
+from semcodec.codec.api import Codec, _pad, most_important
 from semcodec.models.semantic_hyperprior import SemanticHyperprior
 from semcodec.models.token_head import TokenHead, build_head, latent_tokens, token_map
 from semcodec.models.towers import VisionTower
@@ -105,23 +105,20 @@ def coded_grids(
         y_hat = model.quantize_latent(y, means, scales, base_only=True)  # tokens read the base layer only
         grids.append(model.semantic_grid(y_hat, gain, x.shape[2], x.shape[3]))
         if keep is not None:
-            kept = important_tokens(y, means, scales, keep, x.shape[2:], model.latent_stride)
+            kept = important_tokens(model, y, means, scales, keep, x.shape[2:])
             y_hat = model.quantize_latent(y, means, scales, base_only=True, keep=kept)
             pruned.append(model.semantic_grid(y_hat, gain, x.shape[2], x.shape[3]))
     return torch.stack(grids, dim=1), (torch.stack(pruned, dim=1) if keep is not None else None)
 
 
 def important_tokens(
-    y: Tensor, means: Tensor, scales: Tensor, keep: Tensor, size: tuple[int, int], stride: int
+    model: SemanticHyperprior, y: Tensor, means: Tensor, scales: Tensor, keep: Tensor, size: tuple[int, int]
 ) -> Tensor:
-    """Torch twin of the encoder's token choice (``codec.api._important_tokens``) for a batch: per
-    crop the ``keep[b]`` content tokens with the largest normalised residual energy (B, 1, h, w)."""
-    energy = (torch.round(y - means) / scales.clamp_min(0.11)).pow(2).sum(1)
-    content = torch.zeros_like(energy, dtype=torch.bool)
-    content[:, : -(-size[0] // stride), : -(-size[1] // stride)] = True
-    order = torch.where(content, energy, -1.0).flatten(1).argsort(dim=1, descending=True, stable=True)
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))
-    return (rank < keep[:, None]).reshape(energy.shape)[:, None]
+    """Float twin of the encoder's token choice for a batch (B, 1, h, w): the same ranking
+    (``most_important``) of the residual energy, with the model's scales for the scale table's."""
+    floor = float(model.gaussian_conditional.lower_bound_scale.bound)
+    energy = (torch.round(y - means) / scales.clamp_min(floor)).pow(2).sum(1)
+    return most_important(energy, keep, size, model.latent_stride)[:, None]
 
 
 def teacher_answers(tower: VisionTower, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -259,9 +256,9 @@ def distill(cfg: DistillConfig) -> dict:
     )
     val = None
     if held_out:
-        bank = CropBank(held_out, max(256, size), size, seed=cfg.seed + 1)
+        held_bank = CropBank(held_out, max(256, size), size, seed=cfg.seed + 1)
         keep = (cfg.held_out_keep, cfg.held_out_keep) if pruning else None
-        val = build_cache(model, tower, bank, len(held_out), gains, keep, cfg.seed + 1)
+        val = build_cache(model, tower, held_bank, len(held_out), gains, keep, cfg.seed + 1)
     cache_seconds = time.time() - started
 
     file = f"{model_name}.head.{_slug(cfg.tower)}.safetensors"
