@@ -198,7 +198,7 @@ class EfficientNetLiteTower(VisionTower):
     def tail(self, features: Tensor) -> Tensor:
         m = self.model
         x = self._run_blocks(features, range(self.split_block + 1, len(m._blocks)))
-        return m._swish(m._bn1(m._conv_head(x))).flatten(2).transpose(1, 2)
+        return contiguous_grad(m._swish(m._bn1(m._conv_head(x)))).flatten(2).transpose(1, 2)
 
     def tokens(self, prepared: Tensor) -> Tensor:
         return self.tail(self.features(prepared))
@@ -206,3 +206,25 @@ class EfficientNetLiteTower(VisionTower):
     def classify(self, tokens: Tensor) -> Tensor:
         """ImageNet logits from (B, N, D) tokens: global average pool, then the tower's own FC layer."""
         return self.model._fc(tokens.mean(dim=1))
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad.contiguous()
+
+
+def contiguous_grad(x: Tensor) -> Tensor:
+    """Identity whose backward hands on a contiguous gradient.
+
+    Why: in torch 2.14.1 the input gradient of an eval-mode batch norm is wrong when the gradient
+    reaching it is channels-last strided while its input is not, which is exactly what reading a
+    (B, C, h, w) map as tokens (``flatten(2).transpose(1, 2)``) does. Distilling a head through a
+    tower's tail, or refining a latent for it, then descends a wrong gradient (tests pin this).
+    """
+    return _ContiguousGrad.apply(x)
+

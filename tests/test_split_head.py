@@ -51,6 +51,26 @@ def test_split_is_exact(tower):
     assert torch.equal(tower.tail(features), whole)
 
 
+def test_tail_gradient_matches_finite_differences():
+    """Heads are distilled (and latents refined) through the tail's gradient: it must be the true
+    one. (torch 2.14.1's eval batch norm got it wrong for channels-last-strided gradients.)"""
+    tower = load_tower(TOWER).double()
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1, tower.split_dim, *tower.split_grid, dtype=torch.float64, generator=generator)
+    weights = torch.randn(1, *tower.grid, tower.dim, dtype=torch.float64, generator=generator).flatten(1, 2)
+
+    def loss(features: torch.Tensor) -> torch.Tensor:
+        return (tower.tail(features) * weights).sum()
+
+    (grad,) = torch.autograd.grad(loss(x.requires_grad_(True)), [x])
+    for _ in range(3):
+        direction = torch.randn(x.shape, dtype=torch.float64, generator=generator)
+        direction /= direction.norm()
+        with torch.no_grad():
+            numeric = (loss(x + 1e-6 * direction) - loss(x - 1e-6 * direction)) / 2e-6
+        assert (grad * direction).sum().item() == pytest.approx(numeric.item(), rel=1e-4, abs=1e-9)
+
+
 def test_split_head_is_registered_with_its_target(split_distilled):
     head = json.loads((split_distilled / "registry.json").read_text())["models"]["vit-hp-small"]["token_heads"][TOWER]
     assert head["split"] is True
