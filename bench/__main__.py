@@ -111,6 +111,12 @@ def rd(dataset: Path, weights: Path | None, anchors: Path, limit: int | None, ou
 @click.option("--quality", "qualities", type=int, multiple=True, help="Qualities to run (default: all).")
 @click.option("--no-classical", is_flag=True, help="Skip the JPEG/WebP/AVIF equal-bytes columns.")
 @click.option("--keep", "keeps", type=int, multiple=True, help="Also code only N latent tokens (repeatable).")
+@click.option(
+    "--refine-steps",
+    type=int,
+    multiple=True,
+    help="Encoder refinement steps for the tower's tokens (repeatable; 0 = none; default: 0).",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def tokens(
     tower: str,
@@ -121,6 +127,7 @@ def tokens(
     qualities: tuple[int, ...],
     no_classical: bool,
     keeps: tuple[int, ...],
+    refine_steps: tuple[int, ...],
     json_path: Path | None,
 ) -> None:
     """Token fidelity and the tower's answer: tokens from the bitstream vs pixels vs classical codecs."""
@@ -129,7 +136,15 @@ def tokens(
     from semcodec.bench import tokens as token_bench
 
     result = token_bench.run(
-        dataset, tower, tower_weights, weights, limit, list(qualities) or None, not no_classical, list(keeps)
+        dataset,
+        tower,
+        tower_weights,
+        weights,
+        limit,
+        list(qualities) or None,
+        not no_classical,
+        list(keeps),
+        list(refine_steps) or None,
     )
     click.echo(token_bench.table(result))
     if json_path:

@@ -28,6 +28,7 @@ from PIL import Image
 from semcodec.bench import classical
 from semcodec.codec import Codec
 from semcodec.codec.image_io import read_image
+from semcodec.codec.refine import RefineConfig
 
 CLASSICAL = {"JPEG": classical.jpeg, "WebP": classical.webp, "AVIF": classical.avif}
 
@@ -112,8 +113,11 @@ def run(
     qualities: list[int] | None = None,
     with_classical: bool = True,
     keeps: list[int] | None = None,
+    refine_steps: list[int] | None = None,
 ) -> dict:
-    """Every image x quality x kept-token count (``keeps``; ``None`` = all tokens)."""
+    """Every image x quality x kept-token count (``keeps``; ``None`` = all tokens) x encoder
+    refinement (``refine_steps``; 0 = none; N > 0: the file is encoded for the tower's token space
+    with N refinement steps, :mod:`semcodec.codec.refine`, its encode seconds reported)."""
     codec = Codec(weights, tower_files={tower_name: tower_weights} if tower_weights else None)
     tower = codec.tower(tower_name)  # the one a split head finishes with: loaded once
     classify = getattr(tower, "classify", None)  # towers without a classifier report tokens only
@@ -125,8 +129,10 @@ def run(
     synsets = sorted({p.name.split("_")[0] for p in files})
     files = files[:: max(1, len(files) // limit)][:limit] if limit else files
     qualities = qualities or sorted(codec.registry.qualities)
-    tallies: dict[tuple[int, int | None, str], Tally] = {}
+    tallies: dict[tuple[int, int | None, int, str], Tally] = {}
     keeps = [None, *(keeps or [])]
+    refine_steps = refine_steps or [0]
+    encode_seconds: dict[tuple[int, int | None, int], list[float]] = {}
     original = Tally()
     for path in files:
         label = synsets.index(path.name.split("_")[0])
@@ -137,21 +143,24 @@ def run(
             ref_logits = logits_of(reference)
         ref_pred = int(ref_logits.argmax()) if ref_logits is not None else -1
         original.add(reference, reference, ref_logits, label, ref_pred, 0)
-        for q, keep in ((q, k) for q in qualities for k in keeps):
-            data = codec.encode(crop, q, keep_tokens=keep).data
+        for q, keep, steps in product(qualities, keeps, refine_steps):
+            start = time.perf_counter()
+            refine = RefineConfig(steps=steps) if steps else None
+            data = codec.encode(crop, q, tower_name if steps else None, keep, refine).data
+            encode_seconds.setdefault((q, keep, steps), []).append(time.perf_counter() - start)
             with torch.inference_mode():
                 start = time.perf_counter()
                 out = codec.decode_tokens(data, token_space=tower_name)
                 t_tokens = time.perf_counter() - start
                 token_bytes = int(out.metadata["bitstream_bytes_read"])
-                tallies.setdefault((q, keep, "semcodec tokens (a)"), Tally()).add(
+                tallies.setdefault((q, keep, steps, "semcodec tokens (a)"), Tally()).add(
                     out.tokens, reference, logits_of(out.tokens), label, ref_pred, token_bytes, t_tokens
                 )
                 start = time.perf_counter()
                 pixels = codec.decode(data)
                 tokens = tower(torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255)[0]
                 t_pixels = time.perf_counter() - start
-                tallies.setdefault((q, keep, "semcodec pixels + tower (b)"), Tally()).add(
+                tallies.setdefault((q, keep, steps, "semcodec pixels + tower (b)"), Tally()).add(
                     tokens, reference, logits_of(tokens), label, ref_pred, len(data), t_pixels
                 )
                 # pruned files: the classical codecs at the token bytes only (what tokens compete with)
@@ -163,14 +172,21 @@ def run(
                 ):
                     size, decoded = at_most_bytes(encoder, crop, budget)
                     tokens = tower(torch.from_numpy(decoded).permute(2, 0, 1)[None].float() / 255)[0]
-                    tallies.setdefault((q, keep, f"{name} + tower {budget_name} (c)"), Tally()).add(
+                    tallies.setdefault((q, keep, steps, f"{name} + tower {budget_name} (c)"), Tally()).add(
                         tokens, reference, logits_of(tokens), label, ref_pred, size
                     )
     return {
         "images": len(files),
         "tower": tower_name,
         "original": original.row(),
-        "rows": [{"quality": q, "tokens": k or "all", "method": m, **t.row()} for (q, k, m), t in tallies.items()],
+        "rows": [
+            {"quality": q, "tokens": k or "all", "refine_steps": r, "method": m, **t.row()}
+            for (q, k, r, m), t in tallies.items()
+        ],
+        "encode_seconds": [
+            {"quality": q, "tokens": k or "all", "refine_steps": r, "seconds": sum(t) / len(t)}
+            for (q, k, r), t in encode_seconds.items()
+        ],
     }
 
 
@@ -183,14 +199,21 @@ def table(result: dict) -> str:
     lines = [
         f"tower {result['tower']} on {result['images']} images: original top-1 {_fraction(o['top1'])}",
         "",
-        "| quality | coded tokens | method | bytes | token cosine | token rel. MSE | top-1 | agreement | decode s |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| quality | coded tokens | refine steps | method | bytes | token cosine | token rel. MSE | top-1 "
+        "| agreement | decode s |",
+        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         secs = f"{r['seconds']:.3f}" if r["seconds"] else ""
         lines.append(
-            f"| {r['quality']} | {r['tokens']} | {r['method']} | {r['bytes']:.0f} | {r['cosine']:.4f} "
+            f"| {r['quality']} | {r['tokens']} | {r['refine_steps']} | {r['method']} | {r['bytes']:.0f} "
+            f"| {r['cosine']:.4f} "
             f"| {r['rel_mse']:.4f} "
             f"| {_fraction(r['top1'])} | {_fraction(r['agreement'])} | {secs} |"
         )
+    lines += ["", "| quality | coded tokens | refine steps | encode s |", "|---:|---:|---:|---:|"]
+    lines += [
+        f"| {e['quality']} | {e['tokens']} | {e['refine_steps']} | {e['seconds']:.3f} |"
+        for e in result.get("encode_seconds", [])
+    ]
     return "\n".join(lines)

@@ -17,6 +17,8 @@ from semcodec import __version__
 from semcodec.errors import SemcodecError
 
 TARGET_SUFFIX = {"pixels": ".png", "tokens": ".safetensors"}
+DEFAULT_TOKEN_REFINE_STEPS = 20
+"""Refinement steps an encode for a tower's token space takes unless told (README: what they buy)."""
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -125,6 +127,14 @@ def main(ctx: click.Context, weights: Path | None) -> None:
     default=None,
     help="Code only the N most important latent tokens (token pruning as a rate knob).",
 )
+@click.option(
+    "--refine-steps",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Optimise this image's latent for N steps before coding (slower encode, same format). "
+    f"With --token-space, for that tower's tokens too. Default: {DEFAULT_TOKEN_REFINE_STEPS} with "
+    "--token-space, else 0.",
+)
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
 @click.pass_context
@@ -135,11 +145,17 @@ def encode(
     quality: int | None,
     token_space: str | None,
     keep_tokens: int | None,
+    refine_steps: int | None,
     force: bool,
     quiet: bool,
 ) -> None:
     """Compress image INPUT into bitstream OUTPUT ('-' for stdin/stdout)."""
     from semcodec.codec.image_io import read_image
+    from semcodec.codec.refine import RefineConfig
+
+    if refine_steps is None:
+        refine_steps = DEFAULT_TOKEN_REFINE_STEPS if token_space else 0
+    refine = RefineConfig(steps=refine_steps) if refine_steps else None
 
     if output_path != "-" and Path(output_path).exists() and not force:
         raise SemcodecError(f"{output_path} exists (use --force to overwrite)")
@@ -147,7 +163,7 @@ def encode(
     for note in image.warnings:
         click.echo(f"semcodec: warning: {note}", err=True)
     start = time.perf_counter()
-    result = _codec(ctx).encode(image, quality, token_space=token_space, keep_tokens=keep_tokens)
+    result = _codec(ctx).encode(image, quality, token_space=token_space, keep_tokens=keep_tokens, refine=refine)
     seconds = time.perf_counter() - start
     _write_output(output_path, result.data, force)
     if not quiet:

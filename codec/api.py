@@ -27,11 +27,12 @@ from torch import nn
 from semcodec import bitstream
 from semcodec.codec import entropy
 from semcodec.codec.image_io import MAX_PIXELS, LoadedImage, encode_png, read_image
+from semcodec.codec.refine import RefineConfig, refine_latent, token_fidelity
 from semcodec.errors import BitstreamError, WeightsError
 from semcodec.models import ARCHITECTURES, SemanticHyperprior
 from semcodec.models.integer_hyper import IntegerHyperSynthesis
 from semcodec.models.token_head import SplitTokenHead, build_head, latent_tokens
-from semcodec.weights import Registry, load_registry, load_state_dict, load_verified
+from semcodec.weights import QualityLevel, Registry, load_registry, load_state_dict, load_verified
 
 if TYPE_CHECKING:
     from semcodec.models.towers import VisionTower
@@ -183,6 +184,7 @@ class Codec:
         quality: int | None = None,
         token_space: str | None = None,
         keep_tokens: int | None = None,
+        refine: RefineConfig | None = None,
     ) -> EncodeResult:
         """Code ``image`` at ``quality``.
 
@@ -190,6 +192,8 @@ class Codec:
         at zero bytes) is recorded for ``--target tokens`` decoders, which may still ask for another.
         ``keep_tokens=N`` codes only the N most important latent tokens (token pruning as rate
         allocation) plus a compact mask; the decoder fills the others with the prior's (context-refined) mean.
+        ``refine``: spend encode time optimising the latent for this image (:mod:`semcodec.codec.refine`);
+        with a tower's ``token_space``, for that tower's answer on the base layer too. Same format, same decoder.
         """
         if not isinstance(image, LoadedImage):
             image = read_image(image) if not isinstance(image, np.ndarray) else LoadedImage(image)
@@ -199,10 +203,19 @@ class Codec:
         model, tables = self.model(level.model)
         timer = _Timer()
         h, w = image.height, image.width
+        space = token_space or entry.token_space
+        if space != entry.token_space and space not in entry.token_heads:
+            raise WeightsError(f"model {entry.name} has no token head for {space!r}")
+        with torch.inference_mode(), timer("transform"):
+            x = _pad(_to_tensor(image.pixels), model.downsampling)
+            y = model.analysis(x, level.gain_index)
+        chosen = None  # a refining encoder fixes the pruned file's tokens first, then refines them
+        if refine is not None and refine.steps > 0:
+            with timer("refine"):
+                if keep_tokens is not None:
+                    chosen = self._choose_tokens(model, y, (h, w), keep_tokens)
+                y = self._refine(model, entry.name, level, space, x, y, (h, w), refine, chosen)
         with torch.inference_mode():
-            with timer("transform"):
-                x = _pad(_to_tensor(image.pixels), model.downsampling)
-                y = model.analysis(x, level.gain_index)
             with timer("hyper"):
                 with _one_thread():
                     z = model.h_a(y)
@@ -214,7 +227,10 @@ class Codec:
                 hyper = _hyper_fixed(tables, z_symbols, z.shape)
                 mask_chunk: tuple[bitstream.Chunk, ...] = ()
                 mask = None
-                if keep_tokens is not None:
+                if chosen is not None:
+                    mask = chosen.reshape(-1).numpy()
+                    mask_chunk = (bitstream.Chunk(MASK_CHUNK, entropy.encode_mask(mask)),)
+                elif keep_tokens is not None:
                     means, indexes = _entropy_parameters(tables, *hyper)
                     grid = means.shape[2:]
                     stds = tables.stds[indexes[0].reshape(means.shape[1], -1).numpy()]
@@ -237,9 +253,6 @@ class Codec:
                 base = _BASE_PREFIX.pack(cb, _crc(y_symbols[:cb])) + layers[0].data()
                 enhancement = layers[1].data()
         symbols = Symbols(z_symbols, y_symbols.reshape(-1))
-        space = token_space or entry.token_space
-        if space != entry.token_space and space not in entry.token_heads:
-            raise WeightsError(f"model {entry.name} has no token head for {space!r}")
         space_chunk = () if space == entry.token_space else (bitstream.Chunk(TOKEN_SPACE_CHUNK, space.encode()),)
         header = bitstream.Header(
             model_id=entry.name,
@@ -257,6 +270,38 @@ class Codec:
             ),
         )
         return EncodeResult(bitstream.pack(header), symbols, h, w, image.warnings, timer.seconds)
+
+    def _refine(
+        self,
+        model: SemanticHyperprior,
+        model_name: str,
+        level: QualityLevel,
+        space: str,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        size: tuple[int, int],
+        config: RefineConfig,
+        keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``y`` refined for ``R + lambda D`` (and the token space's head, if it has one)."""
+        x, y = x.clone(), y.clone()  # out of inference mode: autograd needs ordinary tensors
+        semantic = None
+        if space != self.registry.model(model_name).token_space:
+            head, info = self.token_head(model_name, space)
+            tower = self.tower(space, sha256=info.get("tower_sha256"))
+            semantic = token_fidelity(head, tower, x[:, :, : size[0], : size[1]])
+        keep = keep[None, None] if keep is not None else None
+        return refine_latent(model, x, y, level.gain_index, level.lmbda, size, config, semantic, keep)[0]
+
+    @staticmethod
+    def _choose_tokens(model: SemanticHyperprior, y: torch.Tensor, size: tuple[int, int], keep: int) -> torch.Tensor:
+        """The ``keep`` most important tokens (h, w) of the unrefined latent, as :func:`important_tokens` ranks them."""
+        if keep < 1:
+            raise ValueError("keep_tokens must be at least 1")
+        with torch.no_grad():  # not inference mode: the mask takes part in the refinement's autograd
+            medians = model.z_medians()
+            means, scales = model.hyper_synthesis(torch.round(model.h_a(y) - medians) + medians)
+            return important_tokens(model, y, means, scales, torch.tensor([keep]), size)[0, 0]
 
     # ---------------------------------------------------------------- decode
     def decode_symbols(self, data: bytes, base_only: bool = False) -> Decoded:
@@ -459,6 +504,22 @@ def most_important(energy: torch.Tensor, keep: torch.Tensor, size: tuple[int, in
     order = torch.where(content, energy, -1.0).flatten(1).argsort(dim=1, descending=True, stable=True)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))
     return (rank < keep[:, None]).reshape(energy.shape) & content
+
+
+def important_tokens(
+    model: SemanticHyperprior,
+    y: torch.Tensor,
+    means: torch.Tensor,
+    scales: torch.Tensor,
+    keep: torch.Tensor,
+    size: tuple[int, int],
+) -> torch.Tensor:
+    """Float twin of the encoder's token choice for a batch (B, 1, h, w): the same ranking
+    (``most_important``) of the residual energy, with the model's scales for the scale table's.
+    (Distillation codes pruned crops with it; a refining encoder fixes its mask with it first.)"""
+    floor = float(model.gaussian_conditional.lower_bound_scale.bound)
+    energy = (torch.round(y - means) / scales.clamp_min(floor)).pow(2).sum(1)
+    return most_important(energy, keep, size, model.latent_stride)[:, None]
 
 
 def _to_tensor(pixels: np.ndarray) -> torch.Tensor:

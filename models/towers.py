@@ -227,4 +227,3 @@ def contiguous_grad(x: Tensor) -> Tensor:
     tower's tail, or refining a latent for it, then descends a wrong gradient (tests pin this).
     """
     return _ContiguousGrad.apply(x)
-

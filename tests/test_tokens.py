@@ -185,8 +185,8 @@ def test_token_benchmark_runs_with_the_tiny_tower(distilled, tower_file, tmp_pat
 def test_distillation_prunes_the_tokens_the_encoder_prunes(codec, kodak_image):
     """Heads learn pruned files from a float twin of the encoder's token choice: it must pick (nearly)
     the tokens `encode --tokens N` codes, and keep exactly N content tokens per crop."""
-    from semcodec.codec.api import _pad
-    from semcodec.training.distill import coded_grids, important_tokens
+    from semcodec.codec.api import _pad, important_tokens
+    from semcodec.training.distill import coded_grids
 
     model, _ = codec.model("vit-hp-small")
     crop = np.ascontiguousarray(kodak_image[100:324, 200:424])

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from semcodec.codec.api import Codec, _pad, most_important
+from semcodec.codec.api import Codec, _pad, important_tokens
 from semcodec.models.semantic_hyperprior import SemanticHyperprior
 from semcodec.models.token_head import TokenHead, build_head, latent_tokens, token_map
 from semcodec.models.towers import VisionTower
@@ -109,16 +109,6 @@ def coded_grids(
             y_hat = model.quantize_latent(y, means, scales, base_only=True, keep=kept)
             pruned.append(model.semantic_grid(y_hat, gain, x.shape[2], x.shape[3]))
     return torch.stack(grids, dim=1), (torch.stack(pruned, dim=1) if keep is not None else None)
-
-
-def important_tokens(
-    model: SemanticHyperprior, y: Tensor, means: Tensor, scales: Tensor, keep: Tensor, size: tuple[int, int]
-) -> Tensor:
-    """Float twin of the encoder's token choice for a batch (B, 1, h, w): the same ranking
-    (``most_important``) of the residual energy, with the model's scales for the scale table's."""
-    floor = float(model.gaussian_conditional.lower_bound_scale.bound)
-    energy = (torch.round(y - means) / scales.clamp_min(floor)).pow(2).sum(1)
-    return most_important(energy, keep, size, model.latent_stride)[:, None]
 
 
 def teacher_answers(tower: VisionTower, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:

@@ -1,0 +1,184 @@
+"""Encoder-side latent refinement: spend encode time to lower ``R + lambda * D`` of one image.
+
+The analysis transform is amortised: one network guesses every image's latent, and a guess is not
+the best latent for *this* image under the decoder that will read it (Campos et al. 2019,
+"Content Adaptive Optimization for Neural Image Compression"; Yang et al. 2020, "Improving
+Inference for Neural Image Compression"). Refinement starts from ``g_a``'s latent and takes a few
+Adam steps on the latent itself, with the decoder, the hyperprior and the entropy model fixed, so
+the file format and the decoder do not change: only the encoder gets slower.
+
+The objective is the training loss of the quality's lambda, ``bpp + lambda * 255^2 * MSE``, plus,
+when the file serves a machine (a token space with a distilled head), ``weight * semantic(grid)``:
+the distance between what the head makes of the *base layer* (the bytes a tokens decoder reads)
+and the tower's answer on the original image, which only the encoder has. This is the semantic
+base layer steered by the encoder: bits go where the machine's answer needs them.
+
+Quantisation is straight-through rounding around the (context-refined) means, as the decoder
+rounds; the rate is the discrete likelihood of the rounded values (gradients pass by the STE), and
+z is re-derived from the refined latent at every step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from compressai.ops import quantize_ste
+from torch import Tensor, nn
+
+from semcodec.models.semantic_hyperprior import SemanticHyperprior
+from semcodec.models.token_head import SplitTokenHead, latent_tokens, token_map
+from semcodec.models.towers import VisionTower
+
+SemanticLoss = Callable[[Tensor], Tensor]
+"""Base-layer semantic grid (1, C, h, w), gain undone and cropped to the image -> scalar loss."""
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    steps: int
+    lr: float = 0.01  # Adam; larger steps flip many roundings at once and the STE objective jumps
+    semantic_weight: float = 0.3  # weight of the semantic term against ``bpp + lambda*255^2*MSE``
+
+
+def refine_latent(
+    model: SemanticHyperprior,
+    x: Tensor,
+    y: Tensor,
+    gain_index: int,
+    lmbda: float,
+    size: tuple[int, int],
+    config: RefineConfig,
+    semantic: SemanticLoss | None = None,
+    keep: Tensor | None = None,
+) -> tuple[Tensor, list[dict[str, float]]]:
+    """The refined gained latent (same shape as ``y``) and the objective's terms per step.
+
+    ``x``: the padded image (1, 3, H, W) in [0, 1]; ``size``: the image's own (h, w) (the padding
+    is not scored); ``keep`` (1, 1, h, w) bool: the tokens a file pruned with ``--tokens N`` codes (the
+    others decode as the prior's means, cost nothing and get no say). Returns the latent of the best
+    step seen (the objective is noisy under STE).
+    Needs grad mode: call outside ``torch.inference_mode``.
+    """
+    h, w = size
+    target = x[:, :, :h, :w]
+    pixels = h * w
+    latent = y.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([latent], lr=config.lr)
+    best, best_loss, history = latent.detach().clone(), math.inf, []
+    for step in range(config.steps + 1):
+        terms = objective(model, latent, target, gain_index, lmbda, pixels, semantic, config.semantic_weight, keep)
+        loss = terms["loss"]
+        history.append({k: float(v.detach()) for k, v in terms.items()})
+        if float(loss.detach()) < best_loss:
+            best_loss, best = float(loss.detach()), latent.detach().clone()
+        if step == config.steps:
+            break
+        for group in optimizer.param_groups:  # cosine decay: large moves first, settle at the end
+            group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * step / config.steps))
+        (grad,) = torch.autograd.grad(loss, [latent])  # the model's parameters get no gradient
+        latent.grad = grad
+        optimizer.step()
+    return best, history
+
+
+def objective(
+    model: SemanticHyperprior,
+    y: Tensor,
+    target: Tensor,
+    gain_index: int,
+    lmbda: float,
+    pixels: int,
+    semantic: SemanticLoss | None = None,
+    semantic_weight: float = 1.0,
+    keep: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """``bpp + lambda * 255^2 * MSE (+ weight * semantic)`` of latent ``y`` as the decoder would see it."""
+    z = model.h_a(y)
+    medians = model.z_medians()
+    z_hat = quantize_ste(z - medians) + medians
+    bottleneck = model.entropy_bottleneck
+    z_likelihood = bottleneck._likelihood(z_hat.transpose(0, 1).flatten(2))[0]  # its (C, 1, N) layout
+    if bottleneck.use_likelihood_bound:
+        z_likelihood = bottleneck.likelihood_lower_bound(z_likelihood)
+    z_bits = -torch.log2(z_likelihood).sum()
+    means, scales = model.hyper_synthesis(z_hat)
+    y_hat, y_bits, slice_means = _code_ste(model, y, means, scales, keep)
+    x_hat = model.synthesis(y_hat, gain_index)[:, :, : target.shape[2], : target.shape[3]]
+    mse = (x_hat - target).pow(2).mean()
+    bpp = (y_bits + z_bits) / pixels
+    terms = {"bpp": bpp, "mse": mse, "loss": bpp + lmbda * 255**2 * mse}
+    if semantic is not None:
+        cb = model.base_channels
+        base = torch.cat([y_hat[:, :cb], slice_means[:, cb:]], dim=1)  # what a tokens decoder rebuilds
+        grid = model.semantic_grid(base, gain_index, target.shape[2], target.shape[3])
+        terms["semantic"] = semantic(grid)
+        terms["loss"] = terms["loss"] + semantic_weight * terms["semantic"]
+    return terms
+
+
+def _code_ste(
+    model: SemanticHyperprior, y: Tensor, means: Tensor, scales: Tensor, keep: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(y_hat, bits, means)``: slice by slice as :meth:`SemanticHyperprior.quantize_latent` rounds,
+    with straight-through gradients; the bits of the rounded values under the (refined) prior.
+    ``means`` beyond the base layer are the hyperprior's own (what a base-only decoder fills in)."""
+    conditional = model.gaussian_conditional
+    decoded, bits = [], y.new_zeros(())
+    for index, (start, end) in enumerate(model.slices):
+        mu, sigma = means[:, start:end], scales[:, start:end]
+        if model.context is not None:
+            mu, sigma = model.context.refine(index, mu, sigma, decoded)
+        y_hat = quantize_ste(y[:, start:end] - mu) + mu
+        likelihood = conditional._likelihood(y_hat, sigma, means=mu)
+        if conditional.use_likelihood_bound:
+            likelihood = conditional.likelihood_lower_bound(likelihood)
+        if keep is not None:  # skipped tokens: the mean, at no cost
+            y_hat, likelihood = torch.where(keep, y_hat, mu), torch.where(keep, likelihood, 1.0)
+        bits = bits - torch.log2(likelihood).sum()
+        decoded.append(y_hat)
+    return torch.cat(decoded, dim=1), bits, means
+
+
+def token_fidelity(head: nn.Module, tower: VisionTower, image: Tensor, classifier: bool = False) -> SemanticLoss:
+    """The semantic term for a file that serves ``tower``'s token space through ``head``.
+
+    The tower's answer on the original ``image`` (1, 3, h, w) is the target; the loss is what
+    distillation minimised: ``1 - cosine`` and relative MSE of the tokens, the standardised MSE
+    of the split map for a head that ends in the tower's own tail, and the KL divergence of the
+    tower's classifier when ``classifier`` is asked for and the tower has one (off by default: then
+    the classifier's answer is not optimised for, and measuring it stays a fair test of the tokens).
+    """
+    split = isinstance(head, SplitTokenHead)
+    classify = getattr(tower, "classify", None) if classifier else None
+    with torch.no_grad():
+        prepared = tower.prepare(image)
+        if split:
+            features = tower.features(prepared)
+            tokens = tower.tail(features)
+            adapter = head.adapter
+            target_map = (latent_tokens(features) - adapter.target_mean) / adapter.target_std
+        else:
+            tokens = tower.tokens(prepared)
+        logits = classify(tokens) if classify is not None else None
+        token_var = tokens.var().clamp_min(1e-8)
+
+    def loss(grid: Tensor) -> Tensor:
+        if split:
+            standardised = adapter.standardised(grid)
+            pred = tower.tail(token_map(standardised * adapter.target_std + adapter.target_mean, adapter.grid))
+            value = F.mse_loss(standardised, target_map)
+        else:
+            pred, value = head(grid), grid.new_zeros(())
+        value = value + 1 - F.cosine_similarity(pred, tokens, dim=-1).mean()
+        value = value + (pred - tokens).pow(2).mean() / token_var
+        if logits is not None:
+            value = value + F.kl_div(
+                F.log_softmax(classify(pred), -1), F.log_softmax(logits, -1), log_target=True, reduction="batchmean"
+            )
+        return value
+
+    return loss

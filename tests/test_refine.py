@@ -1,0 +1,74 @@
+"""Encoder-side refinement: the objective descends, the file stays an ordinary semcodec file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from semcodec.cli.main import main
+from semcodec.codec.api import _pad, _to_tensor
+from semcodec.codec.refine import RefineConfig, refine_latent, token_fidelity
+from semcodec.weights.towers import default_tower_file
+
+TOWER = "efficientnet-lite0"
+needs_tower = pytest.mark.skipif(default_tower_file(TOWER) is None, reason="efficientnet-lite0 package not installed")
+
+
+@pytest.fixture(scope="module")
+def crop(kodak_image) -> np.ndarray:
+    return np.ascontiguousarray(kodak_image[100:324, 200:424])
+
+
+def _latent(codec, pixels: np.ndarray, quality: int):
+    level = codec.registry.quality(quality)
+    model, _ = codec.model(level.model)
+    x = _pad(_to_tensor(pixels), model.downsampling)
+    with torch.no_grad():
+        return model, level, x, model.analysis(x, level.gain_index)
+
+
+def test_refinement_lowers_rate_plus_distortion(codec, crop):
+    model, level, x, y = _latent(codec, crop[:128, :128], 2)
+    _, history = refine_latent(model, x, y, level.gain_index, level.lmbda, (128, 128), RefineConfig(steps=6))
+    assert len(history) == 7
+    assert min(h["loss"] for h in history[1:]) < history[0]["loss"]
+
+
+@needs_tower
+def test_refinement_for_a_tower_brings_its_tokens_closer(codec, crop):
+    model, level, x, y = _latent(codec, crop, 1)
+    head, info = codec.token_head(level.model, TOWER)
+    semantic = token_fidelity(head, codec.tower(TOWER, info["tower_sha256"]), x[:, :, :224, :224])
+    _, history = refine_latent(model, x, y, level.gain_index, level.lmbda, (224, 224), RefineConfig(steps=6), semantic)
+    assert min(h["semantic"] for h in history[1:]) < 0.95 * history[0]["semantic"]
+
+
+@needs_tower
+def test_refined_pruned_file_decodes_its_tokens_and_pixels(codec, crop):
+    result = codec.encode(crop, 1, token_space=TOWER, keep_tokens=24, refine=RefineConfig(steps=3))
+    assert "refine" in result.seconds
+    out = codec.decode_tokens(result.data)
+    assert out.metadata["kept_tokens"] == "24" and out.metadata["token_space"] == TOWER
+    assert codec.decode(result.data).shape == crop.shape  # symbols pass the CRCs: an ordinary file
+
+
+def test_refined_file_is_decoded_by_the_unchanged_decoder(codec, crop):
+    plain = codec.encode(crop, 2)
+    refined = codec.encode(crop, 2, refine=RefineConfig(steps=3))
+    assert refined.data != plain.data
+    pixels = codec.decode(refined.data)
+    assert pixels.shape == crop.shape and pixels.dtype == np.uint8
+
+
+@needs_tower
+def test_cli_refines_for_a_token_space(tmp_path, crop):
+    from PIL import Image
+
+    Image.fromarray(crop).save(tmp_path / "in.png")
+    args = ["encode", str(tmp_path / "in.png"), str(tmp_path / "out.bin"), "-q", "1"]
+    result = CliRunner().invoke(main, [*args, "--token-space", TOWER, "--refine-steps", "2"])
+    assert result.exit_code == 0, result.output
+    bad = CliRunner().invoke(main, [*args, "--refine-steps", "-1", "--force"])
+    assert bad.exit_code != 0 and "refine-steps" in bad.output
