@@ -115,6 +115,12 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def _ordinary_tensors() -> torch.inference_mode:
+    """Build cached modules outside inference mode, even when first asked for inside it (a
+    decoder's call): an encoder that refines later runs autograd through the same parameters."""
+    return torch.inference_mode(False)
+
+
 class _Timer:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -167,8 +173,9 @@ class Codec:
             if entry.architecture not in ARCHITECTURES:
                 raise WeightsError(f"unknown architecture {entry.architecture!r} for model {name!r}")
             cls, config_cls = ARCHITECTURES[entry.architecture]
-            model = cls(config_cls(**entry.config))
-            model.load_state_dict(load_state_dict(self.registry, name))
+            with _ordinary_tensors():
+                model = cls(config_cls(**entry.config))
+                model.load_state_dict(load_state_dict(self.registry, name))
             model.eval()
             self._models[name] = (model, _EntropyTables(model))
         return self._models[name]
@@ -450,8 +457,10 @@ class Codec:
                     f"the {space!r} token head was distilled for other {model_name} weights; re-run `semcodec distill`"
                 )
             dim, grid = info.get("head_dim", info["dim"]), tuple(info.get("head_grid", info["grid"]))
-            head: nn.Module = build_head(self.model(model_name)[0], dim, grid, info.get("arch", {}))
-            head.load_state_dict(load_verified(self.registry.root / info["file"], info["sha256"]))
+            codec_model = self.model(model_name)[0]
+            with _ordinary_tensors():
+                head: nn.Module = build_head(codec_model, dim, grid, info.get("arch", {}))
+                head.load_state_dict(load_verified(self.registry.root / info["file"], info["sha256"]))
             if info.get("split"):
                 tower = self.tower(space, sha256=info.get("tower_sha256"))
                 tower.set_split(info["split_block"])
@@ -466,7 +475,8 @@ class Codec:
 
         key = (space, str(self.tower_files.get(space)))
         if key not in self._towers:
-            self._towers[key] = load_tower(space, self.tower_files.get(space))
+            with _ordinary_tensors():
+                self._towers[key] = load_tower(space, self.tower_files.get(space))
         check_tower_hash(self._towers[key], sha256)
         return self._towers[key]
 

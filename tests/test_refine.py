@@ -72,3 +72,16 @@ def test_cli_refines_for_a_token_space(tmp_path, crop):
     assert result.exit_code == 0, result.output
     bad = CliRunner().invoke(main, [*args, "--refine-steps", "-1", "--force"])
     assert bad.exit_code != 0 and "refine-steps" in bad.output
+
+
+@needs_tower
+def test_refinement_after_a_decode_in_inference_mode(crop):
+    """Modules first loaded by a decoder (inside inference mode) still serve a refining encoder."""
+    from semcodec.codec import Codec
+
+    fresh = Codec()
+    data = fresh.encode(crop, 1, token_space=TOWER).data
+    with torch.inference_mode():
+        fresh.decode_tokens(data)
+    refined = fresh.encode(crop, 1, token_space=TOWER, refine=RefineConfig(steps=1))
+    assert fresh.decode_tokens(refined.data).tokens.shape == (49, 1280)
