@@ -34,6 +34,7 @@ class Worker:
         from semcodec import bitstream
         from semcodec.codec.api import token_file_bytes
         from semcodec.codec.image_io import encode_png, read_image
+        from semcodec.codec.refine import RefineConfig
         from semcodec.fileio import write_atomic
 
         start = time.perf_counter()
@@ -43,7 +44,8 @@ class Worker:
             record.update(source_bytes=len(data), source_sha256=sha256_of(job.source))
             if job.mode == "encode":
                 image = read_image(data, name=job.source)
-                result = self.codec.encode(image, job.quality, keep_tokens=job.keep_tokens)
+                refine = RefineConfig(steps=job.refine_steps) if job.refine_steps else None
+                result = self.codec.encode(image, job.quality, job.token_space, job.keep_tokens, refine)
                 out, pixels = result.data, result.height * result.width
             else:
                 header = bitstream.unpack(data)

@@ -34,6 +34,8 @@ class Job:
     mode: str  # "encode" | "decode-pixels" | "decode-tokens"
     quality: int | None = None
     keep_tokens: int | None = None
+    token_space: str | None = None
+    refine_steps: int = 0
 
 
 def sha256_of(path: Path | str) -> str:
@@ -65,10 +67,18 @@ def list_sources(src: str, suffixes: set[str]) -> list[tuple[Path, Path]]:
     raise SemcodecError(f"no input found at {src!r} (a folder, a glob or a .txt list of paths)")
 
 
-def plan_jobs(src: str, mode: str, quality: int | None = None, keep_tokens: int | None = None) -> list[Job]:
+def plan_jobs(
+    src: str,
+    mode: str,
+    quality: int | None = None,
+    keep_tokens: int | None = None,
+    token_space: str | None = None,
+    refine_steps: int = 0,
+) -> list[Job]:
     if mode == "encode":
         pairs = list_sources(src, IMAGE_SUFFIXES)
-        jobs = [Job(str(p), str(rel) + BITSTREAM_SUFFIX, mode, quality, keep_tokens) for p, rel in pairs]
+        settings = (quality, keep_tokens, token_space, refine_steps)
+        jobs = [Job(str(p), str(rel) + BITSTREAM_SUFFIX, mode, *settings) for p, rel in pairs]
     else:
         suffix = ".png" if mode == "decode-pixels" else ".safetensors"
         pairs = list_sources(src, {BITSTREAM_SUFFIX, ".bin"})

@@ -508,16 +508,29 @@ _engine = click.option(
 @click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
 @click.option("-q", "--quality", type=int, default=None)
 @click.option("--tokens", "keep_tokens", type=click.IntRange(min=1), default=None)
+@click.option("--token-space", default=None, help="As `encode --token-space`.")
+@click.option("--refine-steps", type=click.IntRange(min=0), default=None, help="As `encode --refine-steps`.")
 @_workers
 @_engine
 @click.pass_context
 def batch_encode(
-    ctx: click.Context, src: str, dst: Path, quality: int | None, keep_tokens: int | None, workers: int, engine: str
+    ctx: click.Context,
+    src: str,
+    dst: Path,
+    quality: int | None,
+    keep_tokens: int | None,
+    token_space: str | None,
+    refine_steps: int | None,
+    workers: int,
+    engine: str,
 ) -> None:
     """Encode every image under SRC (folder, glob or .txt list) to DST/<relative path>.smc."""
     from semcodec.batch.jobs import plan_jobs
 
-    _run_batch(ctx, plan_jobs(src, "encode", quality, keep_tokens), dst, workers, engine, "encoded")
+    if refine_steps is None:
+        refine_steps = DEFAULT_TOKEN_REFINE_STEPS if token_space else 0
+    jobs = plan_jobs(src, "encode", quality, keep_tokens, token_space, refine_steps)
+    _run_batch(ctx, jobs, dst, workers, engine, "encoded")
 
 
 @batch.command("decode")

@@ -85,3 +85,20 @@ def test_refinement_after_a_decode_in_inference_mode(crop):
         fresh.decode_tokens(data)
     refined = fresh.encode(crop, 1, token_space=TOWER, refine=RefineConfig(steps=1))
     assert fresh.decode_tokens(refined.data).tokens.shape == (49, 1280)
+
+
+@needs_tower
+def test_batch_encodes_for_a_token_space(tmp_path, crop):
+    from PIL import Image
+
+    from semcodec.codec import Codec
+
+    (tmp_path / "src").mkdir()
+    for i in range(2):
+        Image.fromarray(np.ascontiguousarray(np.rot90(crop, i))).save(tmp_path / "src" / f"{i}.png")
+    args = ["batch", "encode", str(tmp_path / "src"), str(tmp_path / "out"), "-q", "1", "--workers", "1"]
+    result = CliRunner().invoke(main, [*args, "--token-space", TOWER, "--refine-steps", "1"])
+    assert result.exit_code == 0, result.output
+    for i in range(2):
+        out = Codec().decode_tokens((tmp_path / "out" / f"{i}.png.smc").read_bytes())
+        assert out.metadata["token_space"] == TOWER
