@@ -87,6 +87,14 @@ def _codec(ctx: click.Context):
     return Codec(ctx.obj.get("weights"))
 
 
+def _default_refine_steps(codec, quality: int | None, token_space: str | None) -> int:
+    """Refine by default only for a tower's token space (for pixels alone it buys ~0.4% at 30x the time)."""
+    if not token_space:
+        return 0
+    level = codec.registry.quality(codec.default_quality if quality is None else quality)
+    return 0 if token_space == codec.registry.model(level.model).token_space else DEFAULT_TOKEN_REFINE_STEPS
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="semcodec")
 @click.option(
@@ -133,7 +141,7 @@ def main(ctx: click.Context, weights: Path | None) -> None:
     default=None,
     help="Optimise this image's latent for N steps before coding (slower encode, same format). "
     f"With --token-space, for that tower's tokens too. Default: {DEFAULT_TOKEN_REFINE_STEPS} with "
-    "--token-space, else 0.",
+    "a tower's --token-space, else 0.",
 )
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
@@ -153,8 +161,9 @@ def encode(
     from semcodec.codec.image_io import read_image
     from semcodec.codec.refine import RefineConfig
 
+    codec = _codec(ctx)
     if refine_steps is None:
-        refine_steps = DEFAULT_TOKEN_REFINE_STEPS if token_space else 0
+        refine_steps = _default_refine_steps(codec, quality, token_space)
     refine = RefineConfig(steps=refine_steps) if refine_steps else None
 
     if output_path != "-" and Path(output_path).exists() and not force:
@@ -163,13 +172,13 @@ def encode(
     for note in image.warnings:
         click.echo(f"semcodec: warning: {note}", err=True)
     start = time.perf_counter()
-    result = _codec(ctx).encode(image, quality, token_space=token_space, keep_tokens=keep_tokens, refine=refine)
+    result = codec.encode(image, quality, token_space=token_space, keep_tokens=keep_tokens, refine=refine)
     seconds = time.perf_counter() - start
     _write_output(output_path, result.data, force)
     if not quiet:
         click.echo(
             f"{input_path}: {result.width}x{result.height} -> {len(result.data)} bytes "
-            f"({result.bpp:.4f} bpp), {seconds:.2f} s",
+            f"({result.bpp:.4f} bpp), {seconds:.2f} s" + (f", refined {refine.steps} steps" if refine else ""),
             err=True,
         )
 
@@ -528,7 +537,7 @@ def batch_encode(
     from semcodec.batch.jobs import plan_jobs
 
     if refine_steps is None:
-        refine_steps = DEFAULT_TOKEN_REFINE_STEPS if token_space else 0
+        refine_steps = _default_refine_steps(_codec(ctx), quality, token_space)
     jobs = plan_jobs(src, "encode", quality, keep_tokens, token_space, refine_steps)
     _run_batch(ctx, jobs, dst, workers, engine, "encoded")
 

@@ -70,6 +70,16 @@ def test_cli_refines_for_a_token_space(tmp_path, crop):
     args = ["encode", str(tmp_path / "in.png"), str(tmp_path / "out.bin"), "-q", "1"]
     result = CliRunner().invoke(main, [*args, "--token-space", TOWER, "--refine-steps", "2"])
     assert result.exit_code == 0, result.output
+    assert "refined 2 steps" in result.output
+    small = tmp_path / "small.png"
+    Image.fromarray(crop[:64, :64]).save(small)
+    args = ["encode", str(small), str(tmp_path / "small.bin"), "-q", "1", "--force"]
+    default = CliRunner().invoke(main, [*args, "--token-space", TOWER])
+    assert default.exit_code == 0 and "refined 20 steps" in default.output
+    latent = CliRunner().invoke(main, [*args, "--token-space", "semcodec-latent"])
+    assert latent.exit_code == 0 and "refined" not in latent.output
+    plain = CliRunner().invoke(main, args)
+    assert plain.exit_code == 0 and "refined" not in plain.output
     bad = CliRunner().invoke(main, [*args, "--refine-steps", "-1", "--force"])
     assert bad.exit_code != 0 and "refine-steps" in bad.output
 
