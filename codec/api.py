@@ -306,8 +306,7 @@ class Codec:
         if keep < 1:
             raise ValueError("keep_tokens must be at least 1")
         with torch.no_grad():  # not inference mode: the mask takes part in the refinement's autograd
-            medians = model.z_medians()
-            means, scales = model.hyper_synthesis(torch.round(model.h_a(y) - medians) + medians)
+            means, scales = model.decoded_hyper(y)
             return important_tokens(model, y, means, scales, torch.tensor([keep]), size)[0, 0]
 
     # ---------------------------------------------------------------- decode

@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
+from semcodec.codec.token_targets import teacher_answers, token_loss
 from semcodec.models.semantic_hyperprior import SemanticHyperprior
-from semcodec.models.token_head import SplitTokenHead, latent_tokens, token_map
+from semcodec.models.token_head import SplitTokenHead, token_map
 from semcodec.models.towers import VisionTower
 
 SemanticLoss = Callable[[Tensor], Tensor]
@@ -153,18 +154,12 @@ def token_fidelity(head: nn.Module, tower: VisionTower, image: Tensor, classifie
     the classifier's answer is not optimised for, and measuring it stays a fair test of the tokens).
     """
     split = isinstance(head, SplitTokenHead)
-    classify = getattr(tower, "classify", None) if classifier else None
     with torch.no_grad():
-        prepared = tower.prepare(image)
+        target, tokens, logits = teacher_answers(tower, image)
         if split:
-            features = tower.features(prepared)
-            tokens = tower.tail(features)
             adapter = head.adapter
-            target_map = (latent_tokens(features) - adapter.target_mean) / adapter.target_std
-        else:
-            tokens = tower.tokens(prepared)
-        logits = classify(tokens) if classify is not None else None
-        token_var = tokens.var().clamp_min(1e-8)
+            target_map = (target - adapter.target_mean) / adapter.target_std
+    classify = tower.classify if classifier and logits is not None else None
 
     def loss(grid: Tensor) -> Tensor:
         if split:
@@ -173,9 +168,9 @@ def token_fidelity(head: nn.Module, tower: VisionTower, image: Tensor, classifie
             value = F.mse_loss(standardised, target_map)
         else:
             pred, value = head(grid), grid.new_zeros(())
-        value = value + 1 - F.cosine_similarity(pred, tokens, dim=-1).mean()
-        value = value + (pred - tokens).pow(2).mean() / token_var
-        if logits is not None:
+        distance = token_loss(pred, tokens)
+        value = value + 1 - distance["cosine"] + distance["rel_mse"]
+        if classify is not None:
             value = value + F.kl_div(
                 F.log_softmax(classify(pred), -1), F.log_softmax(logits, -1), log_target=True, reduction="batchmean"
             )

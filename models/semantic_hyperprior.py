@@ -145,6 +145,12 @@ class SemanticHyperprior(CompressionModel):
         means, scales = self.h_s(z_hat).chunk(2, dim=1)
         return means, scales
 
+    def decoded_hyper(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """``(means, scales)`` a decoder derives for latent ``y``: z hard-rounded around the
+        medians, then ``h_s`` (float maths; the codec's integer path matches it up to rounding)."""
+        medians = self.z_medians()
+        return self.hyper_synthesis(torch.round(self.h_a(y) - medians) + medians)
+
     def code_latent(self, y: Tensor, means: Tensor, scales: Tensor) -> tuple[Tensor, Tensor]:
         """Training-time ``(y_hat, likelihoods)``: noisy ``y`` for the rate, straight-through rounding
         for ``y_hat``; with a context model, slice by slice, each refined from the earlier ``y_hat``."""

@@ -28,8 +28,9 @@ from torch import Tensor
 from tqdm import tqdm
 
 from semcodec.codec.api import Codec, _pad, important_tokens
+from semcodec.codec.token_targets import teacher_answers, token_loss
 from semcodec.models.semantic_hyperprior import SemanticHyperprior
-from semcodec.models.token_head import TokenHead, build_head, latent_tokens, token_map
+from semcodec.models.token_head import TokenHead, build_head, token_map
 from semcodec.models.towers import VisionTower
 from semcodec.training.budget import Budget
 from semcodec.training.data import CropBank
@@ -80,13 +81,6 @@ class TeacherCache:
         return self.grids.shape[0]
 
 
-def token_loss(pred: Tensor, target: Tensor) -> dict[str, Tensor]:
-    """``1 - cosine`` per token plus the MSE relative to the target's variance."""
-    rel_mse = (pred - target).pow(2).mean() / target.var().clamp_min(1e-8)
-    cos = F.cosine_similarity(pred, target, dim=-1).mean()
-    return {"rel_mse": rel_mse, "cosine": cos}
-
-
 def coded_grids(
     model: SemanticHyperprior, x: Tensor, gains: list[int], keep: Tensor | None = None
 ) -> tuple[Tensor, Tensor | None]:
@@ -96,12 +90,10 @@ def coded_grids(
     No entropy coding is needed (it is lossless); the analysis transform runs once for all gains.
     """
     features = model.g_a(_pad(x, model.downsampling))
-    medians = model.z_medians()
     grids, pruned = [], []
     for gain in gains:
         y = features * model.quality_gain(gain)
-        z_hat = torch.round(model.h_a(y) - medians) + medians
-        means, scales = model.hyper_synthesis(z_hat)
+        means, scales = model.decoded_hyper(y)
         y_hat = model.quantize_latent(y, means, scales, base_only=True)  # tokens read the base layer only
         grids.append(model.semantic_grid(y_hat, gain, x.shape[2], x.shape[3]))
         if keep is not None:
@@ -109,19 +101,6 @@ def coded_grids(
             y_hat = model.quantize_latent(y, means, scales, base_only=True, keep=kept)
             pruned.append(model.semantic_grid(y_hat, gain, x.shape[2], x.shape[3]))
     return torch.stack(grids, dim=1), (torch.stack(pruned, dim=1) if keep is not None else None)
-
-
-def teacher_answers(tower: VisionTower, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-    """``(head target, final tokens, logits)`` of the tower on images ``x``."""
-    prepared = tower.prepare(x)
-    if tower.split_dim is not None:
-        features = tower.features(prepared)
-        tokens = tower.tail(features)
-        target = latent_tokens(features)
-    else:
-        tokens = target = tower.tokens(prepared)
-    classify = getattr(tower, "classify", None)
-    return target, tokens, (classify(tokens) if classify is not None else None)
 
 
 def build_cache(
