@@ -2,9 +2,12 @@
 
 The manifest (``manifest.jsonl`` in the destination) gets one line per finished item, appended
 and fsynced after the item's output was atomically renamed into place. A rerun skips every item
-whose last line is ``ok`` for a source with the same sha256 and whose output still exists with the
-recorded size; everything else is (re)done. A run killed at any moment therefore loses nothing and
-leaves no half-written output (a torn last manifest line is ignored).
+whose last line is ``ok`` for a source with the same sha256, made with the same settings (mode,
+quality, kept tokens, token space, refinement steps, and the weights registry they ran with), and
+whose output still exists with the recorded size; everything else is (re)done, so a rerun with new
+settings or new weights recodes what the old ones made instead of counting it as done. A run
+killed at any moment therefore loses nothing and leaves no half-written output (a torn last
+manifest line is ignored).
 """
 
 from __future__ import annotations
@@ -36,6 +39,27 @@ class Job:
     keep_tokens: int | None = None
     token_space: str | None = None
     refine_steps: int = 0
+
+    def settings(self) -> dict:
+        """What decides the output besides the source's bytes (and the weights: see :func:`run_batch`)."""
+        return {
+            "mode": self.mode,
+            "quality": self.quality,
+            "keep_tokens": self.keep_tokens,
+            "token_space": self.token_space,
+            "refine_steps": self.refine_steps,
+        }
+
+
+def weights_digest(weights: str | None) -> str:
+    """sha256 of the registry a batch codes with: it names every weights file by its own sha256."""
+    from semcodec.weights import REGISTRY_FILE, WEIGHTS_DIR
+
+    root = Path(weights) if weights is not None else WEIGHTS_DIR
+    try:
+        return sha256_of(root / REGISTRY_FILE)
+    except OSError:
+        return "missing"  # the codec's own load reports the missing registry with a clear error
 
 
 def sha256_of(path: Path | str) -> str:
@@ -109,9 +133,11 @@ class Manifest:
                     continue  # a line torn by a kill mid-write
                 self.entries[entry["source"]] = entry
 
-    def is_done(self, job: Job, dst: Path) -> bool:
+    def is_done(self, job: Job, dst: Path, settings: dict) -> bool:
         entry = self.entries.get(job.source)
         if not entry or entry.get("status") != "ok" or entry.get("output") != job.output:
+            return False
+        if entry.get("settings") != settings:
             return False
         out = dst / job.output
         try:
@@ -133,6 +159,7 @@ class Summary:
     done: int = 0
     skipped: int = 0
     failed: int = 0
+    changed_settings: int = 0  # done before, but with other settings or weights: recoded
     source_bytes: int = 0
     output_bytes: int = 0
     pixels: int = 0
@@ -160,13 +187,22 @@ def run_batch(
 
     dst.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(dst)
-    todo = [job for job in jobs if not manifest.is_done(job, dst)]
-    summary = Summary(skipped=len(jobs) - len(todo))
+    digest = weights_digest(weights)
+    settings = {job.source: {**job.settings(), "weights_registry_sha256": digest} for job in jobs}
+    todo = [job for job in jobs if not manifest.is_done(job, dst, settings[job.source])]
+    changed = sum(
+        1
+        for job in todo
+        if manifest.entries.get(job.source, {}).get("status") == "ok"
+        and manifest.entries[job.source].get("settings") != settings[job.source]
+    )
+    summary = Summary(skipped=len(jobs) - len(todo), changed_settings=changed)
     failures = []
     start = time.time()
     bar = tqdm(total=len(todo), unit="img", disable=not progress, dynamic_ncols=True)
     encoding = bool(jobs) and jobs[0].mode == "encode"
     for record in engine(todo, str(dst), weights, workers):
+        record["settings"] = settings[record["source"]]
         manifest.append(record)
         if record["status"] == "ok":
             summary.done += 1

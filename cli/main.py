@@ -480,7 +480,9 @@ def _run_batch(ctx: click.Context, jobs, dst: Path, workers: int, engine: str, v
     summary, failures = run_batch(jobs, dst, ENGINES[engine], workers, _weights_str(ctx))
     rate = summary.done / summary.seconds if summary.seconds else 0.0
     click.echo(
-        f"{verb} {summary.done} files ({summary.skipped} already done, {summary.failed} failed) in "
+        f"{verb} {summary.done} files ({summary.skipped} already done, {summary.failed} failed"
+        + (f", {summary.changed_settings} recoded for changed settings" if summary.changed_settings else "")
+        + ") in "
         f"{summary.seconds:.1f} s ({rate:.2f}/s): {summary.source_bytes / 1e6:.2f} MB -> "
         f"{summary.output_bytes / 1e6:.2f} MB" + (f", mean {summary.mean_bpp:.4f} bpp" if verb == "encoded" else ""),
         err=True,

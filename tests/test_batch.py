@@ -71,6 +71,28 @@ def test_changed_or_missing_outputs_are_redone(tmp_path, tiny_weights):
     assert "encoded 2 files (0 already done" in result.stderr
 
 
+def test_changed_settings_or_weights_are_recoded(tmp_path, tiny_weights):
+    """An output made with another quality or other weights is not what the rerun asked for."""
+    import shutil
+
+    src = make_dataset(tmp_path / "src", good=2)
+    dst = tmp_path / "dst"
+    assert run("batch", "encode", str(src), str(dst), "-q", "1", weights=tiny_weights).exit_code == 1
+    first = (dst / "img000.png.smc").read_bytes()
+    same = run("batch", "encode", str(src), str(dst), "-q", "1", weights=tiny_weights)
+    assert "encoded 0 files (2 already done, 2 failed)" in same.stderr
+    other = run("batch", "encode", str(src), str(dst), "-q", "2", weights=tiny_weights)
+    assert "encoded 2 files (0 already done, 2 failed, 2 recoded for changed settings)" in other.stderr
+    assert (dst / "img000.png.smc").read_bytes() != first
+    assert all(e["settings"]["quality"] == 2 for e in manifest(dst).values())
+    retrained = tmp_path / "retrained"
+    shutil.copytree(tiny_weights, retrained)
+    registry = retrained / "registry.json"
+    registry.write_text(registry.read_text().replace('"default_quality"', '"default_quality" ', 1))
+    again = run("batch", "encode", str(src), str(dst), "-q", "2", weights=retrained)
+    assert "2 recoded for changed settings" in again.stderr
+
+
 def test_batch_decode_round_trips(tmp_path, tiny_weights):
     src = make_dataset(tmp_path / "src")
     run("batch", "encode", str(src), str(tmp_path / "bits"), weights=tiny_weights)
