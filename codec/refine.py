@@ -107,41 +107,19 @@ def objective(
         z_likelihood = bottleneck.likelihood_lower_bound(z_likelihood)
     z_bits = -torch.log2(z_likelihood).sum()
     means, scales = model.hyper_synthesis(z_hat)
-    y_hat, y_bits, slice_means = _code_ste(model, y, means, scales, keep)
+    y_hat, y_likelihoods = model.code_latent(y, means, scales, rate="rounded", keep=keep)
+    y_bits = -torch.log2(y_likelihoods).sum()
     x_hat = model.synthesis(y_hat, gain_index)[:, :, : target.shape[2], : target.shape[3]]
     mse = (x_hat - target).pow(2).mean()
     bpp = (y_bits + z_bits) / pixels
     terms = {"bpp": bpp, "mse": mse, "loss": bpp + lmbda * 255**2 * mse}
     if semantic is not None:
         cb = model.base_channels
-        base = torch.cat([y_hat[:, :cb], slice_means[:, cb:]], dim=1)  # what a tokens decoder rebuilds
+        base = torch.cat([y_hat[:, :cb], means[:, cb:]], dim=1)  # what a tokens decoder rebuilds
         grid = model.semantic_grid(base, gain_index, target.shape[2], target.shape[3])
         terms["semantic"] = semantic(grid)
         terms["loss"] = terms["loss"] + semantic_weight * terms["semantic"]
     return terms
-
-
-def _code_ste(
-    model: SemanticHyperprior, y: Tensor, means: Tensor, scales: Tensor, keep: Tensor | None = None
-) -> tuple[Tensor, Tensor, Tensor]:
-    """``(y_hat, bits, means)``: slice by slice as :meth:`SemanticHyperprior.quantize_latent` rounds,
-    with straight-through gradients; the bits of the rounded values under the (refined) prior.
-    ``means`` beyond the base layer are the hyperprior's own (what a base-only decoder fills in)."""
-    conditional = model.gaussian_conditional
-    decoded, bits = [], y.new_zeros(())
-    for index, (start, end) in enumerate(model.slices):
-        mu, sigma = means[:, start:end], scales[:, start:end]
-        if model.context is not None:
-            mu, sigma = model.context.refine(index, mu, sigma, decoded)
-        y_hat = quantize_ste(y[:, start:end] - mu) + mu
-        likelihood = conditional._likelihood(y_hat, sigma, means=mu)
-        if conditional.use_likelihood_bound:
-            likelihood = conditional.likelihood_lower_bound(likelihood)
-        if keep is not None:  # skipped tokens: the mean, at no cost
-            y_hat, likelihood = torch.where(keep, y_hat, mu), torch.where(keep, likelihood, 1.0)
-        bits = bits - torch.log2(likelihood).sum()
-        decoded.append(y_hat)
-    return torch.cat(decoded, dim=1), bits, means
 
 
 def token_fidelity(head: nn.Module, tower: VisionTower, image: Tensor, classifier: bool = False) -> SemanticLoss:

@@ -151,18 +151,35 @@ class SemanticHyperprior(CompressionModel):
         medians = self.z_medians()
         return self.hyper_synthesis(torch.round(self.h_a(y) - medians) + medians)
 
-    def code_latent(self, y: Tensor, means: Tensor, scales: Tensor) -> tuple[Tensor, Tensor]:
-        """Training-time ``(y_hat, likelihoods)``: noisy ``y`` for the rate, straight-through rounding
-        for ``y_hat``; with a context model, slice by slice, each refined from the earlier ``y_hat``."""
-        if self.context is None:
-            _, likelihoods = self.gaussian_conditional(y, scales, means=means)
-            return quantize_ste(y - means) + means, likelihoods
+    def code_latent(
+        self, y: Tensor, means: Tensor, scales: Tensor, rate: str = "noise", keep: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Differentiable ``(y_hat, likelihoods)``: straight-through rounding around the coder's
+        (context-refined) means for ``y_hat``, slice by slice, each refined from the earlier ``y_hat``.
+
+        ``rate="noise"`` (training): the likelihoods of ``y`` plus uniform noise. ``rate="rounded"``
+        (encoder refinement of one image): the likelihoods of the rounded values the file will hold,
+        their gradient passing by the straight-through estimator. ``keep`` (B, 1, h, w) bool: as in
+        :meth:`quantize_latent`; skipped tokens are the means and cost nothing (likelihood 1)."""
+        if rate not in ("noise", "rounded"):
+            raise ValueError(f"rate must be 'noise' or 'rounded', not {rate!r}")
+        conditional = self.gaussian_conditional
         decoded, likelihoods = [], []
-        for index, (start, end) in enumerate(self.context.bounds):
-            mu, sigma = self.context.refine(index, means[:, start:end], scales[:, start:end], decoded)
-            _, slice_likelihoods = self.gaussian_conditional(y[:, start:end], sigma, means=mu)
-            decoded.append(quantize_ste(y[:, start:end] - mu) + mu)
-            likelihoods.append(slice_likelihoods)
+        for index, (start, end) in enumerate(self.slices):
+            mu, sigma = means[:, start:end], scales[:, start:end]
+            if self.context is not None:
+                mu, sigma = self.context.refine(index, mu, sigma, decoded)
+            y_hat = quantize_ste(y[:, start:end] - mu) + mu
+            if rate == "noise":
+                _, likelihood = conditional(y[:, start:end], sigma, means=mu)
+            else:
+                likelihood = conditional._likelihood(y_hat, sigma, means=mu)
+                if conditional.use_likelihood_bound:
+                    likelihood = conditional.likelihood_lower_bound(likelihood)
+            if keep is not None:
+                y_hat, likelihood = torch.where(keep, y_hat, mu), torch.where(keep, likelihood, 1.0)
+            decoded.append(y_hat)
+            likelihoods.append(likelihood)
         return torch.cat(decoded, dim=1), torch.cat(likelihoods, dim=1)
 
     def quantize_latent(
