@@ -17,7 +17,7 @@ from semcodec import __version__
 from semcodec.errors import SemcodecError
 
 TARGET_SUFFIX = {"pixels": ".png", "tokens": ".safetensors"}
-DEFAULT_TOKEN_REFINE_STEPS = 20
+DEFAULT_TOKEN_REFINE_STEPS = 40
 """Refinement steps an encode for a tower's token space takes unless told (README: what they buy)."""
 
 

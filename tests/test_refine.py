@@ -7,9 +7,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from semcodec.cli.main import main
+from semcodec.cli.main import DEFAULT_TOKEN_REFINE_STEPS, main
 from semcodec.codec.api import _pad, _to_tensor
-from semcodec.codec.refine import RefineConfig, refine_latent, token_fidelity
+from semcodec.codec.refine import RefineConfig, objective, refine_latent, token_fidelity
 from semcodec.weights.towers import default_tower_file
 
 TOWER = "efficientnet-lite0"
@@ -46,6 +46,23 @@ def test_refinement_for_a_tower_brings_its_tokens_closer(codec, crop):
 
 
 @needs_tower
+def test_semantic_term_is_a_distortion_weighed_by_lambda(codec, crop):
+    """``bpp + lambda * (255^2 * MSE + weight * semantic)``: the machine's share does not fade as lambda grows."""
+    model, level, x, y = _latent(codec, crop, 1)
+    head, info = codec.token_head(level.model, TOWER)
+    semantic = token_fidelity(head, codec.tower(TOWER, info["tower_sha256"]), x[:, :, :224, :224])
+    with torch.no_grad():
+        low, high = (
+            objective(model, y, x[:, :, :224, :224], level.gain_index, lmbda, 224 * 224, semantic, 170.0)
+            for lmbda in (0.002, 0.008)
+        )
+    assert float(low["semantic"]) > 0 and torch.allclose(low["semantic"], high["semantic"])
+    distortion = float(low["loss"] - low["bpp"])
+    assert distortion == pytest.approx(0.002 * (255**2 * float(low["mse"]) + 170.0 * float(low["semantic"])), rel=1e-4)
+    assert float(high["loss"] - high["bpp"]) == pytest.approx(4 * distortion, rel=1e-4)
+
+
+@needs_tower
 def test_refined_pruned_file_decodes_its_tokens_and_pixels(codec, crop):
     result = codec.encode(crop, 1, token_space=TOWER, keep_tokens=24, refine=RefineConfig(steps=3))
     assert "refine" in result.seconds
@@ -75,7 +92,7 @@ def test_cli_refines_for_a_token_space(tmp_path, crop):
     Image.fromarray(crop[:64, :64]).save(small)
     args = ["encode", str(small), str(tmp_path / "small.bin"), "-q", "1", "--force"]
     default = CliRunner().invoke(main, [*args, "--token-space", TOWER])
-    assert default.exit_code == 0 and "refined 20 steps" in default.output
+    assert default.exit_code == 0 and f"refined {DEFAULT_TOKEN_REFINE_STEPS} steps" in default.output
     latent = CliRunner().invoke(main, [*args, "--token-space", "semcodec-latent"])
     assert latent.exit_code == 0 and "refined" not in latent.output
     plain = CliRunner().invoke(main, args)
