@@ -117,6 +117,12 @@ def rd(dataset: Path, weights: Path | None, anchors: Path, limit: int | None, ou
     multiple=True,
     help="Encoder refinement steps for the tower's tokens (repeatable; 0 = none; default: 0).",
 )
+@click.option(
+    "--semantic-weight",
+    type=float,
+    default=None,
+    help="Refinement's weight of the token distance next to 255^2 * MSE (default: the encoder's).",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def tokens(
     tower: str,
@@ -128,6 +134,7 @@ def tokens(
     no_classical: bool,
     keeps: tuple[int, ...],
     refine_steps: tuple[int, ...],
+    semantic_weight: float | None,
     json_path: Path | None,
 ) -> None:
     """Token fidelity and the tower's answer: tokens from the bitstream vs pixels vs classical codecs."""
@@ -145,6 +152,7 @@ def tokens(
         not no_classical,
         list(keeps),
         list(refine_steps) or None,
+        semantic_weight,
     )
     click.echo(token_bench.table(result))
     if json_path:

@@ -114,10 +114,13 @@ def run(
     with_classical: bool = True,
     keeps: list[int] | None = None,
     refine_steps: list[int] | None = None,
+    semantic_weight: float | None = None,
 ) -> dict:
     """Every image x quality x kept-token count (``keeps``; ``None`` = all tokens) x encoder
     refinement (``refine_steps``; 0 = none; N > 0: the file is encoded for the tower's token space
-    with N refinement steps, :mod:`semcodec.codec.refine`, its encode seconds reported)."""
+    with N refinement steps, :mod:`semcodec.codec.refine`, its encode seconds reported;
+    ``semantic_weight``: the refinement's, if not :class:`RefineConfig`'s default)."""
+    weight = RefineConfig.semantic_weight if semantic_weight is None else semantic_weight
     codec = Codec(weights, tower_files={tower_name: tower_weights} if tower_weights else None)
     tower = codec.tower(tower_name)  # the one a split head finishes with: loaded once
     classify = getattr(tower, "classify", None)  # towers without a classifier report tokens only
@@ -145,7 +148,7 @@ def run(
         original.add(reference, reference, ref_logits, label, ref_pred, 0)
         for q, keep, steps in product(qualities, keeps, refine_steps):
             start = time.perf_counter()
-            refine = RefineConfig(steps=steps) if steps else None
+            refine = RefineConfig(steps=steps, semantic_weight=weight) if steps else None
             data = codec.encode(crop, q, tower_name if steps else None, keep, refine).data
             encode_seconds.setdefault((q, keep, steps), []).append(time.perf_counter() - start)
             with torch.inference_mode():
@@ -178,6 +181,7 @@ def run(
     return {
         "images": len(files),
         "tower": tower_name,
+        "semantic_weight": weight,
         "original": original.row(),
         "rows": [
             {"quality": q, "tokens": k or "all", "refine_steps": r, "method": m, **t.row()}
