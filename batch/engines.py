@@ -47,6 +47,8 @@ class Worker:
                 refine = RefineConfig(steps=job.refine_steps) if job.refine_steps else None
                 result = self.codec.encode(image, job.quality, job.token_space, job.keep_tokens, refine)
                 out, pixels = result.data, result.height * result.width
+                if result.warnings:
+                    record["warnings"] = result.warnings
             else:
                 header = bitstream.unpack(data)
                 pixels = header.height * header.width

@@ -169,16 +169,17 @@ def encode(
     if output_path != "-" and Path(output_path).exists() and not force:
         raise SemcodecError(f"{output_path} exists (use --force to overwrite)")
     image = read_image(_read_input(input_path) if input_path == "-" else input_path)
-    for note in image.warnings:
-        click.echo(f"semcodec: warning: {note}", err=True)
     start = time.perf_counter()
     result = codec.encode(image, quality, token_space=token_space, keep_tokens=keep_tokens, refine=refine)
     seconds = time.perf_counter() - start
+    for note in result.warnings:
+        click.echo(f"semcodec: warning: {note}", err=True)
     _write_output(output_path, result.data, force)
     if not quiet:
+        refined = f", refined {result.refined_steps} steps" if result.refined_steps else ""
         click.echo(
             f"{input_path}: {result.width}x{result.height} -> {len(result.data)} bytes "
-            f"({result.bpp:.4f} bpp), {seconds:.2f} s" + (f", refined {refine.steps} steps" if refine else ""),
+            f"({result.bpp:.4f} bpp), {seconds:.2f} s{refined}",
             err=True,
         )
 

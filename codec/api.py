@@ -80,6 +80,7 @@ class EncodeResult:
     width: int
     warnings: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    refined_steps: int = 0  # encoder refinement steps taken (0: none asked, or the image was too large)
 
     @property
     def bpp(self) -> float:
@@ -217,6 +218,13 @@ class Codec:
             x = _pad(_to_tensor(image.pixels), model.downsampling)
             y = model.analysis(x, level.gain_index)
         chosen = None  # a refining encoder fixes the pruned file's tokens first, then refines them
+        notes = list(image.warnings)
+        if refine is not None and refine.steps > 0 and h * w > refine.max_pixels:
+            notes.append(
+                f"not refined: {w}x{h} is above the {refine.max_pixels / 1e6:.1f} MP limit of encoder refinement "
+                "(its memory and time grow with the image); coded without refinement"
+            )
+            refine = None
         if refine is not None and refine.steps > 0:
             with timer("refine"):
                 if keep_tokens is not None:
@@ -276,7 +284,8 @@ class Codec:
                 bitstream.Chunk(ENHANCEMENT_CHUNK, enhancement),
             ),
         )
-        return EncodeResult(bitstream.pack(header), symbols, h, w, image.warnings, timer.seconds)
+        refined = refine.steps if refine is not None else 0
+        return EncodeResult(bitstream.pack(header), symbols, h, w, notes, timer.seconds, refined)
 
     def _refine(
         self,

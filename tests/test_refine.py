@@ -71,6 +71,28 @@ def test_refined_pruned_file_decodes_its_tokens_and_pixels(codec, crop):
     assert codec.decode(result.data).shape == crop.shape  # symbols pass the CRCs: an ordinary file
 
 
+def test_image_above_the_refinement_limit_is_coded_unrefined_and_says_so(codec, crop):
+    plain = codec.encode(crop[:64, :64], 2)
+    capped = codec.encode(crop[:64, :64], 2, refine=RefineConfig(steps=3, max_pixels=64 * 63))
+    assert capped.data == plain.data and capped.refined_steps == 0 and "refine" not in capped.seconds
+    assert any("not refined: 64x64" in note for note in capped.warnings)
+    within = codec.encode(crop[:64, :64], 2, refine=RefineConfig(steps=3, max_pixels=64 * 64))
+    assert within.refined_steps == 3 and not within.warnings
+
+
+@needs_tower
+def test_cli_says_when_an_image_is_too_large_to_refine(tmp_path):
+    from PIL import Image
+
+    from tests.conftest import synthetic_image
+
+    Image.fromarray(synthetic_image(1025, 1024, seed=3)).save(tmp_path / "big.png")
+    args = ["encode", str(tmp_path / "big.png"), str(tmp_path / "big.bin"), "-q", "1", "--token-space", TOWER]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "warning: not refined: 1024x1025" in result.stderr and "steps" not in result.stderr
+
+
 def test_refined_file_is_decoded_by_the_unchanged_decoder(codec, crop):
     plain = codec.encode(crop, 2)
     refined = codec.encode(crop, 2, refine=RefineConfig(steps=3))
