@@ -137,13 +137,18 @@ class Manifest:
         entry = self.entries.get(job.source)
         if not entry or entry.get("status") != "ok" or entry.get("output") != job.output:
             return False
-        if entry.get("settings") != settings:
+        if self.settings_changed(job, settings):
             return False
         out = dst / job.output
         try:
             return out.stat().st_size == entry["bytes"] and sha256_of(job.source) == entry["source_sha256"]
         except OSError:
             return False
+
+    def settings_changed(self, job: Job, settings: dict) -> bool:
+        """The source was coded fine before, but with other settings or weights: a rerun recodes it."""
+        entry = self.entries.get(job.source)
+        return bool(entry) and entry.get("status") == "ok" and entry.get("settings") != settings
 
     def append(self, entry: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -190,12 +195,7 @@ def run_batch(
     digest = weights_digest(weights)
     settings = {job.source: {**job.settings(), "weights_registry_sha256": digest} for job in jobs}
     todo = [job for job in jobs if not manifest.is_done(job, dst, settings[job.source])]
-    changed = sum(
-        1
-        for job in todo
-        if manifest.entries.get(job.source, {}).get("status") == "ok"
-        and manifest.entries[job.source].get("settings") != settings[job.source]
-    )
+    changed = sum(manifest.settings_changed(job, settings[job.source]) for job in todo)
     summary = Summary(skipped=len(jobs) - len(todo), changed_settings=changed)
     failures = []
     start = time.time()

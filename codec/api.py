@@ -219,13 +219,15 @@ class Codec:
             y = model.analysis(x, level.gain_index)
         chosen = None  # a refining encoder fixes the pruned file's tokens first, then refines them
         notes = list(image.warnings)
-        if refine is not None and refine.steps > 0 and h * w > refine.max_pixels:
+        if refine is not None and refine.steps <= 0:
+            refine = None
+        if refine is not None and h * w > refine.max_pixels:
             notes.append(
                 f"not refined: {w}x{h} is above the {refine.max_pixels / 1e6:.1f} MP limit of encoder refinement "
                 "(its memory and time grow with the image); coded without refinement"
             )
             refine = None
-        if refine is not None and refine.steps > 0:
+        if refine is not None:
             with timer("refine"):
                 if keep_tokens is not None:
                     chosen = self._choose_tokens(model, y, (h, w), keep_tokens)

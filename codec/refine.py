@@ -12,8 +12,8 @@ the file serves a machine (a token space with a distilled head) the distortion g
 term, ``bpp + lambda * (255^2 * MSE + weight * semantic(grid))``: the distance between what the
 head makes of the *base layer* (the bytes a tokens decoder reads) and the tower's answer on the
 original image, which only the encoder has. Both distortions trade against the rate through the
-same lambda, so the machine's share of the bits does not shrink as the quality (lambda) grows. This is the semantic
-base layer steered by the encoder: bits go where the machine's answer needs them.
+same lambda, so the machine's share of the bits does not shrink as the quality (lambda) grows. This
+is the semantic base layer steered by the encoder: bits go where the machine's answer needs them.
 
 Quantisation is straight-through rounding around the (context-refined) means, as the decoder
 rounds; the rate is the discrete likelihood of the rounded values (gradients pass by the STE), and
