@@ -61,7 +61,14 @@ def kodak(dataset: Path, weights: Path | None, limit: int | None, json_path: Pat
     show_default=True,
     help="Folder for rd.json and rd.png.",
 )
-def rd(dataset: Path, weights: Path | None, anchors: Path, limit: int | None, out: Path) -> None:
+@click.option(
+    "--refine-steps",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Also run semcodec with N steps of encoder latent refinement (a second curve; slow: ~0.5 s a step per image).",
+)
+def rd(dataset: Path, weights: Path | None, anchors: Path, limit: int | None, out: Path, refine_steps: int) -> None:
     """semcodec vs JPEG/WebP/AVIF/JPEG 2000 (same run) and published curves: table, BD-rate, plot, speed."""
     import json
 
@@ -69,15 +76,25 @@ def rd(dataset: Path, weights: Path | None, anchors: Path, limit: int | None, ou
     from semcodec.bench import rd as rd_bench
     from semcodec.bench import speed
     from semcodec.codec.image_io import read_image
+    from semcodec.codec.refine import RefineConfig
     from semcodec.training.data import list_images
 
     out.mkdir(parents=True, exist_ok=True)
     images = [read_image(p).pixels for p in list_images(dataset)[:limit]]
-    ours = semcodec_bench.run(dataset, weights, limit)
+    ours = {"semcodec": semcodec_bench.run(dataset, weights, limit)}
+    if refine_steps > 0:
+        ours[f"semcodec refined {refine_steps}"] = semcodec_bench.run(
+            dataset, weights, limit, RefineConfig(steps=refine_steps)
+        )
     same_run = rd_bench.classical_curves(images)
     anchors_curves = rd_bench.published(anchors)
-    bd = rd_bench.bd_table(ours, same_run)
-    bd.update({f"{k} (published)": v for k, v in rd_bench.bd_table(ours, anchors_curves).items()})
+    bd = {
+        name: {
+            **rd_bench.bd_table(points, same_run),
+            **{f"{k} (published)": v for k, v in rd_bench.bd_table(points, anchors_curves).items()},
+        }
+        for name, points in ours.items()
+    }
     reference = speed.compressai_hyperprior(images)
     click.echo(
         f"# {dataset} ({len(images)} images), {platform.machine()}, torch {torch.__version__}, "
@@ -85,12 +102,22 @@ def rd(dataset: Path, weights: Path | None, anchors: Path, limit: int | None, ou
     )
     click.echo(rd_bench.format_report(ours, same_run, bd))
     click.echo("")
-    click.echo(speed.speed_table(ours, reference))
-    plot_curves = {"semcodec": ours, **same_run, **{f"{k} (published)": v for k, v in anchors_curves.items()}}
+    click.echo(speed.speed_table(ours["semcodec"], reference))
+    for name, rows in list(ours.items())[1:]:
+        click.echo(f"\n{name}: encode s per image " + ", ".join(f"q{r['quality']} {r['enc_s']:.1f}" for r in rows))
+    plot_curves = {**ours, **same_run, **{f"{k} (published)": v for k, v in anchors_curves.items()}}
     rd_bench.plot(plot_curves, out / "rd.png")
     (out / "rd.json").write_text(
         json.dumps(
-            {"semcodec": ours, "classical": same_run, "bd_rate": bd, "compressai_hyperprior_speed": reference}, indent=1
+            {
+                "semcodec": ours["semcodec"],
+                "semcodec_refined": {name: rows for name, rows in list(ours.items())[1:]},
+                "classical": same_run,
+                "bd_rate": bd["semcodec"],
+                "bd_rate_refined": {name: bd[name] for name in list(ours)[1:]},
+                "compressai_hyperprior_speed": reference,
+            },
+            indent=1,
         )
         + "\n"
     )

@@ -11,10 +11,14 @@ import numpy as np
 from semcodec.bench.metrics import msssim, psnr
 from semcodec.codec import Codec
 from semcodec.codec.image_io import read_image
+from semcodec.codec.refine import RefineConfig
 from semcodec.training.data import list_images
 
 
-def run(dataset: Path, weights: Path | None = None, limit: int | None = None) -> list[dict]:
+def run(
+    dataset: Path, weights: Path | None = None, limit: int | None = None, refine: RefineConfig | None = None
+) -> list[dict]:
+    """One row per quality: means over the images; ``refine``: encoder latent refinement for each."""
     codec = Codec(weights)
     paths = list_images(dataset)[:limit]
     images = [read_image(p).pixels for p in paths]
@@ -25,7 +29,7 @@ def run(dataset: Path, weights: Path | None = None, limit: int | None = None) ->
         per_image = []
         for pixels in images:
             start = time.perf_counter()
-            result = codec.encode(pixels, q)
+            result = codec.encode(pixels, q, refine=refine)
             enc = time.perf_counter() - start
             start = time.perf_counter()
             decoded, dec_stages = codec.decode_pixels(result.data)

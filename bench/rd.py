@@ -85,14 +85,21 @@ def plot(curves: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
-def format_report(semcodec_points: list[dict], curves: dict[str, list[dict]], bd: dict[str, float]) -> str:
+def format_report(
+    semcodec_curves: dict[str, list[dict]], curves: dict[str, list[dict]], bd: dict[str, dict[str, float]]
+) -> str:
+    """Markdown: every point of every curve, then BD-rate with one column per semcodec curve
+    (``bd[semcodec curve][anchor]``)."""
     lines = ["| codec | setting | bpp | PSNR (dB) | MS-SSIM |", "|---|---:|---:|---:|---:|"]
-    for p in semcodec_points:
-        lines.append(f"| semcodec | q{p['quality']} | {p['bpp']:.4f} | {p['psnr']:.2f} | {p['ms_ssim']:.4f} |")
+    for name, pts in semcodec_curves.items():
+        for p in pts:
+            lines.append(f"| {name} | q{p['quality']} | {p['bpp']:.4f} | {p['psnr']:.2f} | {p['ms_ssim']:.4f} |")
     for name, pts in curves.items():
         for p in pts:
             lines.append(f"| {name} | {p.get('setting', '')} | {p['bpp']:.4f} | {p['psnr']:.2f} | {p['ms_ssim']:.4f} |")
-    lines += ["", "| semcodec BD-rate (PSNR) against | BD-rate |", "|---|---:|"]
-    for name, value in bd.items():
-        lines.append(f"| {name} | {'no overlap' if math.isnan(value) else f'{value:+.1f}%'} |")
+    names = list(bd)
+    lines += ["", f"| BD-rate (PSNR) against | {' | '.join(names)} |", "|---|" + "---:|" * len(names)]
+    for anchor in bd[names[0]]:
+        cells = (bd[name][anchor] for name in names)
+        lines.append(f"| {anchor} | {' | '.join('no overlap' if math.isnan(v) else f'{v:+.1f}%' for v in cells)} |")
     return "\n".join(lines)

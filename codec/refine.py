@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
 from semcodec.codec.token_targets import teacher_answers, token_loss
@@ -105,20 +104,12 @@ def objective(
     keep: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """``bpp + lambda * (255^2 * MSE [+ weight * semantic])`` of latent ``y`` as the decoder would see it."""
-    z = model.h_a(y)
-    medians = model.z_medians()
-    z_hat = quantize_ste(z - medians) + medians
-    bottleneck = model.entropy_bottleneck
-    z_likelihood = bottleneck._likelihood(z_hat.transpose(0, 1).flatten(2))[0]  # its (C, 1, N) layout
-    if bottleneck.use_likelihood_bound:
-        z_likelihood = bottleneck.likelihood_lower_bound(z_likelihood)
-    z_bits = -torch.log2(z_likelihood).sum()
-    means, scales = model.hyper_synthesis(z_hat)
-    y_hat, y_likelihoods = model.code_latent(y, means, scales, rate="rounded", keep=keep)
-    y_bits = -torch.log2(y_likelihoods).sum()
+    out = model.entropy_forward(y, rate="rounded", keep=keep)
+    y_hat, means = out["y_hat"], out["means"]
+    bits = sum(-torch.log2(likelihood).sum() for likelihood in out["likelihoods"].values())
     x_hat = model.synthesis(y_hat, gain_index)[:, :, : target.shape[2], : target.shape[3]]
     mse = (x_hat - target).pow(2).mean()
-    bpp = (y_bits + z_bits) / pixels
+    bpp = bits / pixels
     terms = {"bpp": bpp, "mse": mse, "loss": bpp + lmbda * 255**2 * mse}
     if semantic is not None:
         cb = model.base_channels

@@ -213,13 +213,25 @@ class SemanticHyperprior(CompressionModel):
         out = self.entropy_forward(self.analysis(x, quality))
         return {"x_hat": self.synthesis(out["y_hat"], quality), **out}
 
-    def entropy_forward(self, y: Tensor) -> dict:
-        """The rate half of :meth:`forward` from gained latents ``y``: ``y_hat`` and the likelihoods
-        (also the whole pass when only the entropy model trains, on cached latents)."""
+    def entropy_forward(self, y: Tensor, rate: str = "noise", keep: Tensor | None = None) -> dict:
+        """The rate half of :meth:`forward` from gained latents ``y``: ``y_hat``, the likelihoods and
+        the hyperprior's means (also the whole pass when only the entropy model trains, on cached latents).
+
+        ``rate="noise"``: likelihoods of the noisy ``y`` and ``z`` (training's smooth proxy).
+        ``rate="rounded"``: of the rounded values the file holds, what the coder charges (gradients
+        pass by straight-through rounding); ``keep`` as in :meth:`code_latent`."""
         z = self.h_a(y)
-        _, z_likelihoods = self.entropy_bottleneck(z)
         medians = self.z_medians()
         z_hat = quantize_ste(z - medians) + medians
+        if rate == "rounded":
+            bottleneck = self.entropy_bottleneck
+            per_channel = z_hat.transpose(0, 1)  # the bottleneck's (C, 1, N) layout, then back to z's
+            z_likelihoods = bottleneck._likelihood(per_channel.reshape(z.shape[1], 1, -1))[0]
+            if bottleneck.use_likelihood_bound:
+                z_likelihoods = bottleneck.likelihood_lower_bound(z_likelihoods)
+            z_likelihoods = z_likelihoods.reshape(per_channel.shape).transpose(0, 1)
+        else:
+            _, z_likelihoods = self.entropy_bottleneck(z)
         means, scales = self.hyper_synthesis(z_hat)
-        y_hat, y_likelihoods = self.code_latent(y, means, scales)
-        return {"y_hat": y_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+        y_hat, y_likelihoods = self.code_latent(y, means, scales, rate=rate, keep=keep)
+        return {"y_hat": y_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}, "means": means}

@@ -105,3 +105,46 @@ def test_context_decode_matches_the_float_model(context_weights):
         y_hat = model.quantize_latent(y, means, scales)
     close = torch.isclose(decoded.y_hat, y_hat, atol=0.02).float().mean()
     assert close > 0.98
+
+
+def test_rounded_rate_is_the_rate_of_the_coded_values(context_weights):
+    """``entropy_forward(rate="rounded")`` charges z what compressai's coder mode charges (a batch
+    as each image alone), and y what :meth:`code_latent` charges the rounded values."""
+    codec = Codec(context_weights)
+    model, _ = codec.model("vit-hp-small")
+    torch.manual_seed(3)
+    y = torch.randn(3, 24, 8, 8) * 3
+    with torch.no_grad():
+        out = model.entropy_forward(y, rate="rounded")
+        _, z_coder = model.entropy_bottleneck(model.h_a(y), training=False)
+        alone = [model.entropy_forward(y[i : i + 1], rate="rounded")["likelihoods"]["z"] for i in range(3)]
+        means, scales = model.hyper_synthesis(_z_hat(model, y))
+        _, y_rounded = model.code_latent(y, means, scales, rate="rounded")
+    torch.testing.assert_close(out["likelihoods"]["z"], z_coder)
+    torch.testing.assert_close(out["likelihoods"]["z"], torch.cat(alone))
+    torch.testing.assert_close(out["likelihoods"]["y"], y_rounded)
+
+
+def _z_hat(model: SemanticHyperprior, y: torch.Tensor) -> torch.Tensor:
+    medians = model.z_medians()
+    return torch.round(model.h_a(y) - medians) + medians
+
+
+def test_rounded_rate_training(tmp_path, context_weights):
+    work = tmp_path / "weights"
+    shutil.copytree(context_weights, work)
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(synthetic_image(96, 120, seed=20)).save(data / "0.png")
+    args = ["train", "--data", str(data), "--out", str(work), "--steps", "16", "--batch", "2", "--crop", "64"]
+    refused = CliRunner().invoke(main, [*args, "--rate", "rounded"])
+    assert refused.exit_code == 2 and "--rate rounded needs --entropy-only" in refused.output
+    wrong_qualities = CliRunner().invoke(main, [*args, "--entropy-only"])  # 4 default lambdas, 2 qualities
+    assert wrong_qualities.exit_code == 1 and "has 2 qualities, not the 4 lambdas" in wrong_qualities.output
+    args += ["--lambdas", "0.002,0.02"]
+    before = load_file(work / "vit-hp-small.safetensors")
+    result = CliRunner().invoke(main, [*args, "--rate", "rounded", "--entropy-only", "--lr", "0.02"])
+    assert result.exit_code == 0, result.output
+    after = load_file(work / "vit-hp-small.safetensors")
+    assert not torch.equal(after["context.nets.0.0.weight"], before["context.nets.0.0.weight"])
+    torch.testing.assert_close(after["g_s.0.weight"], before["g_s.0.weight"], rtol=0, atol=0)

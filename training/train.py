@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from semcodec.errors import WeightsError
 from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
 from semcodec.training.budget import Budget
 from semcodec.training.data import CropBank, list_images
@@ -51,6 +52,9 @@ class TrainConfig:
     """Train only the entropy model (hyperprior + context) on cached latents; transforms frozen."""
     latent_cache: int = 2400
     """Crops whose ``g_a`` output is cached for ``entropy_only`` (each costs 160 KB at 256 px)."""
+    rate: str = "noise"
+    """``"rounded"``: charge ``entropy_only`` training the bits of the rounded values the coder
+    writes instead of the noisy proxy (the transforms are frozen, so nothing relies on the noise)."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -120,6 +124,11 @@ def build_or_resume(cfg: TrainConfig) -> tuple[SemanticHyperprior, int]:
             # an architecture change may only *add* a context model, which starts as the identity
             if unexpected or any(not key.startswith("context.") for key in missing):
                 raise ValueError(f"{cfg.model_name}: saved weights do not fit {cfg.arch}: {missing or unexpected}")
+            if model.config.num_qualities != len(cfg.lambdas):
+                raise WeightsError(
+                    f"{cfg.model_name} has {model.config.num_qualities} qualities, not the {len(cfg.lambdas)} "
+                    "lambdas asked for (pass --lambdas with one per quality)"
+                )
             return model, int(entry.info.get("steps", 0))
     arch = SemanticHyperpriorConfig(**{**cfg.arch, "num_qualities": len(cfg.lambdas)})
     return SemanticHyperprior(arch), 0
@@ -166,6 +175,10 @@ def save(model: SemanticHyperprior, cfg: TrainConfig, step: int, seconds: float,
 
 
 def train(cfg: TrainConfig) -> None:
+    if cfg.rate not in ("noise", "rounded"):
+        raise ValueError(f"rate must be 'noise' or 'rounded', not {cfg.rate!r}")
+    if cfg.rate == "rounded" and not cfg.entropy_only:
+        raise ValueError("rate='rounded' needs entropy_only: the transforms train on the noisy proxy")
     torch.manual_seed(cfg.seed)
     cfg.weights_dir.mkdir(parents=True, exist_ok=True)
     paths = cfg.data[: cfg.max_images] if cfg.max_images else cfg.data
@@ -192,7 +205,7 @@ def train(cfg: TrainConfig) -> None:
         quality = torch.randint(len(cfg.lambdas), (cfg.batch,), generator=generator).to(device)
         if cache is not None:
             y = cache.sample(cfg.batch, generator) * model.quality_gain(quality).detach()
-            losses = rate_loss(model.entropy_forward(y), cfg.batch * cache.pixels_per_latent)
+            losses = rate_loss(model.entropy_forward(y, rate=cfg.rate), cfg.batch * cache.pixels_per_latent)
         else:
             x = bank.sample(cfg.batch).to(device)
             out = model(x, quality)

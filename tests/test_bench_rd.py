@@ -1,0 +1,30 @@
+"""`python -m semcodec.bench rd`: every curve in one run, a BD-rate column per semcodec curve."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+from PIL import Image
+
+from semcodec.bench.__main__ import main
+from tests.conftest import synthetic_image
+
+
+def test_rd_with_a_refined_curve(tmp_path: Path, tiny_weights: Path):
+    data = tmp_path / "kodak"
+    data.mkdir()
+    Image.fromarray(synthetic_image(176, 176, seed=5)).save(data / "a.png")
+    out = tmp_path / "out"
+    args = ["rd", "--dataset", str(data), "--weights", str(tiny_weights), "--out", str(out), "--refine-steps", "2"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "rd.json").read_text())
+    refined = saved["semcodec_refined"]["semcodec refined 2"]
+    assert [r["quality"] for r in refined] == [r["quality"] for r in saved["semcodec"]]
+    assert all(r["enc_refine_s"] > 0 for r in refined) and all("enc_refine_s" not in r for r in saved["semcodec"])
+    anchors = set(saved["bd_rate"])
+    assert set(saved["bd_rate_refined"]["semcodec refined 2"]) == anchors > {"AVIF (Pillow/libavif, speed 6)"}
+    assert "| BD-rate (PSNR) against | semcodec | semcodec refined 2 |" in result.output
+    assert (out / "rd.png").stat().st_size > 0
