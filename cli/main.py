@@ -319,13 +319,6 @@ _device = click.option(
     help="Train only the entropy model (hyperprior + context) on cached latents, transforms frozen: "
     "cheap enough for a CPU.",
 )
-@click.option(
-    "--rate",
-    type=click.Choice(["noise", "rounded"]),
-    default="noise",
-    show_default=True,
-    help="With --entropy-only: the rate of noisy latents (training's proxy) or of the rounded values the coder writes.",
-)
 @_device
 def train(
     data_dirs: tuple[Path, ...],
@@ -342,7 +335,6 @@ def train(
     max_images: int | None,
     context_slices: int | None,
     entropy_only: bool,
-    rate: str,
     device: str,
 ) -> None:
     """Train (or resume) a variable-rate codec; writes weights + registry every --save-every steps."""
@@ -350,8 +342,6 @@ def train(
     from semcodec.training.train import TINY_ARCH, TrainConfig
     from semcodec.training.train import train as run_training
 
-    if rate == "rounded" and not entropy_only:
-        raise click.UsageError("--rate rounded needs --entropy-only (the transforms train on the noisy proxy)")
     paths = [p for d in data_dirs for p in list_images(d)]
     if not paths:
         raise SemcodecError(f"no images found in {', '.join(map(str, data_dirs))}")
@@ -370,7 +360,6 @@ def train(
         max_images=max_images,
         device=device,
         entropy_only=entropy_only,
-        rate=rate,
     )
     run_training(cfg)
 

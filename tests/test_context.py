@@ -130,21 +130,10 @@ def _z_hat(model: SemanticHyperprior, y: torch.Tensor) -> torch.Tensor:
     return torch.round(model.h_a(y) - medians) + medians
 
 
-def test_rounded_rate_training(tmp_path, context_weights):
-    work = tmp_path / "weights"
-    shutil.copytree(context_weights, work)
+def test_resumed_training_refuses_lambdas_that_do_not_match_the_qualities(tmp_path, context_weights):
     data = tmp_path / "data"
     data.mkdir()
     Image.fromarray(synthetic_image(96, 120, seed=20)).save(data / "0.png")
-    args = ["train", "--data", str(data), "--out", str(work), "--steps", "16", "--batch", "2", "--crop", "64"]
-    refused = CliRunner().invoke(main, [*args, "--rate", "rounded"])
-    assert refused.exit_code == 2 and "--rate rounded needs --entropy-only" in refused.output
-    wrong_qualities = CliRunner().invoke(main, [*args, "--entropy-only"])  # 4 default lambdas, 2 qualities
-    assert wrong_qualities.exit_code == 1 and "has 2 qualities, not the 4 lambdas" in wrong_qualities.output
-    args += ["--lambdas", "0.002,0.02"]
-    before = load_file(work / "vit-hp-small.safetensors")
-    result = CliRunner().invoke(main, [*args, "--rate", "rounded", "--entropy-only", "--lr", "0.02"])
-    assert result.exit_code == 0, result.output
-    after = load_file(work / "vit-hp-small.safetensors")
-    assert not torch.equal(after["context.nets.0.0.weight"], before["context.nets.0.0.weight"])
-    torch.testing.assert_close(after["g_s.0.weight"], before["g_s.0.weight"], rtol=0, atol=0)
+    args = ["train", "--data", str(data), "--out", str(context_weights), "--entropy-only", "--steps", "16"]
+    result = CliRunner().invoke(main, args)  # 4 default lambdas, a model with 2 qualities
+    assert result.exit_code == 1 and "has 2 qualities, not the 4 lambdas" in result.output

@@ -52,9 +52,6 @@ class TrainConfig:
     """Train only the entropy model (hyperprior + context) on cached latents; transforms frozen."""
     latent_cache: int = 2400
     """Crops whose ``g_a`` output is cached for ``entropy_only`` (each costs 160 KB at 256 px)."""
-    rate: str = "noise"
-    """``"rounded"``: charge ``entropy_only`` training the bits of the rounded values the coder
-    writes instead of the noisy proxy (the transforms are frozen, so nothing relies on the noise)."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -175,10 +172,6 @@ def save(model: SemanticHyperprior, cfg: TrainConfig, step: int, seconds: float,
 
 
 def train(cfg: TrainConfig) -> None:
-    if cfg.rate not in ("noise", "rounded"):
-        raise ValueError(f"rate must be 'noise' or 'rounded', not {cfg.rate!r}")
-    if cfg.rate == "rounded" and not cfg.entropy_only:
-        raise ValueError("rate='rounded' needs entropy_only: the transforms train on the noisy proxy")
     torch.manual_seed(cfg.seed)
     cfg.weights_dir.mkdir(parents=True, exist_ok=True)
     paths = cfg.data[: cfg.max_images] if cfg.max_images else cfg.data
@@ -205,7 +198,7 @@ def train(cfg: TrainConfig) -> None:
         quality = torch.randint(len(cfg.lambdas), (cfg.batch,), generator=generator).to(device)
         if cache is not None:
             y = cache.sample(cfg.batch, generator) * model.quality_gain(quality).detach()
-            losses = rate_loss(model.entropy_forward(y, rate=cfg.rate), cfg.batch * cache.pixels_per_latent)
+            losses = rate_loss(model.entropy_forward(y), cfg.batch * cache.pixels_per_latent)
         else:
             x = bank.sample(cfg.batch).to(device)
             out = model(x, quality)
