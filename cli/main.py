@@ -305,6 +305,13 @@ _device = click.option(
     help="Comma-separated MSE lambdas, one per quality level.",
 )
 @click.option("--tiny", is_flag=True, help="A tiny architecture (for tests and smoke runs).")
+@click.option(
+    "--arch",
+    "arch_items",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Architecture of a new model (repeatable), e.g. --arch token_dim=192 --arch latent_channels=192.",
+)
 @click.option("--max-images", type=int, default=None, help="Use only the first N images.")
 @click.option(
     "--context-slices",
@@ -332,6 +339,7 @@ def train(
     save_every: int,
     lambdas: str,
     tiny: bool,
+    arch_items: tuple[str, ...],
     max_images: int | None,
     context_slices: int | None,
     entropy_only: bool,
@@ -356,12 +364,37 @@ def train(
         lr=lr,
         save_every=save_every,
         lambdas=tuple(float(v) for v in lambdas.split(",")),
-        arch={**(TINY_ARCH if tiny else {}), **({"context_slice_channels": context_slices} if context_slices else {})},
+        arch={
+            **(TINY_ARCH if tiny else {}),
+            **_parse_arch(arch_items),
+            **({"context_slice_channels": context_slices} if context_slices else {}),
+        },
         max_images=max_images,
         device=device,
         entropy_only=entropy_only,
     )
     run_training(cfg)
+
+
+def _parse_arch(items: tuple[str, ...]) -> dict:
+    """``("token_dim=192", ...)`` -> ``{"token_dim": 192}``, checked against the model's config fields."""
+    from dataclasses import fields
+
+    from semcodec.models import SemanticHyperpriorConfig
+
+    types = {f.name: f.type for f in fields(SemanticHyperpriorConfig)}
+    arch: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in types:
+            raise click.BadParameter(
+                f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(types)}", param_hint="--arch"
+            )
+        try:
+            arch[key] = None if value == "none" else (float(value) if "float" in str(types[key]) else int(value))
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: {value!r} is not a number", param_hint="--arch") from None
+    return arch
 
 
 @main.command()

@@ -99,3 +99,22 @@ def test_zoomed_crops_are_seeded_and_resized(tmp_path):
     assert 0 <= first.min() and first.max() <= 1
     with pytest.raises(ValueError, match="zoom"):
         CropBank(paths, crop=64, zoom=(0.0, 1.0))
+
+
+def test_arch_sets_a_new_model_and_cannot_change_a_trained_one(tmp_path):
+    from PIL import Image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(synthetic_image(96, 96, seed=7)).save(data / "a.png")
+    out = tmp_path / "w"
+    args = ["train", "--data", str(data), "--out", str(out), "--tiny", "--steps", "2", "--batch", "1", "--crop", "64"]
+    args += ["--model-name", "wide", "--arch", "token_dim=24", "--arch", "latent_channels=24"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "registry.json").read_text())["models"]["wide"]["config"]
+    assert (config["token_dim"], config["latent_channels"], config["stem_channels"]) == (24, 24, 16)
+    changed = CliRunner().invoke(main, [*args[:-4], "--steps", "3", "--arch", "token_dim=32"])
+    assert changed.exit_code == 1 and "a new architecture needs a new --model-name" in changed.output
+    unknown = CliRunner().invoke(main, [*args, "--arch", "width=3"])
+    assert unknown.exit_code == 2 and "KEY one of stem_channels" in unknown.output

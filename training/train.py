@@ -116,6 +116,14 @@ def build_or_resume(cfg: TrainConfig) -> tuple[SemanticHyperprior, int]:
         registry = load_registry(cfg.weights_dir)
         if cfg.model_name in registry.models:
             entry = registry.model(cfg.model_name)
+            changed = sorted(
+                k for k, v in cfg.arch.items() if k != "context_slice_channels" and entry.config.get(k) != v
+            )
+            if changed:
+                raise WeightsError(
+                    f"{cfg.model_name} is already trained with other {', '.join(changed)}; "
+                    "a new architecture needs a new --model-name"
+                )
             model = SemanticHyperprior(SemanticHyperpriorConfig(**{**entry.config, **cfg.arch}))
             missing, unexpected = model.load_state_dict(load_state_dict(registry, cfg.model_name), strict=False)
             # an architecture change may only *add* a context model, which starts as the identity
