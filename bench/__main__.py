@@ -81,11 +81,12 @@ def rd(dataset: Path, weights: Path | None, anchors: Path, limit: int | None, ou
 
     out.mkdir(parents=True, exist_ok=True)
     images = [read_image(p).pixels for p in list_images(dataset)[:limit]]
-    ours = {"semcodec": semcodec_bench.run(dataset, weights, limit)}
-    if refine_steps > 0:
-        ours[f"semcodec refined {refine_steps}"] = semcodec_bench.run(
-            dataset, weights, limit, RefineConfig(steps=refine_steps)
-        )
+    refined = (
+        {f"semcodec refined {refine_steps}": semcodec_bench.run(dataset, weights, limit, RefineConfig(refine_steps))}
+        if refine_steps > 0
+        else {}
+    )
+    ours = {"semcodec": semcodec_bench.run(dataset, weights, limit), **refined}
     same_run = rd_bench.classical_curves(images)
     anchors_curves = rd_bench.published(anchors)
     bd = {
@@ -103,7 +104,7 @@ def rd(dataset: Path, weights: Path | None, anchors: Path, limit: int | None, ou
     click.echo(rd_bench.format_report(ours, same_run, bd))
     click.echo("")
     click.echo(speed.speed_table(ours["semcodec"], reference))
-    for name, rows in list(ours.items())[1:]:
+    for name, rows in refined.items():
         click.echo(f"\n{name}: encode s per image " + ", ".join(f"q{r['quality']} {r['enc_s']:.1f}" for r in rows))
     plot_curves = {**ours, **same_run, **{f"{k} (published)": v for k, v in anchors_curves.items()}}
     rd_bench.plot(plot_curves, out / "rd.png")
@@ -111,10 +112,10 @@ def rd(dataset: Path, weights: Path | None, anchors: Path, limit: int | None, ou
         json.dumps(
             {
                 "semcodec": ours["semcodec"],
-                "semcodec_refined": {name: rows for name, rows in list(ours.items())[1:]},
+                "semcodec_refined": refined,
                 "classical": same_run,
                 "bd_rate": bd["semcodec"],
-                "bd_rate_refined": {name: bd[name] for name in list(ours)[1:]},
+                "bd_rate_refined": {name: bd[name] for name in refined},
                 "compressai_hyperprior_speed": reference,
             },
             indent=1,

@@ -124,16 +124,17 @@ def build_or_resume(cfg: TrainConfig) -> tuple[SemanticHyperprior, int]:
                     f"{cfg.model_name} is already trained with other {', '.join(changed)}; "
                     "a new architecture needs a new --model-name"
                 )
+            qualities = entry.config.get("num_qualities")
+            if qualities != len(cfg.lambdas):
+                raise WeightsError(
+                    f"{cfg.model_name} has {qualities} qualities, not the {len(cfg.lambdas)} "
+                    "lambdas asked for (pass --lambdas with one per quality)"
+                )
             model = SemanticHyperprior(SemanticHyperpriorConfig(**{**entry.config, **cfg.arch}))
             missing, unexpected = model.load_state_dict(load_state_dict(registry, cfg.model_name), strict=False)
             # an architecture change may only *add* a context model, which starts as the identity
             if unexpected or any(not key.startswith("context.") for key in missing):
                 raise ValueError(f"{cfg.model_name}: saved weights do not fit {cfg.arch}: {missing or unexpected}")
-            if model.config.num_qualities != len(cfg.lambdas):
-                raise WeightsError(
-                    f"{cfg.model_name} has {model.config.num_qualities} qualities, not the {len(cfg.lambdas)} "
-                    "lambdas asked for (pass --lambdas with one per quality)"
-                )
             return model, int(entry.info.get("steps", 0))
     arch = SemanticHyperpriorConfig(**{**cfg.arch, "num_qualities": len(cfg.lambdas)})
     return SemanticHyperprior(arch), 0
