@@ -377,23 +377,36 @@ def train(
 
 
 def _parse_arch(items: tuple[str, ...]) -> dict:
-    """``("token_dim=192", ...)`` -> ``{"token_dim": 192}``, checked against the model's config fields."""
-    from dataclasses import fields
+    """``("token_dim=192", ...)`` -> ``{"token_dim": 192}``, typed by the config's annotations."""
+    import types
+    import typing
 
     from semcodec.models import SemanticHyperpriorConfig
 
-    types = {f.name: f.type for f in fields(SemanticHyperpriorConfig)}
+    hints = typing.get_type_hints(SemanticHyperpriorConfig)
     arch: dict = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or key not in types:
+        if not sep or key not in hints:
             raise click.BadParameter(
-                f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(types)}", param_hint="--arch"
+                f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(hints)}", param_hint="--arch"
             )
+        hint = hints[key]
+        optional = isinstance(hint, types.UnionType) and type(None) in hint.__args__
+        (base,) = [t for t in hint.__args__ if t is not type(None)] if optional else [hint]
+        if value.lower() == "none":
+            if not optional:
+                raise click.BadParameter(f"{item!r}: {key} cannot be none", param_hint="--arch")
+            arch[key] = None
+            continue
+        if base not in (int, float):
+            raise click.BadParameter(f"{item!r}: {key} is not a number field", param_hint="--arch")
         try:
-            arch[key] = None if value == "none" else (float(value) if "float" in str(types[key]) else int(value))
+            arch[key] = base(value)
         except ValueError:
-            raise click.BadParameter(f"{item!r}: {value!r} is not a number", param_hint="--arch") from None
+            raise click.BadParameter(
+                f"{item!r}: {value!r} is not a valid {base.__name__}", param_hint="--arch"
+            ) from None
     return arch
 
 

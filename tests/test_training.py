@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+import click
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from semcodec.cli.main import main
@@ -118,3 +120,19 @@ def test_arch_sets_a_new_model_and_cannot_change_a_trained_one(tmp_path):
     assert changed.exit_code == 1 and "a new architecture needs a new --model-name" in changed.output
     unknown = CliRunner().invoke(main, [*args, "--arch", "width=3"])
     assert unknown.exit_code == 2 and "KEY one of stem_channels" in unknown.output
+
+
+def test_arch_values_are_typed_by_the_config_annotations():
+    from semcodec.cli.main import _parse_arch
+
+    arch = _parse_arch(("token_dim=192", "max_gain=2.5", "base_channels=none", "base_channels=64"))
+    assert arch == {"token_dim": 192, "max_gain": 2.5, "base_channels": 64}
+    assert type(arch["token_dim"]) is int and type(arch["max_gain"]) is float
+    assert _parse_arch(("base_channels=None",)) == {"base_channels": None}
+    for bad, message in [
+        ("token_dim=none", "cannot be none"),
+        ("token_dim=1.5", "not a valid int"),
+        ("max_gain=big", "not a valid float"),
+    ]:
+        with pytest.raises(click.BadParameter, match=message):
+            _parse_arch((bad,))
