@@ -326,6 +326,14 @@ _device = click.option(
     help="Train only the entropy model (hyperprior + context) on cached latents, transforms frozen: "
     "cheap enough for a CPU.",
 )
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "float32", "bfloat16"]),
+    default="auto",
+    show_default=True,
+    help="Transforms in bfloat16 autocast (the entropy model stays float32); auto: where the device "
+    "has native bfloat16 (1.7x faster on an AVX512-BF16 CPU).",
+)
 @_device
 def train(
     data_dirs: tuple[Path, ...],
@@ -343,6 +351,7 @@ def train(
     max_images: int | None,
     context_slices: int | None,
     entropy_only: bool,
+    precision: str,
     device: str,
 ) -> None:
     """Train (or resume) a variable-rate codec; writes weights + registry every --save-every steps."""
@@ -372,6 +381,7 @@ def train(
         max_images=max_images,
         device=device,
         entropy_only=entropy_only,
+        precision=precision,
     )
     run_training(cfg)
 

@@ -136,3 +136,27 @@ def test_arch_values_are_typed_by_the_config_annotations():
     ]:
         with pytest.raises(click.BadParameter, match=message):
             _parse_arch((bad,))
+
+
+def test_bfloat16_transforms_keep_the_rate_in_float32():
+    import torch
+
+    from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
+    from semcodec.training.train import TINY_ARCH, rd_loss, transform_dtype
+
+    torch.manual_seed(0)
+    model = SemanticHyperprior(SemanticHyperpriorConfig(**TINY_ARCH)).train()
+    x, quality = torch.rand(2, 3, 64, 64), torch.tensor([0, 1])
+    losses = {}
+    for dtype in (None, torch.bfloat16):
+        torch.manual_seed(1)  # the same noise on y and z
+        out = model(x, quality, transform_dtype=dtype)
+        assert out["x_hat"].dtype == out["likelihoods"]["y"].dtype == out["means"].dtype == torch.float32
+        losses[dtype] = rd_loss(out, x, torch.tensor([0.01, 0.01]))
+    assert losses[torch.bfloat16]["bpp"].item() == pytest.approx(losses[None]["bpp"].item(), rel=0.05)
+    assert losses[torch.bfloat16]["psnr"].item() == pytest.approx(losses[None]["psnr"].item(), abs=0.3)
+    cpu = torch.device("cpu")
+    assert transform_dtype("float32", cpu) is None and transform_dtype("bfloat16", cpu) is torch.bfloat16
+    assert transform_dtype("auto", cpu) in (None, torch.bfloat16)
+    with pytest.raises(ValueError, match="precision"):
+        transform_dtype("float16", cpu)

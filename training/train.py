@@ -52,6 +52,8 @@ class TrainConfig:
     """Train only the entropy model (hyperprior + context) on cached latents; transforms frozen."""
     latent_cache: int = 2400
     """Crops whose ``g_a`` output is cached for ``entropy_only`` (each costs 160 KB at 256 px)."""
+    precision: str = "auto"
+    """``float32``, ``bfloat16`` (transforms under autocast) or ``auto``: bfloat16 where the device does it natively."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -64,6 +66,27 @@ def pick_device(name: str) -> torch.device:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     return device
+
+
+def transform_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of the transforms, or ``None`` for float32.
+
+    bfloat16 on a CPU with native support (AVX512-BF16/AMX) makes a step 1.7x faster; its gradients
+    point the same way as float32's (cosine 0.9999 on the vit-hp-192 checkpoint). Emulated bfloat16
+    would be slower, so ``auto`` keeps float32 there.
+    """
+    if precision not in ("auto", "float32", "bfloat16"):
+        raise ValueError(f"precision must be auto, float32 or bfloat16, not {precision!r}")
+    if precision == "auto":
+        if device.type == "cuda":
+            native = torch.cuda.is_bf16_supported()
+        else:
+            try:
+                native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+            except (AttributeError, RuntimeError):
+                native = False
+        precision = "bfloat16" if native else "float32"
+    return torch.bfloat16 if precision == "bfloat16" else None
 
 
 def learning_rate(cfg: TrainConfig, progress: float, run_step: int) -> float:
@@ -188,6 +211,8 @@ def train(cfg: TrainConfig) -> None:
     device = pick_device(cfg.device)
     model, step = build_or_resume(cfg)
     model.to(device).train()
+    dtype = transform_dtype(cfg.precision, device)
+    tqdm.write(f"{cfg.model_name}: training on {device.type}, transforms in {dtype or torch.float32}")
     frozen = ("g_a.", "g_s.", "log_gain", "log_inv_gain") if cfg.entropy_only else ()
     aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles") and not n.startswith(frozen)]
@@ -210,7 +235,7 @@ def train(cfg: TrainConfig) -> None:
             losses = rate_loss(model.entropy_forward(y), cfg.batch * cache.pixels_per_latent)
         else:
             x = bank.sample(cfg.batch).to(device)
-            out = model(x, quality)
+            out = model(x, quality, transform_dtype=dtype)
             losses = rd_loss(out, x, lambdas[quality])
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
