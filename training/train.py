@@ -212,7 +212,8 @@ def train(cfg: TrainConfig) -> None:
     model, step = build_or_resume(cfg)
     model.to(device).train()
     dtype = transform_dtype(cfg.precision, device)
-    tqdm.write(f"{cfg.model_name}: training on {device.type}, transforms in {dtype or torch.float32}")
+    what = "entropy model only" if cfg.entropy_only else f"transforms in {dtype or torch.float32}"
+    tqdm.write(f"{cfg.model_name}: training on {device.type}, {what}")
     frozen = ("g_a.", "g_s.", "log_gain", "log_inv_gain") if cfg.entropy_only else ()
     aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles") and not n.startswith(frozen)]
