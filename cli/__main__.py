@@ -1,3 +1,3 @@
-from semcodec.cli.main import main
+from semcodec.cli.main import run
 
-main(prog_name="semcodec")
+run()

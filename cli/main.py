@@ -16,6 +16,8 @@ import click
 from semcodec import __version__
 from semcodec.errors import SemcodecError
 
+INTERRUPTED = "interrupted; no output written"
+EXIT_INTERRUPTED = 130
 TARGET_SUFFIX = {"pixels": ".png", "tokens": ".safetensors"}
 DEFAULT_TOKEN_REFINE_STEPS = 40
 """Refinement steps an encode for a tower's token space takes unless told (README: what they buy)."""
@@ -35,11 +37,35 @@ class _Group(click.Group):
         except SemcodecError as exc:
             _fail(str(exc))
         except KeyboardInterrupt:
-            _fail("interrupted; no output written", 130)
+            _fail(INTERRUPTED, EXIT_INTERRUPTED)
         except MemoryError:
             _fail("out of memory (image too large for this machine)")
         except OSError as exc:
             _fail(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
+
+
+def run() -> None:
+    """The ``semcodec`` program: ``main``, then an interrupted run leaves at once with status 130.
+
+    Outputs are already cleaned up when the interrupt reaches here. Leaving through ``os._exit``
+    skips interpreter shutdown, where an interrupt that landed inside a half-done import (torch's,
+    a few CPU seconds into a run) can still turn the exit into death by SIGINT (status -2).
+    Embedders call ``main`` and get ``SystemExit(130)`` instead.
+    """
+    import os
+
+    try:
+        main(prog_name="semcodec")
+    except KeyboardInterrupt:  # outside a command (option parsing): nothing was written yet
+        click.echo(f"semcodec: error: {INTERRUPTED}", err=True)
+    except SystemExit as exc:
+        if exc.code != EXIT_INTERRUPTED:
+            raise
+    else:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
 
 
 def _interrupt_on_sigterm() -> None:
