@@ -23,8 +23,12 @@ DEFAULT_TOKEN_REFINE_STEPS = 40
 """Refinement steps an encode for a tower's token space takes unless told (README: what they buy)."""
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _print_error(message: str) -> None:
     click.echo(f"semcodec: error: {message}", err=True)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    _print_error(message)
     sys.exit(code)
 
 
@@ -56,8 +60,8 @@ def run() -> None:
 
     try:
         main(prog_name="semcodec")
-    except KeyboardInterrupt:  # outside a command (option parsing): nothing was written yet
-        click.echo(f"semcodec: error: {INTERRUPTED}", err=True)
+    except KeyboardInterrupt:  # outside click's own handling (it makes one in parsing "Aborted!"): nothing written
+        _print_error(INTERRUPTED)
     except SystemExit as exc:
         if exc.code != EXIT_INTERRUPTED:
             raise
