@@ -6,6 +6,7 @@ one line on stderr and exit status 1; outputs are written atomically, so none is
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
@@ -56,8 +57,6 @@ def run() -> None:
     a few CPU seconds into a run) can still turn the exit into death by SIGINT (status -2).
     Embedders call ``main`` and get ``SystemExit(130)`` instead.
     """
-    import os
-
     try:
         main(prog_name="semcodec")
     except KeyboardInterrupt:  # outside click's own handling (it makes one in parsing "Aborted!"): nothing written
