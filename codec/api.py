@@ -178,6 +178,9 @@ class Codec:
                 model = cls(config_cls(**entry.config))
                 model.load_state_dict(load_state_dict(self.registry, name))
             model.eval()
+            # oneDNN's (transposed) convolutions ran 2-3x faster on channels-last maps (2-core CPU)
+            model.g_a.to(memory_format=torch.channels_last)
+            model.g_s.to(memory_format=torch.channels_last)
             self._models[name] = (model, _EntropyTables(model))
         return self._models[name]
 

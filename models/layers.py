@@ -1,11 +1,40 @@
-"""Reusable blocks: timm ViT blocks applied on windows of a latent token grid."""
+"""Reusable blocks: timm ViT blocks on windows of a latent token grid; a cache-friendly GDN."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from compressai.layers import GDN
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
+
+
+class BandedGDN(GDN):
+    """compressai's GDN (same parameters, same state dict) with a faster path outside autograd.
+
+    The stock forward allocates four full-size maps (x**2, the norm, its root, the product): at
+    half resolution of a Kodak image (96 x 256 x 384) that spent more time on a 2-core CPU than the
+    transposed convolution before it. Without autograd this computes the same per-pixel formula
+    in bands of rows that stay in cache, in place. Training and encoder refinement (autograd) use
+    the stock forward.
+    """
+
+    band_pixels = 8192
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled():
+            return super().forward(x)
+        channels, height, width = x.shape[-3:]
+        beta = self.beta_reparam(self.beta)
+        gamma = self.gamma_reparam(self.gamma).reshape(channels, channels, 1, 1)
+        out = torch.empty_like(x)
+        rows = max(1, self.band_pixels // width)
+        for top in range(0, height, rows):
+            band = x[..., top : top + rows, :]
+            norm = F.conv2d(band * band, gamma, beta)
+            norm = norm.sqrt_() if self.inverse else norm.rsqrt_()
+            out[..., top : top + rows, :] = norm.mul_(band)
+        return out
 
 
 class WindowedTransformer(nn.Module):

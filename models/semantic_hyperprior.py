@@ -8,14 +8,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-from compressai.layers import GDN
 from compressai.models.base import CompressionModel
 from compressai.models.utils import conv, deconv
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
 from semcodec.models.channel_context import ChannelContext
-from semcodec.models.layers import WindowedTransformer
+from semcodec.models.layers import BandedGDN, WindowedTransformer
 
 
 @dataclass(frozen=True)
@@ -62,9 +61,9 @@ class SemanticHyperprior(CompressionModel):
         n, d, m, nh = cfg.stem_channels, cfg.token_dim, cfg.latent_channels, cfg.hyper_channels
         self.base_channels = cfg.base_channels or m // 2
         self.g_a = nn.Sequential(
-            conv(3, n, 5, 2), GDN(n),
-            conv(n, n, 3, 2), GDN(n),
-            conv(n, n, 3, 2), GDN(n),
+            conv(3, n, 5, 2), BandedGDN(n),
+            conv(n, n, 3, 2), BandedGDN(n),
+            conv(n, n, 3, 2), BandedGDN(n),
             conv(n, d, 3, 2),
             WindowedTransformer(d, cfg.depth, cfg.num_heads, cfg.window),
             conv(d, m, 1, 1),
@@ -72,9 +71,9 @@ class SemanticHyperprior(CompressionModel):
         self.g_s = nn.Sequential(
             conv(m, d, 1, 1),
             WindowedTransformer(d, cfg.depth, cfg.num_heads, cfg.window),
-            deconv(d, n, 3, 2), GDN(n, inverse=True),
-            deconv(n, n, 3, 2), GDN(n, inverse=True),
-            deconv(n, n, 3, 2), GDN(n, inverse=True),
+            deconv(d, n, 3, 2), BandedGDN(n, inverse=True),
+            deconv(n, n, 3, 2), BandedGDN(n, inverse=True),
+            deconv(n, n, 3, 2), BandedGDN(n, inverse=True),
             deconv(n, 3, 5, 2),
         )  # fmt: skip
         self.h_a = nn.Sequential(
