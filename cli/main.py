@@ -363,6 +363,14 @@ _device = click.option(
     help="Transforms in bfloat16 autocast (the entropy model stays float32); auto: where the device "
     "has native bfloat16 (1.7x faster on an AVX512-BF16 CPU).",
 )
+@click.option(
+    "--compile/--no-compile",
+    "compile_model",
+    default=False,
+    show_default=True,
+    help="Compile the training pass with torch.compile: about 1.5x faster steps on a CPU after a few "
+    "minutes of compiling (worth it for runs of half an hour and more).",
+)
 @_device
 def train(
     data_dirs: tuple[Path, ...],
@@ -381,6 +389,7 @@ def train(
     context_slices: int | None,
     entropy_only: bool,
     precision: str,
+    compile_model: bool,
     device: str,
 ) -> None:
     """Train (or resume) a variable-rate codec; writes weights + registry every --save-every steps."""
@@ -411,6 +420,7 @@ def train(
         device=device,
         entropy_only=entropy_only,
         precision=precision,
+        compile=compile_model,
     )
     run_training(cfg)
 

@@ -37,6 +37,17 @@ class BandedGDN(GDN):
         return out
 
 
+def replicate_pad(x: Tensor, bottom: int, right: int) -> Tensor:
+    """``F.pad(x, (0, right, 0, bottom), mode="replicate")`` by concatenation: the same values, but
+    torch 2.14's inductor gets ``replication_pad2d_backward``'s strides wrong (``train --compile``
+    failed on grids that are not a multiple of the window)."""
+    if right:
+        x = torch.cat([x, x[..., -1:].expand(*x.shape[:-1], right)], dim=3)
+    if bottom:
+        x = torch.cat([x, x[..., -1:, :].expand(*x.shape[:-2], bottom, x.shape[-1])], dim=2)
+    return x
+
+
 class WindowedTransformer(nn.Module):
     """timm ViT ``Block``s over non-overlapping ``window x window`` groups of grid tokens.
 
@@ -56,7 +67,7 @@ class WindowedTransformer(nn.Module):
         ws = self.window
         ph, pw = (-h) % ws, (-w) % ws
         if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+            x = replicate_pad(x, ph, pw)
         hp, wp = h + ph, w + pw
         for i, block in enumerate(self.blocks):
             shift = ws // 2 if i % 2 else 0

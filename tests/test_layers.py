@@ -1,9 +1,10 @@
-"""BandedGDN: the inference path must compute compressai's GDN, band by band, in any memory layout."""
+"""BandedGDN and replicate_pad: the fast or compile-safe paths must compute what torch and compressai compute."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from compressai.layers import GDN
 
 from semcodec.models.layers import BandedGDN
@@ -35,3 +36,17 @@ def test_banded_gdn_keeps_autograd() -> None:
     x = torch.randn(1, 4, 5, 5, requires_grad=True)
     banded(x).sum().backward()
     assert x.grad is not None and banded.beta.grad is not None
+
+
+@pytest.mark.parametrize(("bottom", "right"), [(0, 3), (5, 0), (2, 7)])
+def test_replicate_pad_matches_torch_replication_padding(bottom, right):
+    from semcodec.models.layers import replicate_pad
+
+    x = torch.randn(2, 4, 5, 6, requires_grad=True)
+    expected = F.pad(x, (0, right, 0, bottom), mode="replicate")
+    padded = replicate_pad(x, bottom, right)
+    torch.testing.assert_close(padded, expected, rtol=0, atol=0)
+    weights = torch.randn_like(expected)
+    (grad,) = torch.autograd.grad((padded * weights).sum(), x)
+    (expected_grad,) = torch.autograd.grad((expected * weights).sum(), x)
+    torch.testing.assert_close(grad, expected_grad)

@@ -54,6 +54,9 @@ class TrainConfig:
     """Crops whose ``g_a`` output is cached for ``entropy_only`` (each costs 160 KB at 256 px)."""
     precision: str = "auto"
     """``float32``, ``bfloat16`` (transforms under autocast) or ``auto``: bfloat16 where the device does it natively."""
+    compile: bool = False
+    """Run the training pass through ``torch.compile`` (inductor): vit-hp-192, batch 16 of 128 px,
+    0.68 instead of 1.02 s per step on a 2-core AVX2 CPU, after about 2.5 minutes of compiling."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -87,6 +90,17 @@ def transform_dtype(precision: str, device: torch.device) -> torch.dtype | None:
                 native = False
         precision = "bfloat16" if native else "float32"
     return torch.bfloat16 if precision == "bfloat16" else None
+
+
+def training_passes(model: SemanticHyperprior, compile: bool) -> tuple:
+    """``(forward, entropy_forward)`` of ``model``, compiled by inductor when asked.
+
+    Compiled code shares the model's parameters, so saving and resuming are unchanged; only the
+    speed differs (and the noise's random stream: inductor draws its own).
+    """
+    if not compile:
+        return model, model.entropy_forward
+    return torch.compile(model), torch.compile(model.entropy_forward)
 
 
 def learning_rate(cfg: TrainConfig, progress: float, run_step: int) -> float:
@@ -213,7 +227,9 @@ def train(cfg: TrainConfig) -> None:
     model.to(device, memory_format=torch.channels_last).train()  # 7-10% faster CPU steps than NCHW
     dtype = transform_dtype(cfg.precision, device)
     what = "entropy model only" if cfg.entropy_only else f"transforms in {dtype or torch.float32}"
-    tqdm.write(f"{cfg.model_name}: training on {device.type}, {what}")
+    compiled = ", compiled (the first step compiles: minutes)" if cfg.compile else ""
+    tqdm.write(f"{cfg.model_name}: training on {device.type}, {what}{compiled}")
+    forward, entropy_forward = training_passes(model, cfg.compile)
     frozen = ("g_a.", "g_s.", "log_gain", "log_inv_gain") if cfg.entropy_only else ()
     aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles") and not n.startswith(frozen)]
@@ -233,10 +249,10 @@ def train(cfg: TrainConfig) -> None:
         quality = torch.randint(len(cfg.lambdas), (cfg.batch,), generator=generator).to(device)
         if cache is not None:
             y = cache.sample(cfg.batch, generator) * model.quality_gain(quality).detach()
-            losses = rate_loss(model.entropy_forward(y), cfg.batch * cache.pixels_per_latent)
+            losses = rate_loss(entropy_forward(y), cfg.batch * cache.pixels_per_latent)
         else:
             x = bank.sample(cfg.batch).to(device)
-            out = model(x, quality, transform_dtype=dtype)
+            out = forward(x, quality, transform_dtype=dtype)
             losses = rd_loss(out, x, lambdas[quality])
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
