@@ -328,6 +328,14 @@ _device = click.option(
 @click.option("--lr", type=float, default=3e-4, show_default=True)
 @click.option("--save-every", type=int, default=250, show_default=True)
 @click.option(
+    "--decay-from",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.7,
+    show_default=True,
+    help="Fraction of the run (steps or --max-minutes) after which the LR anneals by a cosine to 5%; "
+    "lower it to anneal a resumed model that trained long at the flat rate.",
+)
+@click.option(
     "--lambdas",
     default="0.0018,0.0035,0.0067,0.013",
     show_default=True,
@@ -382,6 +390,7 @@ def train(
     crop: int,
     lr: float,
     save_every: int,
+    decay_from: float,
     lambdas: str,
     tiny: bool,
     arch_items: tuple[str, ...],
@@ -410,6 +419,7 @@ def train(
         crop=crop,
         lr=lr,
         save_every=save_every,
+        decay_from=decay_from,
         lambdas=tuple(float(v) for v in lambdas.split(",")),
         arch={
             **(TINY_ARCH if tiny else {}),

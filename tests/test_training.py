@@ -186,3 +186,15 @@ def test_compiled_training_pass_computes_the_eager_losses_and_gradients():
     (eager_loss, eager_bpp, eager_grad), (loss, bpp, grad) = results
     assert loss == pytest.approx(eager_loss, rel=1e-4) and bpp == pytest.approx(eager_bpp, rel=1e-4)
     assert torch.nn.functional.cosine_similarity(grad, eager_grad, dim=0) > 0.9999
+
+
+def test_learning_rate_is_flat_until_decay_from_then_anneals_to_five_percent(tmp_path):
+    from semcodec.training.train import TrainConfig, learning_rate
+
+    cfg = TrainConfig(data=[], weights_dir=tmp_path, lr=1e-3, warmup_steps=10, decay_from=0.25)
+    assert learning_rate(cfg, 0.0, run_step=0) == pytest.approx(1e-4)
+    assert learning_rate(cfg, 0.2, run_step=100) == pytest.approx(1e-3)
+    annealing = [learning_rate(cfg, p, run_step=100) for p in np.linspace(0.25, 1.0, 16)]
+    assert annealing[0] == pytest.approx(1e-3)
+    assert all(a > b for a, b in zip(annealing, annealing[1:]))
+    assert annealing[-1] == pytest.approx(5e-5)

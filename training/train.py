@@ -43,6 +43,9 @@ class TrainConfig:
     crop: int = 128
     lr: float = 2e-4
     warmup_steps: int = 100
+    decay_from: float = 0.7
+    """Fraction of the run after which the learning rate follows a cosine down to 5%: late for a fresh
+    model, early for a resumed one that has trained long at the flat rate and only needs annealing."""
     save_every: int = 250
     seed: int = 0
     arch: dict = field(default_factory=dict)
@@ -104,11 +107,11 @@ def training_passes(model: SemanticHyperprior, compile: bool) -> tuple:
 
 
 def learning_rate(cfg: TrainConfig, progress: float, run_step: int) -> float:
-    """Linear warm-up (also after a resume, as Adam restarts), flat, then cosine over the last 30%."""
+    """Linear warm-up (also after a resume, as Adam restarts), flat, then cosine from ``cfg.decay_from``."""
     warm = min(1.0, (run_step + 1) / cfg.warmup_steps)
-    if progress < 0.7:
+    if progress < cfg.decay_from:
         return cfg.lr * warm
-    t = min(1.0, (progress - 0.7) / 0.3)
+    t = min(1.0, (progress - cfg.decay_from) / max(1e-9, 1.0 - cfg.decay_from))
     return cfg.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
