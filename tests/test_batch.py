@@ -145,6 +145,22 @@ def test_killed_run_resumes_to_the_same_manifest(tmp_path):
         assert (dst / out.name).read_bytes() == out.read_bytes()
 
 
+def test_ray_that_does_not_start_is_one_clear_line(tmp_path, tiny_weights, monkeypatch):
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+
+    def overloaded(*args, **kwargs):
+        raise Exception("The current node timed out during startup. This could happen because ...")
+
+    monkeypatch.setattr(ray, "init", overloaded)
+    src = make_dataset(tmp_path / "src", good=2)
+    result = run("batch", "encode", str(src), str(tmp_path / "ray"), "--engine", "ray", weights=tiny_weights)
+    assert result.exit_code != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and "Ray did not start (The current node timed out" in result.stderr
+    assert not (tmp_path / "ray" / "manifest.jsonl").exists() or not manifest(tmp_path / "ray")
+    assert not list(tmp_path.rglob("*.part"))
+
+
 def test_ray_engine_matches_local(tmp_path, tiny_weights):
     pytest.importorskip("ray", reason="the ray extra is not installed")
     src = make_dataset(tmp_path / "src", good=2)
@@ -152,7 +168,7 @@ def test_ray_engine_matches_local(tmp_path, tiny_weights):
     remote = run(
         "batch", "encode", str(src), str(tmp_path / "ray"), "--engine", "ray", "--workers", "2", weights=tiny_weights
     )
-    assert local.exit_code == remote.exit_code == 1
+    assert local.exit_code == remote.exit_code == 1, remote.stderr
     assert manifest(tmp_path / "ray") == manifest(tmp_path / "local")
     for out in (tmp_path / "local").rglob("*.smc"):
         assert (tmp_path / "ray" / out.relative_to(tmp_path / "local")).read_bytes() == out.read_bytes()
