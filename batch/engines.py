@@ -118,7 +118,9 @@ def ray_engine(jobs: list[Job], dst: str, weights: str | None, workers: int) -> 
         except Exception as exc:  # Ray raises bare Exception (e.g. a raylet that misses its 30 s start window)
             ray.shutdown()
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise SemcodecError(f"Ray did not start ({message}); nothing was coded, rerun or use --engine local") from None
+            raise SemcodecError(
+                f"Ray did not start ({message}); nothing was coded, rerun or use --engine local"
+            ) from None
     remote_worker = ray.remote(num_cpus=1)(Worker)
     pool = ActorPool([remote_worker.remote(weights) for _ in range(max(1, workers))])
     yield from pool.map_unordered(lambda actor, job: actor.run.remote(job, dst), jobs)

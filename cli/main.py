@@ -512,6 +512,11 @@ def _parse_arch(items: tuple[str, ...]) -> dict:
 )
 @click.option("--split-block", type=int, default=None, help="Towers with a split point: distil at this block.")
 @click.option("--synthesis-stem", is_flag=True, help="Start the head from a copy of the codec's synthesis token stage.")
+@click.option(
+    "--warm-from",
+    default=None,
+    help="Start a new head from this other model's head for TOWER (equal shapes copied, input layers fresh).",
+)
 @click.option("--max-images", type=int, default=None, help="Use only the first N images.")
 @_device
 @click.pass_context
@@ -532,6 +537,7 @@ def distill(
     pruned_share: float,
     split_block: int | None,
     synthesis_stem: bool,
+    warm_from: str | None,
     max_images: int | None,
     device: str,
 ) -> None:
@@ -561,6 +567,7 @@ def distill(
         pruned_share=pruned_share,
         split_block=split_block,
         synthesis_stem=synthesis_stem,
+        warm_from=warm_from,
         device=device,
     )
     stats = run_distill(cfg)

@@ -170,3 +170,45 @@ def test_held_out_report_covers_pruned_files(split_distilled, tower):
     report = evaluate(head.adapter, tower, cache)
     assert set(report) == {"cosine", "rel_mse", "agreement", "pruned_cosine", "pruned_rel_mse", "pruned_agreement"}
     assert report["pruned_cosine"] != report["cosine"]
+
+
+def test_head_for_a_wider_codec_starts_from_another_models_head(split_distilled, tmp_path):
+    """--warm-from copies every tensor of the other model's head whose shape fits; the input layers,
+    sized by the new latent, start fresh."""
+    from PIL import Image
+
+    from semcodec.weights import load_verified
+
+    weights = tmp_path / "w"
+    shutil.copytree(split_distilled, weights)
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(synthetic_image(240, 240, seed=41)).save(data / "a.png")
+    train = ["--weights", str(weights), "train", "--data", str(data), "--out", str(weights), "--tiny"]
+    train += ["--model-name", "wider", "--arch", "latent_channels=40", "--steps", "1", "--batch", "1", "--crop", "64"]
+    result = CliRunner().invoke(main, train)
+    assert result.exit_code == 0, result.output
+    args = ["--weights", str(weights), "distill", "--tower", TOWER, "--data", str(data), "--warm-from", "vit-hp-small"]
+    args += ["--steps", "0", "--hidden", "32", "--depth", "1", "--crops-per-image", "1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    models = json.loads((weights / "registry.json").read_text())["models"]
+    old, new = models["vit-hp-small"]["token_heads"][TOWER], models["wider"]["token_heads"][TOWER]
+    old_state = load_verified(weights / old["file"], old["sha256"])
+    new_state = load_verified(weights / new["file"], new["sha256"])
+    assert new_state["embed.0.weight"].shape[1] == 40 != old_state["embed.0.weight"].shape[1]
+    shared = [k for k in new_state if k in old_state and new_state[k].shape == old_state[k].shape]
+    assert any(k.startswith("blocks.") for k in shared)
+    assert all(torch.equal(new_state[k], old_state[k]) for k in shared)
+
+
+def test_warm_start_from_a_model_without_that_head_is_one_line(split_distilled, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    from PIL import Image
+
+    Image.fromarray(synthetic_image(240, 240, seed=42)).save(data / "a.png")
+    args = ["--weights", str(split_distilled), "distill", "--tower", TOWER, "--data", str(data)]
+    args += ["--warm-from", "vit-hp-small", "--steps", "0", "--hidden", "48", "--crops-per-image", "1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "no efficientnet-lite0 head with this architecture" in result.output

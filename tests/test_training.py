@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 
 import click
 import numpy as np
@@ -196,5 +197,5 @@ def test_learning_rate_is_flat_until_decay_from_then_anneals_to_five_percent(tmp
     assert learning_rate(cfg, 0.2, run_step=100) == pytest.approx(1e-3)
     annealing = [learning_rate(cfg, p, run_step=100) for p in np.linspace(0.25, 1.0, 16)]
     assert annealing[0] == pytest.approx(1e-3)
-    assert all(a > b for a, b in zip(annealing, annealing[1:]))
+    assert all(a > b for a, b in pairwise(annealing))
     assert annealing[-1] == pytest.approx(5e-5)

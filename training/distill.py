@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from semcodec.codec.api import Codec, _pad, important_tokens
 from semcodec.codec.token_targets import teacher_answers, token_loss
+from semcodec.errors import SemcodecError
 from semcodec.models.semantic_hyperprior import SemanticHyperprior
 from semcodec.models.token_head import TokenHead, build_head, token_map
 from semcodec.models.towers import VisionTower
@@ -62,6 +63,7 @@ class DistillConfig:
     holdout_every: int = 20
     split_block: int | None = None  # towers with a split point: where (None: the tower's default)
     synthesis_stem: bool = False  # start the head from a copy of the codec's synthesis token stage
+    warm_from: str | None = None  # another model whose head for this tower starts this one (same shapes copied)
     save_every: int = 500
     seed: int = 0
     device: str = "cpu"
@@ -213,6 +215,15 @@ def distill(cfg: DistillConfig) -> dict:
     tower.to(device)
     head = build_head(model, target_dim, target_grid, arch).to(device)
 
+    warm_state = None
+    if cfg.warm_from is not None:  # checked before the (long) teacher cache
+        source = registry.model(cfg.warm_from).token_heads.get(cfg.tower)
+        if source is None or source.get("arch") != arch:
+            raise SemcodecError(
+                f"{cfg.warm_from} has no {cfg.tower} head with this architecture ({arch}) to start from"
+            )
+        warm_state = load_verified(registry.root / source["file"], source["sha256"])
+
     held_out = cfg.data[:: cfg.holdout_every] if len(cfg.data) >= 2 * cfg.holdout_every else []
     held = set(held_out)
     train_paths = [p for p in cfg.data if p not in held]
@@ -244,6 +255,9 @@ def distill(cfg: DistillConfig) -> dict:
         step = int(previous.get("steps", 0))
         if previous.get("codec_sha256") != entry.sha256:
             tqdm.write(f"head for {cfg.tower}: warm start from the head of other {model_name} weights")
+    elif warm_state is not None:
+        skipped = copy_matching(head, warm_state)
+        tqdm.write(f"head for {cfg.tower}: warm start from {cfg.warm_from}'s head, new: {', '.join(skipped) or 'none'}")
     else:  # start from the targets' own statistics
         flat = cache.targets.float().flatten(0, 1)
         head.target_mean.copy_(flat.mean(0))
@@ -293,6 +307,18 @@ def distill(cfg: DistillConfig) -> dict:
     stats["train_crops"] = len(cache)
     stats["held_out_images"] = len(held_out)
     return stats
+
+
+def copy_matching(head: torch.nn.Module, state: dict[str, Tensor]) -> list[str]:
+    """Copy the tensors of ``state`` whose name and shape ``head`` shares; return the names it kept.
+
+    Why: a head for another codec model (another latent width) has already learnt the part that
+    matters most, blocks and projection to the same tower's targets; only its input layers differ.
+    """
+    own = head.state_dict()
+    matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    head.load_state_dict(matching, strict=False)
+    return sorted(k for k in own if k not in matching)
 
 
 def _slug(name: str) -> str:
