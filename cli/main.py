@@ -320,7 +320,12 @@ _device = click.option(
     required=True,
     help="Weights folder to write (and resume from): registry.json + <model>.safetensors.",
 )
-@click.option("--model-name", default="vit-hp-small", show_default=True)
+@click.option(
+    "--model-name",
+    default=None,
+    help="Model to train. Default: the one --out's registry serves at its default quality (resume it), "
+    "else vit-hp-small.",
+)
 @click.option("--steps", type=int, default=20000, show_default=True, help="Total steps (a resumed run counts on).")
 @click.option("--max-minutes", type=float, default=None, help="Stop after this long; the LR schedule fits it.")
 @click.option("--batch", type=int, default=16, show_default=True)
@@ -383,7 +388,7 @@ _device = click.option(
 def train(
     data_dirs: tuple[Path, ...],
     weights_dir: Path,
-    model_name: str,
+    model_name: str | None,
     steps: int,
     max_minutes: float | None,
     batch: int,
@@ -409,6 +414,14 @@ def train(
     paths = [p for d in data_dirs for p in list_images(d)]
     if not paths:
         raise SemcodecError(f"no images found in {', '.join(map(str, data_dirs))}")
+    if model_name is None:  # resume what --out serves, never silently start a second model there
+        from semcodec.weights import REGISTRY_FILE, load_registry
+
+        if (weights_dir / REGISTRY_FILE).exists():
+            registry = load_registry(weights_dir)
+            model_name = registry.quality(registry.default_quality).model
+        else:
+            model_name = "vit-hp-small"
     cfg = TrainConfig(
         data=paths,
         weights_dir=weights_dir,

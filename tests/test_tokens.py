@@ -188,7 +188,7 @@ def test_distillation_prunes_the_tokens_the_encoder_prunes(codec, kodak_image):
     from semcodec.codec.api import _pad, important_tokens
     from semcodec.training.distill import coded_grids
 
-    model, _ = codec.model("vit-hp-small")
+    model, _ = codec.model(codec.registry.quality(1).model)
     crop = np.ascontiguousarray(kodak_image[100:324, 200:424])
     x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255
     gain = codec.registry.quality(1).gain_index
@@ -210,10 +210,11 @@ def test_distillation_prunes_the_tokens_the_encoder_prunes(codec, kodak_image):
 
 
 def test_quantize_latent_keeps_only_the_kept_tokens(codec):
-    model, _ = codec.model("vit-hp-small")
+    model, _ = codec.model(codec.registry.quality(1).model)
     torch.manual_seed(0)
-    y, means = torch.randn(1, 160, 4, 4) * 3, torch.randn(1, 160, 4, 4)
-    scales = torch.rand(1, 160, 4, 4) + 0.5
+    channels = model.config.latent_channels
+    y, means = torch.randn(1, channels, 4, 4) * 3, torch.randn(1, channels, 4, 4)
+    scales = torch.rand(1, channels, 4, 4) + 0.5
     with torch.no_grad():
         everything = model.quantize_latent(y, means, scales)
         all_kept = model.quantize_latent(y, means, scales, keep=torch.ones(1, 1, 4, 4, dtype=torch.bool))

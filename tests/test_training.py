@@ -199,3 +199,21 @@ def test_learning_rate_is_flat_until_decay_from_then_anneals_to_five_percent(tmp
     assert annealing[0] == pytest.approx(1e-3)
     assert all(a > b for a, b in pairwise(annealing))
     assert annealing[-1] == pytest.approx(5e-5)
+
+
+def test_train_without_a_model_name_resumes_the_model_out_serves(tmp_path):
+    """After shipping another model (here `wide`), `semcodec train --out weights` must go on training
+    it, not start a second model beside it and repoint the qualities."""
+    from PIL import Image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(synthetic_image(96, 96, seed=8)).save(data / "a.png")
+    out = tmp_path / "w"
+    args = ["train", "--data", str(data), "--out", str(out), "--tiny", "--batch", "1", "--crop", "64"]
+    first = CliRunner().invoke(main, [*args, "--steps", "2", "--model-name", "wide", "--arch", "latent_channels=24"])
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(main, [*args, "--steps", "3"])
+    assert again.exit_code == 0, again.output
+    registry = json.loads((out / "registry.json").read_text())
+    assert list(registry["models"]) == ["wide"] and registry["models"]["wide"]["info"]["steps"] == 3
