@@ -414,14 +414,6 @@ def train(
     paths = [p for d in data_dirs for p in list_images(d)]
     if not paths:
         raise SemcodecError(f"no images found in {', '.join(map(str, data_dirs))}")
-    if model_name is None:  # resume what --out serves, never silently start a second model there
-        from semcodec.weights import REGISTRY_FILE, load_registry
-
-        if (weights_dir / REGISTRY_FILE).exists():
-            registry = load_registry(weights_dir)
-            model_name = registry.quality(registry.default_quality).model
-        else:
-            model_name = "vit-hp-small"
     cfg = TrainConfig(
         data=paths,
         weights_dir=weights_dir,

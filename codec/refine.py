@@ -43,7 +43,7 @@ SemanticLoss = Callable[[Tensor], Tensor]
 class RefineConfig:
     steps: int
     lr: float = 0.003  # Adam; larger steps flip many roundings at once and the STE objective jumps
-    # (0.01 suited vit-hp-small; on vit-hp-192 it made a kodim23 crop's objective rise at every step)
+    # (0.01 suited vit-hp-small; on vit-hp-192 it made a kodim23 crop's objective rise, 0.003 lowers it)
     semantic_weight: float = 170.0
     """The semantic distance's weight next to ``255^2 * MSE``, both times lambda: 0.31 against the
     rate at quality 1 (lambda 0.0018), 2.2 at quality 4 (0.013)."""

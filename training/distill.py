@@ -310,7 +310,8 @@ def distill(cfg: DistillConfig) -> dict:
 
 
 def copy_matching(head: torch.nn.Module, state: dict[str, Tensor]) -> list[str]:
-    """Copy the tensors of ``state`` whose name and shape ``head`` shares; return the names it kept.
+    """Copy the tensors of ``state`` whose name and shape ``head`` shares; return the names of the
+    head's own tensors that were not copied (they keep their fresh initialisation).
 
     Why: a head for another codec model (another latent width) has already learnt the part that
     matters most, blocks and projection to the same tower's targets; only its input layers differ.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -35,7 +35,7 @@ TINY_ARCH = {"stem_channels": 16, "token_dim": 32, "latent_channels": 24, "hyper
 class TrainConfig:
     data: list[Path]
     weights_dir: Path
-    model_name: str = "vit-hp-small"
+    model_name: str | None = None  # None: the model weights_dir serves (see served_model)
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
     steps: int = 6000
     max_minutes: float | None = None
@@ -220,7 +220,21 @@ def save(model: SemanticHyperprior, cfg: TrainConfig, step: int, seconds: float,
     write_registry(cfg.weights_dir, raw)
 
 
+def served_model(weights_dir: Path) -> str:
+    """The model ``weights_dir`` serves at its default quality, else ``vit-hp-small`` (a new folder).
+
+    Why: training the shipped folder without naming a model must resume what it ships, never start a
+    second model beside it and repoint the qualities at that one.
+    """
+    if not (weights_dir / REGISTRY_FILE).exists():
+        return "vit-hp-small"
+    registry = load_registry(weights_dir)
+    return registry.quality(registry.default_quality).model
+
+
 def train(cfg: TrainConfig) -> None:
+    if cfg.model_name is None:
+        cfg = replace(cfg, model_name=served_model(cfg.weights_dir))
     torch.manual_seed(cfg.seed)
     cfg.weights_dir.mkdir(parents=True, exist_ok=True)
     paths = cfg.data[: cfg.max_images] if cfg.max_images else cfg.data
