@@ -218,9 +218,11 @@ def distill(cfg: DistillConfig) -> dict:
     warm_state = None
     if cfg.warm_from is not None:  # checked before the (long) teacher cache
         source = registry.model(cfg.warm_from).token_heads.get(cfg.tower)
-        if source is None or source.get("arch") != arch:
+        split_block = getattr(tower, "split_block", None)
+        if source is None or source.get("arch") != arch or source.get("split_block") != split_block:
             raise SemcodecError(
-                f"{cfg.warm_from} has no {cfg.tower} head with this architecture ({arch}) to start from"
+                f"{cfg.warm_from} has no {cfg.tower} head with this architecture ({arch}, split block {split_block}) "
+                "to start from"
             )
         warm_state = load_verified(registry.root / source["file"], source["sha256"])
 
