@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from semcodec.bench.metrics import msssim, psnr
 from semcodec.codec import Codec
@@ -27,7 +28,7 @@ def run(
     rows = []
     for q in sorted(codec.registry.qualities):
         per_image = []
-        for pixels in images:
+        for pixels in tqdm(images, desc=f"semcodec q{q}", unit="img", leave=False, dynamic_ncols=True):
             start = time.perf_counter()
             result = codec.encode(pixels, q, refine=refine)
             enc = time.perf_counter() - start

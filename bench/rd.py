@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from semcodec.bench import classical
 from semcodec.bench.bd import bd_rate
@@ -27,7 +28,7 @@ def classical_curves(images: list[np.ndarray]) -> dict[str, list[dict]]:
         points = []
         for setting in sweep:
             stats = []
-            for pixels in images:
+            for pixels in tqdm(images, desc=f"{name} {setting}", unit="img", leave=False, dynamic_ncols=True):
                 start = time.perf_counter()
                 size, decoded = classical.round_trip(encoder, pixels, setting)
                 seconds = time.perf_counter() - start

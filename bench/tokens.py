@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tqdm import tqdm
 
 from semcodec.bench import classical
 from semcodec.codec import Codec
@@ -137,7 +138,7 @@ def run(
     refine_steps = refine_steps or [0]
     encode_seconds: dict[tuple[int, int | None, int], list[float]] = {}
     original = Tally()
-    for path in files:
+    for path in tqdm(files, desc="bench tokens", unit="img", dynamic_ncols=True):  # stderr: tables stay clean
         label = synsets.index(path.name.split("_")[0])
         crop = center_crop(read_image(path).pixels, tower.input_size)
         x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255
