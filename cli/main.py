@@ -363,6 +363,12 @@ _device = click.option(
     "model without one gains it, starting as the plain hyperprior.",
 )
 @click.option(
+    "--context-spatial",
+    is_flag=True,
+    help="Also code each context slice in two checkerboard halves, the second predicted from the first "
+    "(spatial context); a resumed model gains it, starting as before.",
+)
+@click.option(
     "--entropy-only",
     is_flag=True,
     help="Train only the entropy model (hyperprior + context) on cached latents, transforms frozen: "
@@ -401,6 +407,7 @@ def train(
     arch_items: tuple[str, ...],
     max_images: int | None,
     context_slices: int | None,
+    context_spatial: bool,
     entropy_only: bool,
     precision: str,
     compile_model: bool,
@@ -430,6 +437,7 @@ def train(
             **(TINY_ARCH if tiny else {}),
             **_parse_arch(arch_items),
             **({"context_slice_channels": context_slices} if context_slices else {}),
+            **({"context_spatial": True} if context_spatial else {}),
         },
         max_images=max_images,
         device=device,

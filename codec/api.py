@@ -31,6 +31,7 @@ from semcodec.codec.refine import RefineConfig, refine_latent, token_fidelity
 from semcodec.errors import BitstreamError, WeightsError
 from semcodec.models import ARCHITECTURES, SemanticHyperprior
 from semcodec.models.integer_hyper import IntegerHyperSynthesis
+from semcodec.models.spatial_context import anchor_mask
 from semcodec.models.token_head import SplitTokenHead, build_head, latent_tokens
 from semcodec.weights import QualityLevel, Registry, load_registry, load_state_dict, load_verified
 
@@ -154,6 +155,8 @@ class _EntropyTables:
         self.slices = model.slices
         nets = model.context.nets if model.context is not None else []
         self.context = [IntegerHyperSynthesis(net, self.h_s.frac_bits).eval() for net in nets]
+        spatial = model.context.spatial.nets if model.context is not None and model.context.spatial else []
+        self.spatial = [IntegerHyperSynthesis(net, self.h_s.frac_bits).eval() for net in spatial]
 
 
 class Codec:
@@ -259,13 +262,17 @@ class Codec:
             layers = (entropy.GaussianEncoder(), entropy.GaussianEncoder())
             cb = model.base_channels
 
-            def code_slice(start: int, end: int, means: torch.Tensor, stds: np.ndarray) -> np.ndarray:
+            def code_slice(
+                start: int, end: int, means: torch.Tensor, stds: np.ndarray, positions: np.ndarray | None
+            ) -> np.ndarray:
                 symbols = _residuals(y[:, start:end], means)
-                if mask is not None:
-                    symbols[:, ~mask] = 0  # skipped tokens: zero residual, the decoder uses the mean
+                coded = _coded(mask, positions)
+                if coded is not None:
+                    symbols[:, ~coded] = 0  # skipped tokens (and the other half): the decoder uses the mean
                 with timer("entropy"):
-                    coded = (symbols, stds) if mask is None else (symbols[:, mask], stds[:, mask])
-                    layers[start >= cb].encode(*coded)
+                    layers[start >= cb].encode(
+                        *((symbols, stds) if coded is None else (symbols[:, coded], stds[:, coded]))
+                    )
                 return symbols
 
             y_symbols = _walk_slices(tables, *hyper, code_slice, timer)[1]
@@ -371,15 +378,17 @@ class Codec:
                 None if base_only else entropy.GaussianDecoder(header.chunk(ENHANCEMENT_CHUNK)),
             )
 
-            def code_slice(start: int, end: int, means: torch.Tensor, stds: np.ndarray) -> np.ndarray:
-                symbols = np.zeros(stds.shape, dtype=np.int32)
+            def code_slice(
+                start: int, end: int, means: torch.Tensor, stds: np.ndarray, positions: np.ndarray | None
+            ) -> np.ndarray:
+                coded = _coded(mask, positions)
                 with timer("entropy"):
-                    coded = stds if mask is None else stds[:, mask]
-                    decoded = layers[start >= cb].decode(coded).reshape(coded.shape)
-                if mask is None:
-                    symbols[:] = decoded
-                else:
-                    symbols[:, mask] = decoded
+                    wanted = stds if coded is None else stds[:, coded]
+                    decoded = layers[start >= cb].decode(wanted).reshape(wanted.shape)
+                if coded is None:
+                    return decoded
+                symbols = np.zeros(stds.shape, dtype=np.int32)
+                symbols[:, coded] = decoded
                 return symbols
 
             y_hat, y_full = _walk_slices(tables, *hyper, code_slice, timer, base_only)
@@ -596,19 +605,35 @@ def _residuals(y: torch.Tensor, means: torch.Tensor) -> np.ndarray:
     return symbols.to(torch.int32)[0].reshape(means.shape[1], -1).numpy()
 
 
+def _coded(mask: np.ndarray | None, positions: np.ndarray | None) -> np.ndarray | None:
+    """Flat bool positions whose symbols a slice pass codes: the kept tokens (``mask``) within this
+    pass's ``positions`` (a checkerboard half); ``None``: all."""
+    if mask is None or positions is None:
+        return positions if mask is None else mask
+    return mask & positions
+
+
+def _stds(tables: _EntropyTables, indexes: torch.Tensor) -> np.ndarray:
+    """The scale table's stds for one slice's indexes (1, C, h, w), as (C, h*w)."""
+    return tables.stds[indexes[0].reshape(indexes.shape[1], -1).numpy()]
+
+
 def _walk_slices(
     tables: _EntropyTables,
     means_fixed: torch.Tensor,
     scales_fixed: torch.Tensor,
-    code_slice: Callable[[int, int, torch.Tensor, np.ndarray], np.ndarray],
+    code_slice: Callable[[int, int, torch.Tensor, np.ndarray, np.ndarray | None], np.ndarray],
     timer: _Timer,
     base_only: bool = False,
 ) -> tuple[torch.Tensor, np.ndarray]:
     """Visit the latent's channel slices in coding order, shared by encoder and decoder.
 
     Each slice's means and stds are the hyperprior's, refined (with a context model) from the
-    slices before it, all in exact fixed-point integers; ``code_slice(start, end, means, stds)``
-    codes or decodes the slice's symbols. Returns ``y_hat`` (1, C, h, w) and the symbols (C, h*w).
+    slices before it, all in exact fixed-point integers; ``code_slice(start, end, means, stds, positions)``
+    codes or decodes the slice's symbols at ``positions`` (flat bool; ``None``: all) and returns the
+    slice's symbols (zero elsewhere). With a spatial context each slice takes two passes: the
+    checkerboard's anchors, then the other half with parameters refined from the decoded anchors.
+    Returns ``y_hat`` (1, C, h, w) and the symbols (C, h*w).
     ``base_only`` stops after the base layer: the enhancement channels of ``y_hat`` are then the
     hyperprior's means and their symbols zero.
     """
@@ -628,8 +653,22 @@ def _walk_slices(
                 d_mean, d_scale = refinement.chunk(2, dim=1)
                 means_k, scales_k = means_k + d_mean, scales_k + d_scale
             means, indexes = _entropy_parameters(tables, means_k, scales_k)
-            stds = tables.stds[indexes[0].reshape(end - start, -1).numpy()]
-        slice_symbols = code_slice(start, end, means, stds)
+        if not tables.spatial:
+            slice_symbols = code_slice(start, end, means, _stds(tables, indexes), None)
+        else:
+            anchors = anchor_mask(means.shape[2], means.shape[3])
+            flat = anchors.reshape(-1).numpy()
+            first = code_slice(start, end, means, _stds(tables, indexes), flat)
+            with timer("hyper"), torch.inference_mode():
+                anchor_fixed = torch.from_numpy(first).reshape(means.shape).double() * tables.one + means_k
+                visible = torch.where(anchors, anchor_fixed, torch.zeros((), dtype=torch.float64))
+                refinement = tables.spatial[index](torch.cat([means_k, scales_k, visible], dim=1))
+                d_mean, d_scale = refinement.chunk(2, dim=1)
+                means_k = torch.where(anchors, means_k, means_k + d_mean)
+                scales_k = torch.where(anchors, scales_k, scales_k + d_scale)
+                means, indexes = _entropy_parameters(tables, means_k, scales_k)
+            second = code_slice(start, end, means, _stds(tables, indexes), ~flat)
+            slice_symbols = np.where(flat, first, second)
         residual = torch.from_numpy(slice_symbols).reshape(means.shape)
         decoded_fixed.append(residual.double() * tables.one + means_k)
         y_hat.append(residual.float() + means)

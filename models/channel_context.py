@@ -15,6 +15,8 @@ import torch
 from compressai.models.utils import conv
 from torch import Tensor, nn
 
+from semcodec.models.spatial_context import SpatialContext
+
 
 def slice_bounds(latent_channels: int, base_channels: int, slice_channels: int) -> list[tuple[int, int]]:
     """``[(start, end), ...]`` covering the channels, cut at the base/enhancement boundary."""
@@ -33,9 +35,12 @@ class ChannelContext(nn.Module):
     decoded ``y_hat`` of every earlier slice, and adds ``(d_mean, d_scale)``. The last layer
     starts at zero, so a model that gains a context starts out exactly as the plain hyperprior.
     Only convolutions and LeakyReLU: the codec runs each network in exact fixed-point integers.
+    ``spatial``: each slice is also coded in two checkerboard halves (:class:`SpatialContext`).
     """
 
-    def __init__(self, latent_channels: int, base_channels: int, slice_channels: int, hidden: int = 64):
+    def __init__(
+        self, latent_channels: int, base_channels: int, slice_channels: int, hidden: int = 64, spatial: bool = False
+    ):
         super().__init__()
         self.bounds = slice_bounds(latent_channels, base_channels, slice_channels)
         self.nets = nn.ModuleList()
@@ -49,6 +54,7 @@ class ChannelContext(nn.Module):
             nn.init.zeros_(net[-1].weight)
             nn.init.zeros_(net[-1].bias)
             self.nets.append(net)
+        self.spatial = SpatialContext(self.bounds, hidden) if spatial else None
 
     def refine(self, index: int, means: Tensor, scales: Tensor, decoded: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Slice ``index``'s ``(means, scales)``; ``decoded``: ``y_hat`` of slices ``0..index-1``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -37,6 +38,9 @@ class SemanticHyperpriorConfig:
     context_slice_channels: int = 0
     """Channels per slice of the channel-wise context model; 0: plain hyperprior (no context)."""
     context_hidden: int = 64
+    context_spatial: bool = False
+    """Code each context slice in two checkerboard halves, the second refined from the first's
+    decoded neighbours (:class:`SpatialContext`); needs ``context_slice_channels``."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,8 +95,12 @@ class SemanticHyperprior(CompressionModel):
         start = torch.linspace(math.log(cfg.min_gain), math.log(cfg.max_gain), cfg.num_qualities)
         self.log_gain = nn.Parameter(start[:, None].repeat(1, m))
         self.log_inv_gain = nn.Parameter(-start[:, None].repeat(1, m))
+        if cfg.context_spatial and not cfg.context_slice_channels:
+            raise ValueError("context_spatial needs a channel context (context_slice_channels > 0)")
         self.context = (
-            ChannelContext(m, self.base_channels, cfg.context_slice_channels, cfg.context_hidden)
+            ChannelContext(
+                m, self.base_channels, cfg.context_slice_channels, cfg.context_hidden, spatial=cfg.context_spatial
+            )
             if cfg.context_slice_channels
             else None
         )
@@ -165,9 +173,9 @@ class SemanticHyperprior(CompressionModel):
         conditional = self.gaussian_conditional
         decoded, likelihoods = [], []
         for index, (start, end) in enumerate(self.slices):
-            mu, sigma = means[:, start:end], scales[:, start:end]
-            if self.context is not None:
-                mu, sigma = self.context.refine(index, mu, sigma, decoded)
+            mu, sigma = self._slice_parameters(
+                index, means[:, start:end], scales[:, start:end], decoded, y[:, start:end], keep, quantize_ste
+            )
             y_hat = quantize_ste(y[:, start:end] - mu) + mu
             if rate == "noise":
                 _, likelihood = conditional(y[:, start:end], sigma, means=mu)
@@ -180,6 +188,30 @@ class SemanticHyperprior(CompressionModel):
             decoded.append(y_hat)
             likelihoods.append(likelihood)
         return torch.cat(decoded, dim=1), torch.cat(likelihoods, dim=1)
+
+    def _slice_parameters(
+        self,
+        index: int,
+        mu: Tensor,
+        sigma: Tensor,
+        decoded: list[Tensor],
+        y: Tensor,
+        keep: Tensor | None,
+        rounding: Callable[[Tensor], Tensor],
+    ) -> tuple[Tensor, Tensor]:
+        """Slice ``index``'s coding ``(means, scales)``: the hyperprior's, refined by the channel
+        context from the earlier slices' ``decoded`` values, then (spatial context) at the
+        non-anchors from the slice's own anchors, quantized by ``rounding`` around the anchors'
+        means as the coder does (skipped tokens: the mean)."""
+        if self.context is None:
+            return mu, sigma
+        mu, sigma = self.context.refine(index, mu, sigma, decoded)
+        if self.context.spatial is not None:
+            anchors = rounding(y - mu) + mu
+            if keep is not None:
+                anchors = torch.where(keep, anchors, mu)
+            mu, sigma = self.context.spatial.refine(index, mu, sigma, anchors)
+        return mu, sigma
 
     def quantize_latent(
         self, y: Tensor, means: Tensor, scales: Tensor, base_only: bool = False, keep: Tensor | None = None
@@ -194,9 +226,9 @@ class SemanticHyperprior(CompressionModel):
             if base_only and end > self.base_channels:
                 decoded.append(means[:, start:])
                 break
-            mu, sigma = means[:, start:end], scales[:, start:end]
-            if self.context is not None:
-                mu, _ = self.context.refine(index, mu, sigma, decoded)
+            mu, _ = self._slice_parameters(
+                index, means[:, start:end], scales[:, start:end], decoded, y[:, start:end], keep, torch.round
+            )
             rounded = torch.round(y[:, start:end] - mu) + mu
             decoded.append(rounded if keep is None else torch.where(keep, rounded, mu))
         return torch.cat(decoded, dim=1)

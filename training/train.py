@@ -27,6 +27,10 @@ DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130)
 """CompressAI's MSE lambdas for its qualities 1-4 (loss = lambda * 255^2 * MSE + bpp)."""
 
 
+CONTEXT_KEYS = ("context_slice_channels", "context_spatial")
+"""Architecture keys a trained model may change when resumed: it may gain a context model (which
+starts as the identity, so the trained weights stay valid)."""
+
 TINY_ARCH = {"stem_channels": 16, "token_dim": 32, "latent_channels": 24, "hyper_channels": 16, "num_heads": 2}
 """A few-thousand-parameter architecture for tests and smoke runs."""
 
@@ -156,9 +160,7 @@ def build_or_resume(cfg: TrainConfig) -> tuple[SemanticHyperprior, int]:
         registry = load_registry(cfg.weights_dir)
         if cfg.model_name in registry.models:
             entry = registry.model(cfg.model_name)
-            changed = sorted(
-                k for k, v in cfg.arch.items() if k != "context_slice_channels" and entry.config.get(k) != v
-            )
+            changed = sorted(k for k, v in cfg.arch.items() if k not in CONTEXT_KEYS and entry.config.get(k) != v)
             if changed:
                 raise WeightsError(
                     f"{cfg.model_name} is already trained with other {', '.join(changed)}; "
