@@ -12,9 +12,9 @@ predicted from its earlier channels and its neighbours'.
 from __future__ import annotations
 
 import torch
-from compressai.models.utils import conv
 from torch import Tensor, nn
 
+from semcodec.models.layers import zero_start_refiner
 from semcodec.models.spatial_context import SpatialContext
 
 
@@ -46,14 +46,7 @@ class ChannelContext(nn.Module):
         self.nets = nn.ModuleList()
         for start, end in self.bounds[1:]:
             width = end - start
-            net = nn.Sequential(
-                conv(2 * width + start, hidden, 3, 1), nn.LeakyReLU(inplace=True),
-                conv(hidden, hidden, 3, 1), nn.LeakyReLU(inplace=True),
-                conv(hidden, 2 * width, 3, 1),
-            )  # fmt: skip
-            nn.init.zeros_(net[-1].weight)
-            nn.init.zeros_(net[-1].bias)
-            self.nets.append(net)
+            self.nets.append(zero_start_refiner(2 * width + start, hidden, 2 * width))
         self.spatial = SpatialContext(self.bounds, hidden) if spatial else None
 
     def refine(self, index: int, means: Tensor, scales: Tensor, decoded: list[Tensor]) -> tuple[Tensor, Tensor]:

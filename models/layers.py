@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from compressai.layers import GDN
+from compressai.models.utils import conv
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
@@ -79,3 +80,17 @@ class WindowedTransformer(nn.Module):
             if shift:
                 x = torch.roll(x, shifts=(shift, shift), dims=(2, 3))
         return x[:, :, :h, :w]
+
+
+def zero_start_refiner(in_channels: int, hidden: int, out_channels: int) -> nn.Sequential:
+    """Three 3x3 convolutions with LeakyReLU whose last layer starts at zero: a context refinement
+    that a trained model gains as the identity. Convolutions and LeakyReLU only, so the codec can run
+    it in exact fixed-point integers (:class:`IntegerHyperSynthesis`)."""
+    net = nn.Sequential(
+        conv(in_channels, hidden, 3, 1), nn.LeakyReLU(inplace=True),
+        conv(hidden, hidden, 3, 1), nn.LeakyReLU(inplace=True),
+        conv(hidden, out_channels, 3, 1),
+    )  # fmt: skip
+    nn.init.zeros_(net[-1].weight)
+    nn.init.zeros_(net[-1].bias)
+    return net

@@ -12,8 +12,9 @@ already-decoded neighbours.
 from __future__ import annotations
 
 import torch
-from compressai.models.utils import conv
 from torch import Tensor, nn
+
+from semcodec.models.layers import zero_start_refiner
 
 
 def anchor_mask(height: int, width: int, device: torch.device | str = "cpu") -> Tensor:
@@ -37,14 +38,7 @@ class SpatialContext(nn.Module):
         self.nets = nn.ModuleList()
         for start, end in bounds:
             width = end - start
-            net = nn.Sequential(
-                conv(3 * width, hidden, 3, 1), nn.LeakyReLU(inplace=True),
-                conv(hidden, hidden, 3, 1), nn.LeakyReLU(inplace=True),
-                conv(hidden, 2 * width, 3, 1),
-            )  # fmt: skip
-            nn.init.zeros_(net[-1].weight)
-            nn.init.zeros_(net[-1].bias)
-            self.nets.append(net)
+            self.nets.append(zero_start_refiner(3 * width, hidden, 2 * width))
 
     def refine(self, index: int, means: Tensor, scales: Tensor, decoded: Tensor) -> tuple[Tensor, Tensor]:
         """Slice ``index``'s final ``(means, scales)``; ``decoded``: the slice's ``y_hat`` (only its

@@ -6,7 +6,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -18,7 +17,7 @@ from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
 from semcodec.models.spatial_context import anchor_mask
 from semcodec.training.train import TINY_ARCH
 from tests.conftest import synthetic_image
-from tests.test_context import context_weights  # noqa: F401  (fixture)
+from tests.test_context import assert_exact_round_trip, context_weights  # noqa: F401  (fixture)
 
 CHANNELS = TINY_ARCH["latent_channels"]
 
@@ -104,19 +103,7 @@ def test_spatial_context_moves_only_the_non_anchors(spatial_weights):
 
 @pytest.mark.parametrize("keep_tokens", [None, 5])
 def test_spatial_round_trip_is_exact(spatial_weights, keep_tokens):
-    codec = Codec(spatial_weights)
-    image = synthetic_image(70, 90, seed=3)
-    for quality in (1, 2):
-        result = codec.encode(image, quality, keep_tokens=keep_tokens)
-        decoded = codec.decode_symbols(result.data)
-        np.testing.assert_array_equal(decoded.symbols.y, result.symbols.y)
-        np.testing.assert_array_equal(decoded.symbols.z, result.symbols.z)
-        assert codec.decode(result.data).shape == image.shape
-        base = codec.decode_symbols(result.data, base_only=True)
-        cb = base.model.base_channels
-        rows = result.symbols.y.reshape(CHANNELS, -1)[:cb]
-        np.testing.assert_array_equal(base.symbols.y.reshape(CHANNELS, -1)[:cb], rows)
-        torch.testing.assert_close(base.y_hat[:, :cb], decoded.y_hat[:, :cb], rtol=0, atol=0)
+    assert_exact_round_trip(Codec(spatial_weights), keep_tokens)
 
 
 def test_spatial_decode_matches_the_float_model(spatial_weights):
