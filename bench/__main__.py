@@ -68,7 +68,23 @@ def kodak(dataset: Path, weights: Path | None, limit: int | None, json_path: Pat
     show_default=True,
     help="Also run semcodec with N steps of encoder latent refinement (a second curve; slow: ~0.5 s a step per image).",
 )
-def rd(dataset: Path, weights: Path | None, anchors: Path, limit: int | None, out: Path, refine_steps: int) -> None:
+@click.option(
+    "--bd-qualities",
+    "bd_subsets",
+    multiple=True,
+    metavar="FIRST-LAST",
+    help="Also BD-rate semcodec's points of these qualities alone (repeatable, e.g. 1-4): the same run, "
+    "a narrower rate range, comparable with a model that has only those levels.",
+)
+def rd(
+    dataset: Path,
+    weights: Path | None,
+    anchors: Path,
+    limit: int | None,
+    out: Path,
+    refine_steps: int,
+    bd_subsets: tuple[str, ...],
+) -> None:
     """semcodec vs JPEG/WebP/AVIF/JPEG 2000 (same run) and published curves: table, BD-rate, plot, speed."""
     import json
 
@@ -86,15 +102,23 @@ def rd(dataset: Path, weights: Path | None, anchors: Path, limit: int | None, ou
         if refine_steps > 0
         else {}
     )
+    subsets = [_quality_range(text) for text in bd_subsets]
     ours = {"semcodec": semcodec_bench.run(dataset, weights, limit), **refined}
     same_run = rd_bench.classical_curves(images)
     anchors_curves = rd_bench.published(anchors)
+    bd_curves = {
+        **ours,
+        **{
+            f"semcodec q{first}-{last}": [p for p in ours["semcodec"] if first <= p["quality"] <= last]
+            for first, last in subsets
+        },
+    }
     bd = {
         name: {
             **rd_bench.bd_table(points, same_run),
             **{f"{k} (published)": v for k, v in rd_bench.bd_table(points, anchors_curves).items()},
         }
-        for name, points in ours.items()
+        for name, points in bd_curves.items()
     }
     reference = speed.compressai_hyperprior(images)
     click.echo(
@@ -116,6 +140,7 @@ def rd(dataset: Path, weights: Path | None, anchors: Path, limit: int | None, ou
                 "classical": same_run,
                 "bd_rate": bd["semcodec"],
                 "bd_rate_refined": {name: bd[name] for name in refined},
+                "bd_rate_qualities": {name: bd[name] for name in bd_curves if name not in ours},
                 "compressai_hyperprior_speed": reference,
             },
             indent=1,
@@ -123,6 +148,14 @@ def rd(dataset: Path, weights: Path | None, anchors: Path, limit: int | None, ou
         + "\n"
     )
     click.echo(f"\nwrote {out / 'rd.json'} and {out / 'rd.png'}")
+
+
+def _quality_range(text: str) -> tuple[int, int]:
+    try:
+        first, last = (int(v) for v in text.split("-"))
+    except ValueError:
+        raise click.BadParameter(f"expected FIRST-LAST, got {text!r}", param_hint="--bd-qualities") from None
+    return first, last
 
 
 @main.command()

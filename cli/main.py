@@ -342,9 +342,18 @@ _device = click.option(
 )
 @click.option(
     "--lambdas",
-    default="0.0018,0.0035,0.0067,0.013",
+    default=None,
+    help="Comma-separated MSE lambdas, one per quality level (default: a trained model's own, else "
+    "0.0018,0.0035,0.0067,0.013); a trained model gains qualities when its own lambdas come first "
+    "(e.g. ...,0.013,0.025,0.0483: the new gain units start extrapolated from the last two).",
+)
+@click.option(
+    "--downscale",
+    default="0.5,0.9",
     show_default=True,
-    help="Comma-separated MSE lambdas, one per quality level.",
+    callback=lambda _ctx, _param, value: _parse_downscale(value),
+    help="LOW,HIGH: shrink each training crop by a random factor in this range of the photo's own "
+    "size; 'off': shrink every photo once to a short side of max(256, crop).",
 )
 @click.option("--tiny", is_flag=True, help="A tiny architecture (for tests and smoke runs).")
 @click.option(
@@ -402,7 +411,8 @@ def train(
     lr: float,
     save_every: int,
     decay_from: float,
-    lambdas: str,
+    lambdas: str | None,
+    downscale: tuple[float, float] | None,
     tiny: bool,
     arch_items: tuple[str, ...],
     max_images: int | None,
@@ -432,7 +442,8 @@ def train(
         lr=lr,
         save_every=save_every,
         decay_from=decay_from,
-        lambdas=tuple(float(v) for v in lambdas.split(",")),
+        lambdas=tuple(float(v) for v in lambdas.split(",")) if lambdas else None,
+        downscale=downscale,
         arch={
             **(TINY_ARCH if tiny else {}),
             **_parse_arch(arch_items),
@@ -446,6 +457,18 @@ def train(
         compile=compile_model,
     )
     run_training(cfg)
+
+
+def _parse_downscale(text: str) -> tuple[float, float] | None:
+    if text == "off":
+        return None
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected LOW,HIGH or 'off', got {text!r}", param_hint="--downscale") from None
+    if not 0 < low <= high <= 1:
+        raise click.BadParameter(f"need 0 < LOW <= HIGH <= 1, got {text!r}", param_hint="--downscale")
+    return low, high
 
 
 def _parse_arch(items: tuple[str, ...]) -> dict:

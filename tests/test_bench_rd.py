@@ -12,7 +12,7 @@ from semcodec.bench.__main__ import main
 from tests.conftest import synthetic_image
 
 
-def test_rd_with_a_refined_curve(tmp_path: Path, tiny_weights: Path):
+def test_rd_with_a_refined_curve_and_a_quality_subset(tmp_path: Path, tiny_weights: Path):
     data = tmp_path / "kodak"
     data.mkdir()
     Image.fromarray(synthetic_image(176, 176, seed=5)).save(data / "a.png")
@@ -21,7 +21,7 @@ def test_rd_with_a_refined_curve(tmp_path: Path, tiny_weights: Path):
     anchors.write_text(json.dumps({"curves": {"VTM": vtm}}))
     out = tmp_path / "out"
     args = ["rd", "--dataset", str(data), "--weights", str(tiny_weights), "--anchors", str(anchors)]
-    args += ["--out", str(out), "--refine-steps", "2"]
+    args += ["--out", str(out), "--refine-steps", "2", "--bd-qualities", "1-2"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "rd.json").read_text())
@@ -34,5 +34,6 @@ def test_rd_with_a_refined_curve(tmp_path: Path, tiny_weights: Path):
         == names
         > {"AVIF (Pillow/libavif, speed 6)", "VTM (published)"}
     )
-    assert "| BD-rate (PSNR) against | semcodec | semcodec refined 2 |" in result.output
+    assert "| BD-rate (PSNR) against | semcodec | semcodec refined 2 | semcodec q1-2 |" in result.output
+    assert saved["bd_rate_qualities"]["semcodec q1-2"] == saved["bd_rate"]  # both qualities: the same points
     assert (out / "rd.png").stat().st_size > 0

@@ -217,3 +217,86 @@ def test_train_without_a_model_name_resumes_the_model_out_serves(tmp_path):
     assert again.exit_code == 0, again.output
     registry = json.loads((out / "registry.json").read_text())
     assert list(registry["models"]) == ["wide"] and registry["models"]["wide"]["info"]["steps"] == 3
+
+
+def test_downscaled_crops_shrink_a_box_of_the_photo_by_a_seeded_factor(tmp_path):
+    """Per-crop downscale (training's augmentation): the crop size, the same crops for the same seed,
+    other pixels than plain crops of the once-shrunk photo; bad ranges are refused."""
+    import torch
+    from PIL import Image
+
+    from semcodec.training.data import CropBank
+
+    for i in range(2):
+        Image.fromarray(synthetic_image(150, 200, seed=i)).save(tmp_path / f"{i}.png")
+    paths = sorted(tmp_path.glob("*.png"))
+    first = CropBank(paths, short_side=None, crop=64, seed=5, downscale=(0.5, 0.9)).sample(6)
+    again = CropBank(paths, short_side=None, crop=64, seed=5, downscale=(0.5, 0.9)).sample(6)
+    plain = CropBank(paths, short_side=150, crop=64, seed=5).sample(6)
+    assert first.shape == plain.shape == (6, 3, 64, 64)
+    assert torch.equal(first, again) and not torch.equal(first, plain)
+    bank = CropBank(paths, short_side=None, crop=64, seed=5, downscale=(0.5, 0.5))
+    assert {bank._box(150, 200) for _ in range(5)} == {(128, 128)}  # crop / factor
+    assert bank._box(100, 300) == (100, 100)  # capped by the photo
+    with pytest.raises(ValueError, match="downscale"):
+        CropBank(paths, short_side=None, crop=64, downscale=(0.0, 0.9))
+    with pytest.raises(ValueError, match="short_side=None"):
+        CropBank(paths, short_side=256, crop=64, downscale=(0.5, 0.9))
+
+
+def test_extended_gains_continue_the_last_trained_step():
+    import torch
+
+    from semcodec.errors import WeightsError
+    from semcodec.training.train import extend_gains
+
+    table = torch.tensor([[0.0, 1.0], [0.5, 1.5]])
+    state = {"log_gain": table, "log_inv_gain": -table, "other": torch.ones(1)}
+    out = extend_gains(state, (0.01, 0.02), (0.01, 0.02, 0.04, 0.08))
+    torch.testing.assert_close(out["log_gain"], torch.tensor([[0.0, 1.0], [0.5, 1.5], [1.0, 2.0], [1.5, 2.5]]))
+    torch.testing.assert_close(out["log_inv_gain"], -out["log_gain"])
+    assert out["other"] is state["other"] and state["log_gain"].shape == (2, 2)
+    with pytest.raises(WeightsError, match="increasing"):
+        extend_gains(state, (0.01, 0.02), (0.01, 0.02, 0.015))
+
+
+def test_a_trained_model_gains_qualities_after_its_own_lambdas(tiny_weights, tmp_path):
+    """`train --lambdas OLD,NEW` adds quality levels to a trained model (which then codes at them);
+    lambdas that do not start with the trained ones are refused in one line."""
+    import shutil
+
+    from PIL import Image
+
+    work = tmp_path / "w"
+    shutil.copytree(tiny_weights, work)
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(synthetic_image(100, 100)).save(data / "a.png")
+    args = ["train", "--data", str(data), "--out", str(work), "--batch", "2", "--crop", "64", "--save-every", "100"]
+    wrong = CliRunner().invoke(main, [*args, "--steps", "6", "--lambdas", "0.003,0.02,0.04"])
+    assert wrong.exit_code == 1 and "has 2 qualities, not the 3 lambdas" in wrong.output
+    result = CliRunner().invoke(main, [*args, "--steps", "6", "--lambdas", "0.002,0.02,0.05"])
+    assert result.exit_code == 0, result.output
+    registry = json.loads((work / "registry.json").read_text())
+    assert registry["models"]["vit-hp-small"]["config"]["num_qualities"] == 3
+    assert registry["qualities"]["3"] == {"model": "vit-hp-small", "gain_index": 2, "lambda": 0.05}
+    codec = Codec(work)
+    image = synthetic_image(70, 90)
+    sizes = [len(codec.encode(image, q).data) for q in (1, 2, 3)]
+    assert codec.decode(codec.encode(image, 3).data).shape == image.shape
+    assert sizes[2] > sizes[0]
+    again = CliRunner().invoke(main, [*args, "--steps", "7"])  # no --lambdas: the model's own
+    assert again.exit_code == 0, again.output
+    lambdas = [level["lambda"] for level in json.loads((work / "registry.json").read_text())["qualities"].values()]
+    assert lambdas == [0.002, 0.02, 0.05]
+
+
+def test_downscale_option_takes_a_range_or_off(tmp_path):
+    from semcodec.cli.main import _parse_downscale
+
+    assert _parse_downscale("0.5,0.9") == (0.5, 0.9) and _parse_downscale("off") is None
+    for bad in ("0.9,0.5", "1.5,2", "half"):
+        result = CliRunner().invoke(
+            main, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "w"), "--downscale", bad]
+        )
+        assert result.exit_code == 2 and "--downscale" in result.output

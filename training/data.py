@@ -26,6 +26,13 @@ def list_images(root: Path | str) -> list[Path]:
 class CropBank:
     """Images downscaled so their short side is ``short_side``; ``sample`` returns random crops.
 
+    ``downscale=(low, high)`` (with ``short_side=None``) keeps each photo at its own resolution and
+    shrinks every crop by its own factor, drawn log-uniformly from that range and capped by what the
+    photo holds: the box of ``crop / factor`` pixels is resized to ``crop``. One fixed shrink of a
+    500 x 375 photo to a short side of 256 leaves a 256 px crop almost no room to move; a factor per
+    crop gives many positions and scales of each photo, and every factor below ~0.9 still removes
+    the JPEG artefacts.
+
     ``zoom=(min_area, max_area)`` samples crops as torchvision's ``RandomResizedCrop`` does (a
     fraction of the image's area, aspect 3:4..4:3, resized to ``crop``), drawn from this bank's own
     generator so a seed gives the same crops: more distinct views of few images (a token head
@@ -35,22 +42,28 @@ class CropBank:
     def __init__(
         self,
         paths: list[Path],
-        short_side: int = 256,
+        short_side: int | None = 256,
         crop: int = 128,
         seed: int = 0,
         zoom: tuple[float, float] | None = None,
+        downscale: tuple[float, float] | None = None,
     ):
         if not paths:
             raise ValueError("no training images found")
         if zoom is not None and not 0 < zoom[0] <= zoom[1] <= 1:
             raise ValueError(f"zoom must be 0 < min <= max <= 1 (area fractions), got {zoom}")
+        if downscale is not None and (zoom is not None or not 0 < downscale[0] <= downscale[1] <= 1):
+            raise ValueError(f"downscale must be 0 < low <= high <= 1 (and not with zoom), got {downscale}")
+        if (short_side is None) != (downscale is not None):
+            raise ValueError("downscale keeps the photos' own size: pass it with short_side=None")
         self.crop = crop
         self.zoom = zoom
+        self.downscale = downscale
         self.images: list[Tensor] = []
         for path in paths:
             with Image.open(path) as img:
                 img = img.convert("RGB")
-                scale = short_side / min(img.size)
+                scale = 1.0 if short_side is None else short_side / min(img.size)
                 if scale < 1:
                     size = (max(crop, round(img.width * scale)), max(crop, round(img.height * scale)))
                     img = img.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
@@ -80,7 +93,13 @@ class CropBank:
         return out.float().div_(255.0)
 
     def _box(self, height: int, width: int) -> tuple[int, int]:
-        """The crop's size before resizing: ``crop`` square, or a random area / aspect (``zoom``)."""
+        """The crop's size before resizing: ``crop`` square, a random area / aspect (``zoom``), or a
+        square of ``crop / factor`` (``downscale``)."""
+        if self.downscale is not None:
+            low, high = (math.log(f) for f in self.downscale)
+            factor = math.exp(low + (high - low) * float(torch.rand(1, generator=self.generator)))
+            side = max(self.crop, min(height, width, round(self.crop / factor)))
+            return side, side
         if self.zoom is None:
             return self.crop, self.crop
         u = torch.rand(2, generator=self.generator).tolist()

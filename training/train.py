@@ -8,6 +8,7 @@ checkpoint the next run resumes from: one file per model, overwritten, no optimi
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -24,7 +25,12 @@ from semcodec.training.data import CropBank, list_images
 from semcodec.weights import REGISTRY_FILE, load_registry, load_state_dict, save_state_dict, write_registry
 
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130)
-"""CompressAI's MSE lambdas for its qualities 1-4 (loss = lambda * 255^2 * MSE + bpp)."""
+"""CompressAI's MSE lambdas for its qualities 1-4 (loss = lambda * 255^2 * MSE + bpp); its 5-8 are
+0.025, 0.0483, 0.0932 and 0.18."""
+
+TRAIN_DOWNSCALE = (0.5, 0.9)
+"""Per-crop random downscale of the training photos (see :class:`CropBank`): more distinct crops of
+few photos, at more than one scale, and no JPEG artefacts left at any of them."""
 
 
 CONTEXT_KEYS = ("context_slice_channels", "context_spatial")
@@ -40,7 +46,8 @@ class TrainConfig:
     data: list[Path]
     weights_dir: Path
     model_name: str | None = None  # None: the model weights_dir serves (see served_model)
-    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
+    lambdas: tuple[float, ...] | None = None
+    """One per quality; ``None``: a trained model's own, else :data:`DEFAULT_LAMBDAS`."""
     steps: int = 6000
     max_minutes: float | None = None
     batch: int = 16
@@ -61,6 +68,9 @@ class TrainConfig:
     """Crops whose ``g_a`` output is cached for ``entropy_only`` (each costs 160 KB at 256 px)."""
     precision: str = "auto"
     """``float32``, ``bfloat16`` (transforms under autocast) or ``auto``: bfloat16 where the device does it natively."""
+    downscale: tuple[float, float] | None = TRAIN_DOWNSCALE
+    """Per-crop downscale factor range of the photos at their own resolution; ``None``: every photo
+    shrunk once to a short side of ``max(256, crop)`` (the runs before 106,603 steps)."""
     compile: bool = False
     """Run the training pass through ``torch.compile`` (inductor): vit-hp-192, batch 16 of 128 px,
     0.68 instead of 1.02 s per step on a 2-core AVX2 CPU, after about 2.5 minutes of compiling."""
@@ -166,20 +176,47 @@ def build_or_resume(cfg: TrainConfig) -> tuple[SemanticHyperprior, int]:
                     f"{cfg.model_name} is already trained with other {', '.join(changed)}; "
                     "a new architecture needs a new --model-name"
                 )
+            trained = trained_lambdas(cfg.weights_dir, cfg.model_name)
+            state = load_state_dict(registry, cfg.model_name)
             qualities = entry.config.get("num_qualities")
-            if qualities != len(cfg.lambdas):
+            if len(cfg.lambdas) > qualities and len(trained) == qualities and cfg.lambdas[:qualities] == trained:
+                state = extend_gains(state, trained, cfg.lambdas)
+            elif qualities != len(cfg.lambdas):
                 raise WeightsError(
                     f"{cfg.model_name} has {qualities} qualities, not the {len(cfg.lambdas)} "
-                    "lambdas asked for (pass --lambdas with one per quality)"
+                    "lambdas asked for (pass --lambdas with one per quality, or its lambdas and more after them)"
                 )
-            model = SemanticHyperprior(SemanticHyperpriorConfig(**{**entry.config, **cfg.arch}))
-            missing, unexpected = model.load_state_dict(load_state_dict(registry, cfg.model_name), strict=False)
+            config = {**entry.config, **cfg.arch, "num_qualities": len(cfg.lambdas)}
+            model = SemanticHyperprior(SemanticHyperpriorConfig(**config))
+            missing, unexpected = model.load_state_dict(state, strict=False)
             # an architecture change may only *add* a context model, which starts as the identity
             if unexpected or any(not key.startswith("context.") for key in missing):
                 raise ValueError(f"{cfg.model_name}: saved weights do not fit {cfg.arch}: {missing or unexpected}")
             return model, int(entry.info.get("steps", 0))
     arch = SemanticHyperpriorConfig(**{**cfg.arch, "num_qualities": len(cfg.lambdas)})
     return SemanticHyperprior(arch), 0
+
+
+def extend_gains(
+    state: dict[str, torch.Tensor], trained: tuple[float, ...], lambdas: tuple[float, ...]
+) -> dict[str, torch.Tensor]:
+    """A trained model's gain units for more qualities (``lambdas`` extends ``trained``).
+
+    Each new quality's log-gains continue the last trained step, scaled by its lambda's log-ratio:
+    the gains of neighbouring qualities differ by a nearly constant factor per doubling of lambda
+    (Cui et al. 2021), so the new levels start near their rate and training only fine-tunes them.
+    """
+    if len(trained) < 2 or any(b <= a for a, b in itertools.pairwise(lambdas)):
+        raise WeightsError("adding qualities needs two trained ones and increasing lambdas")
+    state = dict(state)
+    last, before = len(trained) - 1, len(trained) - 2
+    step_log_lambda = math.log(trained[last] / trained[before])
+    for key in ("log_gain", "log_inv_gain"):
+        table = state[key]
+        step = table[last] - table[before]
+        rows = [table[last] + step * math.log(lam / trained[last]) / step_log_lambda for lam in lambdas[len(trained) :]]
+        state[key] = torch.cat([table, torch.stack(rows)])
+    return state
 
 
 def save(model: SemanticHyperprior, cfg: TrainConfig, step: int, seconds: float, n_images: int) -> None:
@@ -234,13 +271,27 @@ def served_model(weights_dir: Path) -> str:
     return registry.quality(registry.default_quality).model
 
 
+def trained_lambdas(weights_dir: Path, model_name: str) -> tuple[float, ...]:
+    """The lambdas of ``model_name``'s quality levels in gain order; empty for an untrained model."""
+    if not (weights_dir / REGISTRY_FILE).exists():
+        return ()
+    registry = load_registry(weights_dir)
+    levels = sorted((q.gain_index, q.lmbda) for q in registry.qualities.values() if q.model == model_name)
+    return tuple(lam for _, lam in levels)
+
+
 def train(cfg: TrainConfig) -> None:
     if cfg.model_name is None:
         cfg = replace(cfg, model_name=served_model(cfg.weights_dir))
+    if cfg.lambdas is None:
+        cfg = replace(cfg, lambdas=trained_lambdas(cfg.weights_dir, cfg.model_name) or DEFAULT_LAMBDAS)
     torch.manual_seed(cfg.seed)
     cfg.weights_dir.mkdir(parents=True, exist_ok=True)
     paths = cfg.data[: cfg.max_images] if cfg.max_images else cfg.data
-    bank = CropBank(paths, short_side=max(256, cfg.crop), crop=cfg.crop, seed=cfg.seed)
+    if cfg.downscale is None:
+        bank = CropBank(paths, short_side=max(256, cfg.crop), crop=cfg.crop, seed=cfg.seed)
+    else:
+        bank = CropBank(paths, short_side=None, crop=cfg.crop, seed=cfg.seed, downscale=cfg.downscale)
     device = pick_device(cfg.device)
     model, step = build_or_resume(cfg)
     model.to(device, memory_format=torch.channels_last).train()  # 7-10% faster CPU steps than NCHW
