@@ -349,11 +349,11 @@ _device = click.option(
 )
 @click.option(
     "--downscale",
-    default="0.5,0.9",
+    default="off",
     show_default=True,
     callback=lambda _ctx, _param, value: _parse_downscale(value),
-    help="LOW,HIGH: shrink each training crop by a random factor in this range of the photo's own "
-    "size; 'off': shrink every photo once to a short side of max(256, crop).",
+    help="LOW,HIGH (e.g. 0.5,0.9): shrink each training crop by a random factor in this range of the "
+    "photo's own size; 'off': shrink every photo once to a short side of max(256, crop).",
 )
 @click.option("--tiny", is_flag=True, help="A tiny architecture (for tests and smoke runs).")
 @click.option(

@@ -134,5 +134,8 @@ def test_resumed_training_refuses_lambdas_that_do_not_match_the_qualities(tmp_pa
     data.mkdir()
     Image.fromarray(synthetic_image(96, 120, seed=20)).save(data / "0.png")
     args = ["train", "--data", str(data), "--out", str(context_weights), "--entropy-only", "--steps", "16"]
-    result = CliRunner().invoke(main, args)  # 4 default lambdas, a model with 2 qualities
+    args += ["--crop", "64", "--lambdas", "0.0018,0.0035,0.0067,0.013"]  # a model with 2 qualities
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and "has 2 qualities, not the 4 lambdas" in result.output
+    small = CliRunner().invoke(main, args[:-4])  # its own lambdas, but no photo as large as the crop
+    assert small.exit_code == 1 and "no training image is at least 128 px" in small.output

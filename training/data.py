@@ -16,6 +16,8 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
+from semcodec.errors import ImageError
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
@@ -29,9 +31,9 @@ class CropBank:
     ``downscale=(low, high)`` (with ``short_side=None``) keeps each photo at its own resolution and
     shrinks every crop by its own factor, drawn log-uniformly from that range and capped by what the
     photo holds: the box of ``crop / factor`` pixels is resized to ``crop``. One fixed shrink of a
-    500 x 375 photo to a short side of 256 leaves a 256 px crop almost no room to move; a factor per
-    crop gives many positions and scales of each photo, and every factor below ~0.9 still removes
-    the JPEG artefacts.
+    500 x 375 photo to a short side of 256 leaves a 256 px crop at most 85 px of room along one
+    side; a factor per crop gives more positions and scales of each photo, nearly all of them still
+    shrunk (which hides the JPEG artefacts, as the data notes advise).
 
     ``zoom=(min_area, max_area)`` samples crops as torchvision's ``RandomResizedCrop`` does (a
     fraction of the image's area, aspect 3:4..4:3, resized to ``crop``), drawn from this bank's own
@@ -70,6 +72,8 @@ class CropBank:
                 if min(img.size) < crop:
                     continue
                 self.images.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))
+        if not self.images:
+            raise ImageError(f"no training image is at least {crop} px on its short side (pass a smaller --crop)")
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
