@@ -95,6 +95,7 @@ def rd(
     from semcodec.codec.refine import RefineConfig
     from semcodec.training.data import list_images
 
+    subsets = [_quality_range(text) for text in bd_subsets]  # a typo fails before the long runs
     out.mkdir(parents=True, exist_ok=True)
     images = [read_image(p).pixels for p in list_images(dataset)[:limit]]
     refined = (
@@ -102,7 +103,6 @@ def rd(
         if refine_steps > 0
         else {}
     )
-    subsets = [_quality_range(text) for text in bd_subsets]
     ours = {"semcodec": semcodec_bench.run(dataset, weights, limit), **refined}
     same_run = rd_bench.classical_curves(images)
     anchors_curves = rd_bench.published(anchors)
