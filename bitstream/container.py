@@ -1,4 +1,4 @@
-"""Binary layout of a semcodec file (format version 1).
+"""Binary layout of a semcodec file (format versions 1 and 2).
 
 All integers little-endian::
 
@@ -15,6 +15,10 @@ All integers little-endian::
                     chunk count u8, then per chunk: tag 4 bytes ASCII, length u32, CRC32 u32
     ...     4     CRC32 of everything above (magic through chunk table)
     ...           chunk payloads, concatenated in table order
+
+Versions 1 and 2 share this layout and differ in how the codec models the latent: version 1
+rounded each std up to the model's scale table, version 2 codes with the exact fixed-point std.
+This module writes version 2 and reads both; :attr:`Header.version` tells the codec which.
 
 The header is self-describing (tfc's habit): decoding needs no model flag. Anything that does not
 fit this layout raises a subclass of :class:`~semcodec.errors.BitstreamError`; nothing is
@@ -36,12 +40,14 @@ from semcodec.errors import (
 )
 
 MAGIC = b"SMCD"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The version :func:`pack` writes by default."""
+READABLE_VERSIONS = (1, 2)
 MAX_SIDE = 1 << 16
 """Largest height/width a header may declare; larger sizes are refused before any allocation."""
 
 KNOWN_FLAGS = 0
-"""Format version 1 defines no flag bits (layers and masks are chunks); any set bit is refused."""
+"""Format versions 1 and 2 define no flag bits (layers and masks are chunks); any set bit is refused."""
 WEIGHTS_HASH_BYTES = 8
 _PREFIX = struct.Struct("<4sHH")
 _FIXED = struct.Struct(f"<{WEIGHTS_HASH_BYTES}sIII")  # weights hash, height, width, symbols crc
@@ -73,6 +79,7 @@ class Header:
     symbols_crc: int
     flags: int = 0
     chunks: tuple[Chunk, ...] = field(default_factory=tuple)
+    version: int = FORMAT_VERSION
     header_bytes: int = field(default=0, compare=False)
     """Size of the header as read (set by :func:`unpack`; not part of equality)."""
 
@@ -105,6 +112,8 @@ def pack(header: Header) -> bytes:
         raise ValueError(f"weights hash must be {WEIGHTS_HASH_BYTES} bytes")
     if not (1 <= header.height <= MAX_SIDE and 1 <= header.width <= MAX_SIDE):
         raise ValueError(f"image size {header.width}x{header.height} outside 1..{MAX_SIDE}")
+    if header.version not in READABLE_VERSIONS:
+        raise ValueError(f"format version must be one of {READABLE_VERSIONS}")
     if not 0 <= header.quality < 256 or not 0 <= header.flags < 256 or len(header.chunks) > 255:
         raise ValueError("quality, flags and chunk count must each fit one byte")
     body = bytearray(struct.pack("<BBB", header.quality, header.flags, len(model_id)))
@@ -113,7 +122,7 @@ def pack(header: Header) -> bytes:
     body += struct.pack("<B", len(header.chunks))
     for c in header.chunks:
         body += _CHUNK.pack(c.tag.encode("ascii"), len(c.payload), crc32(c.payload))
-    head = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(body)) + bytes(body)
+    head = _PREFIX.pack(MAGIC, header.version, len(body)) + bytes(body)
     return head + _CRC.pack(crc32(head)) + b"".join(c.payload for c in header.chunks)
 
 
@@ -134,10 +143,11 @@ def unpack(data: bytes, until: str | None = None) -> Header:
     magic, version, body_len = _PREFIX.unpack_from(data)
     if magic != MAGIC:
         raise BitstreamError("not a semcodec bitstream (bad magic)")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise UnsupportedVersionError(
-            f"bitstream format version {version} is not supported (this semcodec reads version "
-            f"{FORMAT_VERSION}); {'upgrade semcodec' if version > FORMAT_VERSION else 're-encode'}"
+            f"bitstream format version {version} is not supported (this semcodec reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}); "
+            f"{'upgrade semcodec' if version > FORMAT_VERSION else 're-encode'}"
         )
     head_end = _PREFIX.size + body_len
     if len(data) < head_end + _CRC.size:
@@ -168,7 +178,7 @@ def unpack(data: bytes, until: str | None = None) -> Header:
         if crc32(payload) != crc:
             raise CorruptBitstreamError(f"corrupt bitstream: checksum mismatch in chunk {tag.strip()!r}")
         chunks.append(Chunk(tag, payload))
-    return Header(**header, chunks=tuple(chunks), header_bytes=head_end + _CRC.size)
+    return Header(**header, chunks=tuple(chunks), version=version, header_bytes=head_end + _CRC.size)
 
 
 def read_prefix(stream: BinaryIO, until: str) -> bytes:
@@ -204,7 +214,7 @@ def _parse_body(body: memoryview) -> tuple[dict, list[tuple[str, int, int]]]:
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
         raise CorruptBitstreamError(f"corrupt bitstream: image size {width}x{height} outside 1..{MAX_SIDE}")
     if flags & ~KNOWN_FLAGS:
-        raise CorruptBitstreamError(f"corrupt bitstream: unknown flags {flags:#04x} for format version 1")
+        raise CorruptBitstreamError(f"corrupt bitstream: unknown flags {flags:#04x}")
     (n_chunks,) = struct.unpack_from("<B", body, pos)
     pos += 1
     table = []

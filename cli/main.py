@@ -286,7 +286,7 @@ def info(input_path: str) -> None:
     pixels = header.height * header.width
     lines = [
         f"file:        {input_path} ({len(data)} bytes)",
-        f"format:      semcodec v{bitstream.FORMAT_VERSION}",
+        f"format:      semcodec v{header.version}",
         f"model:       {header.model_id} (weights {header.weights_hash.hex()})",
         f"quality:     {header.quality}",
         f"image:       {header.width}x{header.height}",

@@ -1,4 +1,4 @@
-"""Tensors to symbols and back: padding, quantization, scale tables, constriction coding."""
+"""Tensors to symbols and back: padding, quantization, exact entropy parameters, constriction coding."""
 
 from semcodec.codec.api import Codec, EncodeResult, decode, decode_tokens, encode
 

@@ -2,9 +2,10 @@
 
 Flow (see README): pad to a multiple of 64 -> ``g_a`` (gained) -> ``h_a`` -> ``z`` coded with the
 EntropyBottleneck's frozen integer CDFs -> the encoder continues from its own decoded z symbols ->
-``h_s`` in exact fixed-point integers -> scale-table index and mean per element -> ``round(y -
-mean)`` coded against the table std, base-layer channels and enhancement channels in separate
-chunks. The decoder repeats the same integer steps from the same symbols, on any machine.
+``h_s`` in exact fixed-point integers -> mean and std per element -> ``round(y - mean)`` coded
+against that std (the fixed-point scale itself, not a scale-table entry), base-layer channels and
+enhancement channels in separate chunks. The decoder repeats the same integer steps from the
+same symbols, on any machine.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ class _Timer:
 
 
 class _EntropyTables:
-    """Integer tables of one model, read once: z CDFs, offsets, medians and the y scale table."""
+    """Integer tables of one model, read once: z CDFs, offsets, medians and the y std bounds."""
 
     def __init__(self, model: SemanticHyperprior):
         eb = model.entropy_bottleneck
@@ -145,7 +146,10 @@ class _EntropyTables:
         self.offset = eb._offset.numpy().astype(np.int64)
         self.pmfs = entropy.pmfs_from_cdfs(eb._quantized_cdf.numpy(), self.cdf_length)
         self.medians = model.z_medians().detach().reshape(-1).numpy().astype(np.float32)
-        self.stds = model.gaussian_conditional.scale_table.numpy().astype(np.float64)
+        # y is coded with the fixed-point scale itself, bounded to the model's scale table range
+        # (rounding it up to a 64-entry table, as CompressAI does, cost 0.4-0.55% of the rate)
+        self.scale_ceiling = float(model.gaussian_conditional.scale_table.max())
+        self.scale_table = model.gaussian_conditional.scale_table.numpy().astype(np.float64)
         self.h_s = IntegerHyperSynthesis(model.h_s).eval()
         self.one = float(2**self.h_s.frac_bits)
         # medians on the same fixed-point grid: z_hat = symbol + offset + median, exactly
@@ -254,9 +258,8 @@ class Codec:
                     mask = chosen.reshape(-1).numpy()
                     mask_chunk = (bitstream.Chunk(MASK_CHUNK, entropy.encode_mask(mask)),)
                 elif keep_tokens is not None:
-                    means, indexes = _entropy_parameters(tables, *hyper)
+                    means, stds = _entropy_parameters(tables, *hyper)
                     grid = means.shape[2:]
-                    stds = tables.stds[indexes[0].reshape(means.shape[1], -1).numpy()]
                     mask = _important_tokens(_residuals(y, means), stds, grid, (h, w), keep_tokens, model.latent_stride)
                     mask_chunk = (bitstream.Chunk(MASK_CHUNK, entropy.encode_mask(mask)),)
             layers = (entropy.GaussianEncoder(), entropy.GaussianEncoder())
@@ -391,7 +394,8 @@ class Codec:
                 symbols[:, coded] = decoded
                 return symbols
 
-            y_hat, y_full = _walk_slices(tables, *hyper, code_slice, timer, base_only)
+            version_1 = header.version == 1  # stds rounded up to the scale table
+            y_hat, y_full = _walk_slices(tables, *hyper, code_slice, timer, base_only, version_1)
             y_symbols = y_full.reshape(-1)
             symbols = Symbols(z_symbols, y_symbols)
             if _crc(y_full[:cb]) != base_crc or (not base_only and symbols.crc32() != header.symbols_crc):
@@ -547,7 +551,7 @@ def important_tokens(
     size: tuple[int, int],
 ) -> torch.Tensor:
     """Float twin of the encoder's token choice for a batch (B, 1, h, w): the same ranking
-    (``most_important``) of the residual energy, with the model's scales for the scale table's.
+    (``most_important``) of the residual energy, with the model's float scales for the fixed-point ones.
     (Distillation codes pruned crops with it; a refining encoder fixes its mask with it first.)"""
     floor = float(model.gaussian_conditional.lower_bound_scale.bound)
     energy = (torch.round(y - means) / scales.clamp_min(floor)).pow(2).sum(1)
@@ -589,14 +593,20 @@ def _hyper_fixed(
 
 
 def _entropy_parameters(
-    tables: _EntropyTables, means_fixed: torch.Tensor, scales_fixed: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float means and scale-table indexes from fixed-point means and scales, by exact operations."""
+    tables: _EntropyTables, means_fixed: torch.Tensor, scales_fixed: torch.Tensor, scale_table: bool = False
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Float means (1, C, h, w) and coding stds (C, h*w) from fixed-point means and scales.
+
+    Every step is exact (a power-of-two division, float comparisons), so both ends get the same
+    float64 stds bit for bit; the coder needs nothing coarser. ``scale_table`` rounds each std up
+    to the model's scale table (CompressAI's ``build_indexes``), as format version 1 files did.
+    """
     means = (means_fixed / tables.one).float()  # |mean| < 2**9 with 12 fraction bits: exact in float32
-    scales = np.maximum((scales_fixed / tables.one).numpy(), tables.scale_floor)
-    # the index of the first table entry >= scale (CompressAI's build_indexes), by exact comparisons
-    indexes = np.searchsorted(tables.stds[:-1], scales, side="left")
-    return means, torch.from_numpy(indexes.astype(np.int64))
+    scales = (scales_fixed[0] / tables.one).reshape(scales_fixed.shape[1], -1).numpy()
+    stds = np.clip(scales, tables.scale_floor, tables.scale_ceiling)
+    if scale_table:
+        stds = tables.scale_table[np.searchsorted(tables.scale_table[:-1], stds, side="left")]
+    return means, stds
 
 
 def _residuals(y: torch.Tensor, means: torch.Tensor) -> np.ndarray:
@@ -613,11 +623,6 @@ def _coded(mask: np.ndarray | None, positions: np.ndarray | None) -> np.ndarray 
     return mask & positions
 
 
-def _stds(tables: _EntropyTables, indexes: torch.Tensor) -> np.ndarray:
-    """The scale table's stds for one slice's indexes (1, C, h, w), as (C, h*w)."""
-    return tables.stds[indexes[0].reshape(indexes.shape[1], -1).numpy()]
-
-
 def _walk_slices(
     tables: _EntropyTables,
     means_fixed: torch.Tensor,
@@ -625,6 +630,7 @@ def _walk_slices(
     code_slice: Callable[[int, int, torch.Tensor, np.ndarray, np.ndarray | None], np.ndarray],
     timer: _Timer,
     base_only: bool = False,
+    scale_table: bool = False,
 ) -> tuple[torch.Tensor, np.ndarray]:
     """Visit the latent's channel slices in coding order, shared by encoder and decoder.
 
@@ -635,7 +641,8 @@ def _walk_slices(
     checkerboard's anchors, then the other half with parameters refined from the decoded anchors.
     Returns ``y_hat`` (1, C, h, w) and the symbols (C, h*w).
     ``base_only`` stops after the base layer: the enhancement channels of ``y_hat`` are then the
-    hyperprior's means and their symbols zero.
+    hyperprior's means and their symbols zero. ``scale_table``: code with table-rounded stds
+    (format version 1).
     """
     decoded_fixed: list[torch.Tensor] = []
     y_hat, symbols = [], []
@@ -652,13 +659,13 @@ def _walk_slices(
                     refinement = tables.context[index - 1](torch.cat([means_k, scales_k, *decoded_fixed], dim=1))
                 d_mean, d_scale = refinement.chunk(2, dim=1)
                 means_k, scales_k = means_k + d_mean, scales_k + d_scale
-            means, indexes = _entropy_parameters(tables, means_k, scales_k)
+            means, stds = _entropy_parameters(tables, means_k, scales_k, scale_table)
         if not tables.spatial:
-            slice_symbols = code_slice(start, end, means, _stds(tables, indexes), None)
+            slice_symbols = code_slice(start, end, means, stds, None)
         else:
             anchors = anchor_mask(means.shape[2], means.shape[3])
             flat = anchors.reshape(-1).numpy()
-            first = code_slice(start, end, means, _stds(tables, indexes), flat)
+            first = code_slice(start, end, means, stds, flat)
             with timer("hyper"), torch.inference_mode():
                 anchor_fixed = torch.from_numpy(first).reshape(means.shape).double() * tables.one + means_k
                 visible = torch.where(anchors, anchor_fixed, torch.zeros((), dtype=torch.float64))
@@ -666,8 +673,8 @@ def _walk_slices(
                 d_mean, d_scale = refinement.chunk(2, dim=1)
                 means_k = torch.where(anchors, means_k, means_k + d_mean)
                 scales_k = torch.where(anchors, scales_k, scales_k + d_scale)
-                means, indexes = _entropy_parameters(tables, means_k, scales_k)
-            second = code_slice(start, end, means, _stds(tables, indexes), ~flat)
+                means, stds = _entropy_parameters(tables, means_k, scales_k, scale_table)
+            second = code_slice(start, end, means, stds, ~flat)
             slice_symbols = np.where(flat, first, second)
         residual = torch.from_numpy(slice_symbols).reshape(means.shape)
         decoded_fixed.append(residual.double() * tables.one + means_k)

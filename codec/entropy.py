@@ -1,9 +1,9 @@
-"""Thin adapter to constriction's range coder: integer symbols + table parameters in, bytes out.
+"""Thin adapter to constriction's range coder: integer symbols + model parameters in, bytes out.
 
-The entropy *models* live in the network (``EntropyBottleneck`` CDFs, ``GaussianConditional`` scale
-table); this module only codes. Every parameter passed to constriction comes from a frozen table
-(a scale-table entry or an integer CDF), never from a raw network float, so encoder and decoder
-hand constriction bit-identical models (constriction's own requirement).
+The entropy *models* live in the network (``EntropyBottleneck`` CDFs, ``GaussianConditional``
+scales); this module only codes. Every parameter passed to constriction is either a frozen integer
+CDF or a std computed by exact fixed-point arithmetic, never a raw network float, so encoder and
+decoder hand constriction bit-identical models (constriction's own requirement).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class GaussianEncoder:
         self._encoder = constriction.stream.queue.RangeEncoder()
 
     def encode(self, symbols: np.ndarray, stds: np.ndarray) -> None:
-        """One std (from the scale table) per symbol."""
+        """One std (bit-identical at the decoder) per symbol."""
         stds = np.ascontiguousarray(stds, dtype=np.float64).reshape(-1)
         symbols = np.ascontiguousarray(symbols, dtype=np.int32).reshape(-1)
         if symbols.size:
@@ -63,7 +63,7 @@ class GaussianDecoder:
 
 
 def encode_gaussian(symbols: np.ndarray, stds: np.ndarray) -> bytes:
-    """Code zero-mean quantized-Gaussian symbols, one std (from the scale table) per symbol."""
+    """Code zero-mean quantized-Gaussian symbols, one std (bit-identical at the decoder) per symbol."""
     encoder = GaussianEncoder()
     encoder.encode(symbols, stds)
     return encoder.data()

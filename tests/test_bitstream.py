@@ -85,6 +85,27 @@ def test_future_version():
         bitstream.unpack(bytes(data))
 
 
+def test_version_1_files_still_parse_and_say_so():
+    """Version 1 (stds rounded to the scale table) is still read; the codec picks its stds by it."""
+    header = make_header(version=1)
+    data = bitstream.pack(header)
+    assert struct.unpack_from("<H", data, 4)[0] == 1
+    assert bitstream.unpack(data).version == 1
+    assert bitstream.unpack(bitstream.pack(make_header())).version == bitstream.FORMAT_VERSION == 2
+
+
+def test_version_0_is_refused_with_re_encode():
+    data = bytearray(bitstream.pack(make_header()))
+    struct.pack_into("<H", data, 4, 0)
+    with pytest.raises(UnsupportedVersionError, match="re-encode"):
+        bitstream.unpack(bytes(data))
+
+
+def test_pack_refuses_an_unknown_version():
+    with pytest.raises(ValueError, match="format version"):
+        bitstream.pack(make_header(version=3))
+
+
 def test_every_single_bit_flip_is_detected():
     data = bitstream.pack(make_header(chunks=(Chunk("Y   ", b"payload!"),)))
     for i in range(len(data) * 8):

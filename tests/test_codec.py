@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import struct
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from semcodec import bitstream
+from semcodec.bench.reliability import reseal
 from semcodec.codec.api import Symbols
 from semcodec.errors import BitstreamError, WeightsError
 from tests.conftest import KODAK, synthetic_image
@@ -80,13 +85,54 @@ def test_symbol_crc_catches_a_desynchronised_decoder(codec, encoded, monkeypatch
 
     real = api._entropy_parameters
 
-    def drifted(tables, means_fixed, scales_fixed):
-        means, indexes = real(tables, means_fixed, scales_fixed)
-        return means, (indexes + 1).clamp(max=len(tables.stds) - 1)
+    def drifted(tables, means_fixed, scales_fixed, scale_table=False):
+        means, stds = real(tables, means_fixed, scales_fixed, scale_table)
+        return means, stds * 1.25
 
     monkeypatch.setattr(api, "_entropy_parameters", drifted)
     with pytest.raises(BitstreamError):
         codec.decode(encoded[2].data)
+
+
+FORMAT_V1_FILE = Path(__file__).parent / "data" / "format-v1-q2.smc"
+"""Written by semcodec 4e041f7 (format version 1) from ``synthetic_image(64, 96, seed=11)`` at
+quality 2; regenerate it only together with the shipped weights (their hash is in its header)."""
+
+
+def test_format_version_1_files_still_decode(codec):
+    """Files written before the scale table went away decode with table-rounded stds: the symbols'
+    CRC (the writer's) matches only if the decoder rebuilt the v1 stds exactly."""
+    data = FORMAT_V1_FILE.read_bytes()
+    assert bitstream.unpack(data).version == 1
+    assert codec.decode(data).shape == (64, 96, 3)
+    as_version_2 = bytearray(data)
+    struct.pack_into("<H", as_version_2, 4, 2)
+    with pytest.raises(BitstreamError, match="CRC"):  # the same payload read with exact stds
+        codec.decode(reseal(as_version_2))
+
+
+def test_coded_stds_are_the_exact_fixed_point_scales(codec, monkeypatch):
+    """Version 2 codes with ``scale / 2**frac_bits`` itself, not a table entry: the 64-entry table
+    rounded every std up and cost ~0.5% of the rate."""
+    import semcodec.codec.api as api
+
+    seen: list[np.ndarray] = []
+    real = api._entropy_parameters
+
+    def spy(tables, means_fixed, scales_fixed, scale_table=False):
+        means, stds = real(tables, means_fixed, scales_fixed, scale_table)
+        exact = np.clip(
+            (scales_fixed[0] / tables.one).reshape(stds.shape).numpy(), tables.scale_floor, tables.scale_ceiling
+        )
+        assert not scale_table and np.array_equal(stds, exact)
+        seen.append(stds)
+        return means, stds
+
+    monkeypatch.setattr(api, "_entropy_parameters", spy)
+    data = codec.encode(synthetic_image(64, 96, seed=11), 2).data
+    off_table = [~np.isin(stds, codec.model(bitstream.unpack(data).model_id)[1].scale_table) for stds in seen]
+    assert seen and np.mean(np.concatenate([m.reshape(-1) for m in off_table])) > 0.5
+    assert bitstream.unpack(data).version == 2
 
 
 def test_corrupted_payload_is_refused(codec, encoded):
