@@ -103,26 +103,26 @@ def working_tree_bytes() -> int:
     return sum((ROOT / name).stat().st_size for name in listing.split("\0") if name and (ROOT / name).is_file())
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=sorted(STAGE_JPEG_QUALITY))
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "train")
     parser.add_argument("--short-side", type=int, default=256, help="training shrinks photos to 256 px")
     parser.add_argument("--jpeg-quality", type=int, help="default: 92 for codec, 85 for head")
     parser.add_argument("--python-version", default="3.12", help="the device image's python3")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     quality = args.jpeg_quality or STAGE_JPEG_QUALITY[args.stage]
 
     ignore_locally(IGNORED)
+    photos = shrink_photos(args.data, ROOT / ".gpu" / "train", args.short_side, quality)
+    if photos == 0:
+        print(f"error: no photos under {args.data}", file=sys.stderr)
+        return 1
     carry = [".whl", ".gpu/train"]
     download_wheels(CODEC_WHEELS, ROOT / ".whl", args.python_version)
     if args.stage == "head":
         download_wheels(TOWER_WHEELS, ROOT / ".whl-tower", args.python_version)
         carry.insert(1, ".whl-tower")
-    photos = shrink_photos(args.data, ROOT / ".gpu" / "train", args.short_side, quality)
-    if photos == 0:
-        print(f"error: no photos under {args.data}", file=sys.stderr)
-        return 1
 
     sizes = {"working tree": working_tree_bytes()} | {name: tree_bytes(ROOT / name) for name in carry}
     for name, size in sizes.items():
