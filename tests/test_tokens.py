@@ -182,6 +182,15 @@ def test_token_benchmark_runs_with_the_tiny_tower(distilled, tower_file, tmp_pat
     assert pruned == {"semcodec tokens (a)", "semcodec pixels + tower (b)", *classical}
 
 
+def _first_coded(model, height: int, width: int) -> torch.Tensor:
+    """Grid positions of the first slice whose means depend on nothing coded before them."""
+    if model.config.context_spatial:
+        from semcodec.models.spatial_context import anchor_mask
+
+        return anchor_mask(height, width)
+    return torch.ones(height, width, dtype=torch.bool)
+
+
 def test_distillation_prunes_the_tokens_the_encoder_prunes(codec, kodak_image):
     """Heads learn pruned files from a float twin of the encoder's token choice: it must pick (nearly)
     the tokens `encode --tokens N` codes, and keep exactly N content tokens per crop."""
@@ -203,10 +212,12 @@ def test_distillation_prunes_the_tokens_the_encoder_prunes(codec, kodak_image):
     decoded = codec.decode_symbols(codec.encode(crop, 1, keep_tokens=64).data, base_only=True)
     mask = torch.from_numpy(decoded.mask.reshape(decoded.y_hat.shape[2:]))
     assert (mask & kept[0, 0]).sum() >= 0.9 * 64
-    # in the first slice (refined from nothing coded yet) kept tokens are the full file's, the
-    # others the prior's means
+    # in the first slice (refined from nothing coded yet; with a spatial context only its anchors)
+    # kept tokens are the full file's, the others the prior's means
     same = (pruned - full)[:, :, : model.slices[0][1]].abs().amax(dim=(0, 1, 2)) == 0
-    assert same[kept[0, 0, :14, :14]].all() and not same[~kept[0, 0, :14, :14]].all()
+    first = _first_coded(model, *same.shape)
+    grid_kept = kept[0, 0, :14, :14]
+    assert same[grid_kept & first].all() and not same[~grid_kept & first].all()
 
 
 def test_quantize_latent_keeps_only_the_kept_tokens(codec):
@@ -220,8 +231,8 @@ def test_quantize_latent_keeps_only_the_kept_tokens(codec):
         all_kept = model.quantize_latent(y, means, scales, keep=torch.ones(1, 1, 4, 4, dtype=torch.bool))
         none_kept = model.quantize_latent(y, means, scales, keep=torch.zeros(1, 1, 4, 4, dtype=torch.bool))
     assert torch.equal(everything, all_kept)
-    # the first slice is refined from nothing coded yet, so both share its means: pruned tokens sit
-    # on them, kept ones an integer away
+    # the first slice is refined from nothing coded yet (with a spatial context: its anchors), so
+    # both share its means there: pruned tokens sit on them, kept ones an integer away
     width = model.slices[0][1]
-    offset = everything[:, :width] - none_kept[:, :width]
+    offset = (everything[:, :width] - none_kept[:, :width])[..., _first_coded(model, 4, 4)]
     assert torch.allclose(offset, offset.round(), atol=1e-4) and offset.abs().sum() > 0
