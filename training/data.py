@@ -25,6 +25,18 @@ def list_images(root: Path | str) -> list[Path]:
     return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def shrink_to_short_side(img: Image.Image, short_side: int, floor: int = 0) -> Image.Image:
+    """Downscale (never enlarge) ``img`` so its short side is ``short_side``, no side below ``floor``.
+
+    One rule for the training crops and for the photos pre-shrunk for a lent GPU
+    (``tools/prepare_device.py``), so both train on the same pixels."""
+    scale = short_side / min(img.size)
+    if scale >= 1:
+        return img
+    size = (max(floor, round(img.width * scale)), max(floor, round(img.height * scale)))
+    return img.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+
+
 class CropBank:
     """Images downscaled so their short side is ``short_side``; ``sample`` returns random crops.
 
@@ -65,10 +77,8 @@ class CropBank:
         for path in paths:
             with Image.open(path) as img:
                 img = img.convert("RGB")
-                scale = 1.0 if short_side is None else short_side / min(img.size)
-                if scale < 1:
-                    size = (max(crop, round(img.width * scale)), max(crop, round(img.height * scale)))
-                    img = img.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+                if short_side is not None:
+                    img = shrink_to_short_side(img, short_side, floor=crop)
                 if min(img.size) < crop:
                     continue
                 self.images.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))
