@@ -134,8 +134,10 @@ def test_coded_stds_are_the_exact_fixed_point_scales(codec, monkeypatch):
 
     monkeypatch.setattr(api, "_entropy_parameters", spy)
     data = codec.encode(synthetic_image(64, 96, seed=11), 2).data
-    off_table = [~np.isin(stds, codec.model(bitstream.unpack(data).model_id)[1].scale_table) for stds in seen]
-    assert seen and np.mean(np.concatenate([m.reshape(-1) for m in off_table])) > 0.5
+    tables = codec.model(bitstream.unpack(data).model_id)[1]
+    stds = np.concatenate([s.reshape(-1) for s in seen])
+    unclipped = stds[stds > tables.scale_floor]  # the floor is a table entry whichever rule codes
+    assert unclipped.size > 100 and np.mean(~np.isin(unclipped, tables.scale_table)) > 0.5
     assert bitstream.unpack(data).version == 2
 
 
