@@ -8,8 +8,8 @@ Run after new weights land: ``python tools/regen_v1_fixture.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import struct
 import sys
 from pathlib import Path
 from unittest import mock
@@ -23,16 +23,14 @@ def main() -> None:
     from conftest import synthetic_image  # the image the test's docstring names
 
     import semcodec.codec.api as api
-    from semcodec.bench.reliability import reseal
-    from semcodec.bitstream import unpack
+    from semcodec.bitstream import pack, unpack
 
     codec = api.Codec()
     table_rounded = functools.partial(api._walk_slices, scale_table=True)
     with mock.patch.object(api, "_walk_slices", table_rounded):
-        data = bytearray(codec.encode(synthetic_image(64, 96, seed=11), 2).data)
-    struct.pack_into("<H", data, 4, 1)  # the u16 version field after the magic
-    data = reseal(bytes(data))
-    assert unpack(data).version == 1 and codec.decode(data).shape == (64, 96, 3)
+        written = codec.encode(synthetic_image(64, 96, seed=11), 2).data
+    data = pack(dataclasses.replace(unpack(written), version=1))
+    assert codec.decode(data).shape == (64, 96, 3)
     FIXTURE.write_bytes(data)
     print(f"wrote {FIXTURE.relative_to(ROOT)} ({len(data)} bytes)")
 
