@@ -82,6 +82,15 @@ class WindowedTransformer(nn.Module):
         return x[:, :, :h, :w]
 
 
+def start_as_identity(block: Block) -> Block:
+    """Zero a timm ``Block``'s two residual output projections, so ``x + attn(x)`` and
+    ``x + mlp(x)`` start as ``x``: a block a trained model gains without changing what it computes."""
+    for layer in (block.attn.proj, block.mlp.fc2):
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+    return block
+
+
 def zero_start_refiner(in_channels: int, hidden: int, out_channels: int) -> nn.Sequential:
     """Three 3x3 convolutions with LeakyReLU whose last layer starts at zero: a context refinement
     that a trained model gains as the identity. Convolutions and LeakyReLU only, so the codec can run

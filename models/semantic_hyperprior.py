@@ -15,7 +15,7 @@ from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
 from semcodec.models.channel_context import ChannelContext
-from semcodec.models.layers import BandedGDN, WindowedTransformer
+from semcodec.models.layers import BandedGDN, WindowedTransformer, start_as_identity
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,9 @@ class SemanticHyperpriorConfig:
     context_spatial: bool = False
     """Code each context slice in two checkerboard halves, the second refined from the first's
     decoded neighbours (:class:`SpatialContext`); needs ``context_slice_channels``."""
+    analysis_extra_depth: int = 0
+    """ViT blocks ``g_a`` has beyond ``depth``: encoder-only capacity (files, decoding and the
+    decoder's cost stay as they are); a trained model gains them as the identity."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,9 +72,11 @@ class SemanticHyperprior(CompressionModel):
             conv(n, n, 3, 2), BandedGDN(n),
             conv(n, n, 3, 2), BandedGDN(n),
             conv(n, d, 3, 2),
-            WindowedTransformer(d, cfg.depth, cfg.num_heads, cfg.window),
+            WindowedTransformer(d, cfg.depth + cfg.analysis_extra_depth, cfg.num_heads, cfg.window),
             conv(d, m, 1, 1),
         )  # fmt: skip
+        for block in self.g_a[7].blocks[cfg.depth :]:
+            start_as_identity(block)
         self.g_s = nn.Sequential(
             conv(m, d, 1, 1),
             WindowedTransformer(d, cfg.depth, cfg.num_heads, cfg.window),
@@ -120,6 +125,16 @@ class SemanticHyperprior(CompressionModel):
     def downsampling(self) -> int:
         """Total stride of ``g_a`` then ``h_a``: inputs are padded to a multiple of this."""
         return 64
+
+    def identity_started(self, key: str, trained: dict) -> bool:
+        """Whether state-dict ``key``, missing from weights trained with config ``trained``, belongs
+        to a part this model starts as the identity (a context model, extra analysis blocks), so
+        the trained weights may resume into it."""
+        if key.startswith("context."):
+            return True
+        depth = trained.get("depth", self.config.depth) + trained.get("analysis_extra_depth", 0)
+        prefix = "g_a.7.blocks."
+        return key.startswith(prefix) and int(key[len(prefix) :].split(".")[0]) >= depth
 
     def _gain(self, table: Tensor, quality: Tensor | int) -> Tensor:
         q = torch.as_tensor(quality, device=table.device).reshape(-1)

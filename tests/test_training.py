@@ -300,3 +300,39 @@ def test_downscale_option_takes_a_range_or_off(tmp_path):
             main, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "w"), "--downscale", bad]
         )
         assert result.exit_code == 2 and "--downscale" in result.output
+
+
+def test_a_trained_model_gains_analysis_blocks_that_start_as_the_identity(tiny_weights, tmp_path):
+    import shutil
+
+    import torch
+    from PIL import Image
+
+    from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
+    from semcodec.training.train import TINY_ARCH
+    from semcodec.weights import load_registry, load_state_dict
+
+    registry = load_registry(tiny_weights)
+    trained = SemanticHyperprior(SemanticHyperpriorConfig(**registry.model("vit-hp-small").config)).eval()
+    trained.load_state_dict(load_state_dict(registry, "vit-hp-small"))
+    deeper = SemanticHyperprior(SemanticHyperpriorConfig(**{**trained.config.to_dict(), "analysis_extra_depth": 2}))
+    missing, unexpected = deeper.eval().load_state_dict(trained.state_dict(), strict=False)
+    assert not unexpected and missing and all(key.startswith("g_a.7.blocks.") for key in missing)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(deeper.analysis(x, 1), trained.analysis(x, 1))
+        assert not torch.equal(deeper.g_a[7].blocks[-1].attn.qkv.weight, torch.zeros(()))
+
+    work = tmp_path / "w"
+    shutil.copytree(tiny_weights, work)
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(synthetic_image(96, 96, seed=3)).save(data / "a.png")
+    args = ["train", "--data", str(data), "--out", str(work), "--batch", "2", "--crop", "64"]
+    args += ["--lambdas", "0.002,0.02", "--arch", "analysis_extra_depth=2"]
+    result = CliRunner().invoke(main, [*args, "--steps", "6"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((work / "registry.json").read_text())["models"]["vit-hp-small"]["config"]
+    assert config["analysis_extra_depth"] == 2 and config["stem_channels"] == TINY_ARCH["stem_channels"]
+    fewer = CliRunner().invoke(main, [*args[:-1], "analysis_extra_depth=1", "--steps", "8"])
+    assert fewer.exit_code != 0 and "may only gain parts" in fewer.output

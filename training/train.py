@@ -29,7 +29,8 @@ DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130)
 0.025, 0.0483, 0.0932 and 0.18."""
 
 
-CONTEXT_KEYS = ("context_slice_channels", "context_spatial")
+GROWABLE_KEYS = ("context_slice_channels", "context_spatial", "analysis_extra_depth")
+"""Architecture fields a trained model may gain, the new parts starting as the identity."""
 """Architecture keys a trained model may change when resumed: it may gain a context model (which
 starts as the identity, so the trained weights stay valid)."""
 
@@ -169,7 +170,7 @@ def build_or_resume(cfg: TrainConfig) -> tuple[SemanticHyperprior, int]:
         registry = load_registry(cfg.weights_dir)
         if cfg.model_name in registry.models:
             entry = registry.model(cfg.model_name)
-            changed = sorted(k for k, v in cfg.arch.items() if k not in CONTEXT_KEYS and entry.config.get(k) != v)
+            changed = sorted(k for k, v in cfg.arch.items() if k not in GROWABLE_KEYS and entry.config.get(k) != v)
             if changed:
                 raise WeightsError(
                     f"{cfg.model_name} is already trained with other {', '.join(changed)}; "
@@ -188,9 +189,11 @@ def build_or_resume(cfg: TrainConfig) -> tuple[SemanticHyperprior, int]:
             config = {**entry.config, **cfg.arch, "num_qualities": len(cfg.lambdas)}
             model = SemanticHyperprior(SemanticHyperpriorConfig(**config))
             missing, unexpected = model.load_state_dict(state, strict=False)
-            # an architecture change may only *add* a context model, which starts as the identity
-            if unexpected or any(not key.startswith("context.") for key in missing):
-                raise ValueError(f"{cfg.model_name}: saved weights do not fit {cfg.arch}: {missing or unexpected}")
+            # an architecture change may only *add* parts that start as the identity
+            if unexpected or not all(model.identity_started(key, entry.config) for key in missing):
+                raise WeightsError(
+                    f"{cfg.model_name}: its saved weights do not fit {cfg.arch} (a trained model may only gain parts)"
+                )
             return model, int(entry.info.get("steps", 0))
     arch = SemanticHyperpriorConfig(**{**cfg.arch, "num_qualities": len(cfg.lambdas)})
     return SemanticHyperprior(arch), 0
