@@ -17,6 +17,9 @@ from torch import Tensor, nn
 from semcodec.models.channel_context import ChannelContext
 from semcodec.models.layers import BandedGDN, WindowedTransformer, start_as_identity
 
+ANALYSIS_TRANSFORMER = 7
+"""Index of the :class:`WindowedTransformer` in ``g_a`` (state-dict keys ``g_a.7.blocks.*``)."""
+
 
 @dataclass(frozen=True)
 class SemanticHyperpriorConfig:
@@ -75,7 +78,7 @@ class SemanticHyperprior(CompressionModel):
             WindowedTransformer(d, cfg.depth + cfg.analysis_extra_depth, cfg.num_heads, cfg.window),
             conv(d, m, 1, 1),
         )  # fmt: skip
-        for block in self.g_a[7].blocks[cfg.depth :]:
+        for block in self.g_a[ANALYSIS_TRANSFORMER].blocks[cfg.depth :]:
             start_as_identity(block)
         self.g_s = nn.Sequential(
             conv(m, d, 1, 1),
@@ -133,7 +136,7 @@ class SemanticHyperprior(CompressionModel):
         if key.startswith("context."):
             return True
         depth = trained.get("depth", self.config.depth) + trained.get("analysis_extra_depth", 0)
-        prefix = "g_a.7.blocks."
+        prefix = f"g_a.{ANALYSIS_TRANSFORMER}.blocks."
         return key.startswith(prefix) and int(key[len(prefix) :].split(".")[0]) >= depth
 
     def _gain(self, table: Tensor, quality: Tensor | int) -> Tensor:

@@ -30,9 +30,8 @@ DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130)
 
 
 GROWABLE_KEYS = ("context_slice_channels", "context_spatial", "analysis_extra_depth")
-"""Architecture fields a trained model may gain, the new parts starting as the identity."""
-"""Architecture keys a trained model may change when resumed: it may gain a context model (which
-starts as the identity, so the trained weights stay valid)."""
+"""Architecture fields a trained model may change when resumed: it may gain a context model or
+analysis blocks, which start as the identity, so the trained weights stay valid."""
 
 TINY_ARCH = {"stem_channels": 16, "token_dim": 32, "latent_channels": 24, "hyper_channels": 16, "num_heads": 2}
 """A few-thousand-parameter architecture for tests and smoke runs."""
