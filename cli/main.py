@@ -124,8 +124,43 @@ def _default_refine_steps(codec, quality: int | None, token_space: str | None) -
     return 0 if token_space == codec.registry.model(level.model).token_space else DEFAULT_TOKEN_REFINE_STEPS
 
 
+def _version_text(weights_dir: Path | None = None) -> str:
+    """``semcodec --version``: the release, the formats it reads and writes, and its models (no torch)."""
+    from semcodec.bitstream import FORMAT_VERSION, READABLE_VERSIONS
+    from semcodec.weights import load_registry
+
+    lines = [
+        f"semcodec {__version__}",
+        f"bitstream format {FORMAT_VERSION} (reads {', '.join(map(str, READABLE_VERSIONS))})",
+    ]
+    try:
+        registry = load_registry(weights_dir)
+    except SemcodecError as exc:
+        return "\n".join([*lines, f"models: none ({exc})"])
+    encoder = registry.quality(registry.default_quality).model if registry.qualities else None
+    for name, entry in registry.models.items():
+        release = f"released in {entry.release}" if entry.release else "unreleased checkpoint"
+        role = ", encodes" if name == encoder else ", decodes"
+        lines.append(f"model {name} ({release}, weights {entry.sha256[:16]}{role})")
+    return "\n".join(lines)
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(_version_text())
+        ctx.exit()
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "-V", "--version", prog_name="semcodec")
+@click.option(
+    "-V",
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the release, bitstream format and installed models, and exit.",
+)
 @click.option(
     "--weights",
     type=click.Path(file_okay=False, path_type=Path),
@@ -277,7 +312,8 @@ def decode(
 
 @main.command()
 @click.argument("input_path", metavar="INPUT")
-def info(input_path: str) -> None:
+@click.pass_context
+def info(ctx: click.Context, input_path: str) -> None:
     """Show a bitstream's header, chunk sizes and bpp (no model needed)."""
     from semcodec import bitstream
 
@@ -288,6 +324,7 @@ def info(input_path: str) -> None:
         f"file:        {input_path} ({len(data)} bytes)",
         f"format:      semcodec v{header.version}",
         f"model:       {header.model_id} (weights {header.weights_hash.hex()})",
+        f"release:     {_model_release(header.model_id, header.weights_hash, ctx.obj.get('weights'))}",
         f"quality:     {header.quality}",
         f"image:       {header.width}x{header.height}",
         f"bpp:         {len(data) * 8 / pixels:.4f}",
@@ -296,6 +333,22 @@ def info(input_path: str) -> None:
     lines += [f"chunk {c.tag.strip():<6} {len(c.payload)} bytes" for c in header.chunks]
     lines.append(f"symbols crc: {header.symbols_crc:08x}")
     click.echo("\n".join(lines))
+
+
+def _model_release(model_id: str, weights_hash: bytes, weights_dir: Path | None) -> str:
+    """Which semcodec release shipped the model a file names, or why this install cannot decode it."""
+    from semcodec.weights import load_registry
+
+    try:
+        registry = load_registry(weights_dir)
+    except SemcodecError as exc:
+        return f"unknown ({exc})"
+    entry = registry.models.get(model_id)
+    if entry is None:
+        return f"not installed: {registry.missing_model_message(model_id)}"
+    if weights_hash != entry.short_hash:
+        return f"not decodable here: {registry.foreign_weights_message(model_id, weights_hash)}"
+    return f"semcodec {entry.release} (installed)" if entry.release else "an unreleased checkpoint (installed)"
 
 
 _device = click.option(
@@ -318,13 +371,21 @@ _device = click.option(
     "weights_dir",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="Weights folder to write (and resume from): registry.json + <model>.safetensors.",
+    help="Checkpoint folder to write (and resume from): registry.json + <model>.safetensors. Released "
+    "models are frozen: continue one here with --init-from (the repository's folder is checkpoints/).",
 )
 @click.option(
     "--model-name",
     default=None,
     help="Model to train. Default: the one --out's registry serves at its default quality (resume it), "
     "else vit-hp-small.",
+)
+@click.option(
+    "--init-from",
+    default=None,
+    metavar="MODEL",
+    help="Continue an installed (released, frozen) model under a new id in --out: its weights, steps and "
+    "lambdas; the id defaults to its next revision (vit-hp-192 -> vit-hp-192.r2), resumed if --out has it.",
 )
 @click.option("--steps", type=int, default=20000, show_default=True, help="Total steps (a resumed run counts on).")
 @click.option("--max-minutes", type=float, default=None, help="Stop after this long; the LR schedule fits it.")
@@ -400,10 +461,13 @@ _device = click.option(
     "minutes of compiling (worth it for runs of half an hour and more).",
 )
 @_device
+@click.pass_context
 def train(
+    ctx: click.Context,
     data_dirs: tuple[Path, ...],
     weights_dir: Path,
     model_name: str | None,
+    init_from: str | None,
     steps: int,
     max_minutes: float | None,
     batch: int,
@@ -427,6 +491,7 @@ def train(
     from semcodec.training.data import list_images
     from semcodec.training.train import TINY_ARCH, TrainConfig
     from semcodec.training.train import train as run_training
+    from semcodec.weights import default_weights_dir
 
     paths = [p for d in data_dirs for p in list_images(d)]
     if not paths:
@@ -435,6 +500,8 @@ def train(
         data=paths,
         weights_dir=weights_dir,
         model_name=model_name,
+        init_from=init_from,
+        init_weights=Path(ctx.obj.get("weights") or default_weights_dir()),
         steps=steps,
         max_minutes=max_minutes,
         batch=batch,

@@ -347,15 +347,12 @@ class Codec:
                 f"bitstream declares {header.width}x{header.height}, above the {MAX_PIXELS}-pixel limit"
             )
         if header.model_id not in self.registry.models:
-            raise BitstreamError(f"bitstream was written by model {header.model_id!r}, which is not installed")
+            raise BitstreamError(self.registry.missing_model_message(header.model_id))
         entry = self.registry.model(header.model_id)
         if header.weights_hash != entry.short_hash:
-            raise BitstreamError(
-                f"bitstream was written by {header.model_id} weights {header.weights_hash.hex()}, "
-                f"installed weights are {entry.short_hash.hex()}"
-            )
-        level = self.registry.qualities.get(header.quality)
-        if level is None or level.model != entry.name:
+            raise BitstreamError(self.registry.foreign_weights_message(header.model_id, header.weights_hash))
+        level = entry.level(header.quality)  # the model's own table: files keep their meaning
+        if level is None:
             raise BitstreamError(f"bitstream quality {header.quality} is not served by model {entry.name}")
         model, tables = self.model(entry.name)
         s = model.downsampling

@@ -55,7 +55,10 @@ def small_bin(tmp_path_factory, small_png) -> Path:
 
 def test_version():
     proc = semcodec_process("--version")
-    assert proc.returncode == 0 and b"semcodec, version" in proc.stdout
+    from semcodec import __version__
+
+    assert proc.returncode == 0 and proc.stdout.startswith(f"semcodec {__version__}\n".encode())
+    assert b"model vit-hp-192 (released in 0.2.0, weights 263ecf61cd0852fc" in proc.stdout
 
 
 def test_real_process_pipes_and_clean_errors(small_png, tmp_path):
@@ -187,7 +190,7 @@ def test_weights_hash_mismatch_is_a_clear_error(tmp_path, tiny_weights, small_pn
 
 def test_file_from_other_weights_is_refused(tmp_path, tiny_weights, small_bin):
     line = one_error_line(semcodec("decode", str(small_bin), "-o", str(tmp_path / "x.png"), env_weights=tiny_weights))
-    assert "not installed" in line or "weights" in line
+    assert "model 'vit-hp-192'" in line and f"weights folder {tiny_weights} does not have" in line
 
 
 @pytest.mark.skipif(not (KODAK / "kodim01.png").exists(), reason="Kodak not available")

@@ -93,12 +93,11 @@ def test_symbol_crc_catches_a_desynchronised_decoder(codec, encoded, monkeypatch
         codec.decode(encoded[2].data)
 
 
-FORMAT_V1_FILE = Path(__file__).parent / "data" / "format-v1-q2.smc"
+FORMAT_V1_FILE = Path(__file__).parent / "conformance" / "vit-hp-192" / "format-v1-q2.smc"
 """``synthetic_image(64, 96, seed=11)`` at quality 2 in format version 1 (version field 1, stds
-rounded up to the scale table). The first was written by semcodec 4e041f7 itself; since the weights
-hash is in its header it is regenerated with the shipped weights by ``tools/regen_v1_fixture.py``:
-encoding with ``_walk_slices(..., scale_table=True)`` (the v1 writer's rule) and setting the version
-field to 1."""
+rounded up to the scale table), written for the released vit-hp-192 weights by the build that
+shipped them (commit 44b6c2d: its encoder with table-rounded stds, the version field set to 1).
+Part of vit-hp-192's conformance set, so it is never rewritten."""
 
 
 def test_format_version_1_files_still_decode(codec):

@@ -14,8 +14,9 @@ writes (git-ignored through `.git/info/exclude`):
   .gpu/train/   the training photos at the short side training shrinks them to (256 px) as JPEG;
                 quality 92 for the codec (what it learns to reproduce), 85 for the head (its
                 wheels need the room)
-The weights travel as the working tree's own `weights/` (device_train.sh trains a copy of it), so
-copy what a codec run brings back into weights/ before the head run. Refuses (exit 1, one line)
+The weights travel as the working tree's own `weights/` and `checkpoints/` (device_train.sh trains a
+copy of checkpoints/, continuing the released model under a new id), so copy what a codec run brings
+back into checkpoints/ before the head run, and release it with tools/ship_model.py. Refuses (exit 1, one line)
 if the working tree plus the carried folders exceed the 64 MiB a `run` call carries.
 """
 

@@ -36,7 +36,7 @@ from semcodec.models.towers import VisionTower
 from semcodec.training.budget import Budget
 from semcodec.training.data import CropBank
 from semcodec.training.train import pick_device
-from semcodec.weights import REGISTRY_FILE, load_verified, save_state_dict, write_registry
+from semcodec.weights import REGISTRY_FILE, load_verified, refuse_frozen, save_state_dict, write_registry
 from semcodec.weights.towers import load_tower
 
 
@@ -207,7 +207,7 @@ def distill(cfg: DistillConfig) -> dict:
     if cfg.split_block is not None:
         tower.set_split(cfg.split_block)
     split = tower.split_dim is not None
-    gains = sorted({q.gain_index for q in registry.qualities.values() if q.model == model_name})
+    gains = sorted({q.gain_index for q in entry.qualities.values()})
     arch = {"hidden": cfg.hidden, "num_heads": cfg.num_heads, "depth": cfg.depth}
     if cfg.synthesis_stem:
         arch["synthesis_stem"] = True
@@ -340,6 +340,7 @@ def _save(
     codec_sha256: str,
     held_out: dict[str, float],
 ) -> None:
+    refuse_frozen(root, model_name, "distil heads for")
     sha = save_state_dict(head.state_dict(), root / file, metadata={"steps": str(step), "tower": cfg.tower})
     raw = json.loads((root / REGISTRY_FILE).read_text())
     model = raw["models"][model_name]

@@ -4,6 +4,10 @@ Loss per crop: ``lambda[q] * 255^2 * MSE + bpp`` with the quality ``q`` drawn pe
 and one run serve every quality level (gain units). Every ``save_every`` steps the model is written
 to the weights folder (entropy tables updated, sha256 recorded in the registry), which is also the
 checkpoint the next run resumes from: one file per model, overwritten, no optimizer state.
+
+Released models are frozen, so training never writes one: it continues a released model under a new
+id in a checkpoint folder (``--init-from``; the repository keeps one, ``checkpoints/``), and
+``tools/ship_model.py`` releases that checkpoint when it measures better.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,7 +27,16 @@ from semcodec.errors import WeightsError
 from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
 from semcodec.training.budget import Budget
 from semcodec.training.data import CropBank, list_images
-from semcodec.weights import REGISTRY_FILE, Registry, load_registry, load_state_dict, save_state_dict, write_registry
+from semcodec.weights import (
+    REGISTRY_FILE,
+    WEIGHTS_DIR,
+    Registry,
+    load_registry,
+    load_state_dict,
+    refuse_frozen,
+    save_state_dict,
+    write_registry,
+)
 
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130)
 """CompressAI's MSE lambdas for its qualities 1-4 (loss = lambda * 255^2 * MSE + bpp); its 5-8 are
@@ -42,6 +56,10 @@ class TrainConfig:
     data: list[Path]
     weights_dir: Path
     model_name: str | None = None  # None: the model weights_dir serves (see served_model)
+    init_from: str | None = None
+    """A model of ``init_weights`` (e.g. a released one) that a model new to ``weights_dir`` starts from:
+    its architecture, weights, step count and lambdas."""
+    init_weights: Path = WEIGHTS_DIR
     lambdas: tuple[float, ...] | None = None
     """One per quality; ``None``: a trained model's own, else :data:`DEFAULT_LAMBDAS`."""
     steps: int = 6000
@@ -164,38 +182,65 @@ class LatentCache:
 
 
 def build_or_resume(cfg: TrainConfig) -> tuple[SemanticHyperprior, int]:
-    """A fresh model, or the one already registered under ``cfg.model_name`` (with its step count)."""
+    """A fresh model, the one already registered under ``cfg.model_name`` (with its step count), or,
+    for a model new to ``weights_dir``, a copy of ``cfg.init_from`` (the model it continues)."""
+    source = _starting_registry(cfg)
+    if source is not None:
+        registry, source_name = source
+        entry = registry.model(source_name)
+        changed = sorted(k for k, v in cfg.arch.items() if k not in GROWABLE_KEYS and entry.config.get(k) != v)
+        if changed:
+            raise WeightsError(
+                f"{cfg.model_name} is already trained with other {', '.join(changed)}; "
+                "a new architecture needs a new --model-name"
+            )
+        trained = registered_lambdas(registry, source_name)
+        state = load_state_dict(registry, source_name)
+        qualities = entry.config.get("num_qualities")
+        if len(cfg.lambdas) > qualities and len(trained) == qualities and cfg.lambdas[:qualities] == trained:
+            state = extend_gains(state, trained, cfg.lambdas)
+        elif qualities != len(cfg.lambdas):
+            raise WeightsError(
+                f"{cfg.model_name} has {qualities} qualities, not the {len(cfg.lambdas)} "
+                "lambdas asked for (pass --lambdas with one per quality, or its lambdas and more after them)"
+            )
+        config = {**entry.config, **cfg.arch, "num_qualities": len(cfg.lambdas)}
+        model = SemanticHyperprior(SemanticHyperpriorConfig(**config))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        # an architecture change may only *add* parts that start as the identity
+        if unexpected or not all(model.identity_started(key, entry.config) for key in missing):
+            raise WeightsError(
+                f"{cfg.model_name}: its saved weights do not fit {cfg.arch} (a trained model may only gain parts)"
+            )
+        return model, int(entry.info.get("steps", 0))
+    arch = SemanticHyperpriorConfig(**{**cfg.arch, "num_qualities": len(cfg.lambdas)})
+    return SemanticHyperprior(arch), 0
+
+
+def _starting_registry(cfg: TrainConfig) -> tuple[Registry, str] | None:
+    """Where the weights a run starts from live: ``weights_dir`` when it has the model (resume),
+    ``init_weights`` for ``init_from`` (continue another model under a new id), else nowhere (new)."""
     if (cfg.weights_dir / REGISTRY_FILE).exists():
         registry = load_registry(cfg.weights_dir)
         if cfg.model_name in registry.models:
-            entry = registry.model(cfg.model_name)
-            changed = sorted(k for k, v in cfg.arch.items() if k not in GROWABLE_KEYS and entry.config.get(k) != v)
-            if changed:
-                raise WeightsError(
-                    f"{cfg.model_name} is already trained with other {', '.join(changed)}; "
-                    "a new architecture needs a new --model-name"
-                )
-            trained = registered_lambdas(registry, cfg.model_name)
-            state = load_state_dict(registry, cfg.model_name)
-            qualities = entry.config.get("num_qualities")
-            if len(cfg.lambdas) > qualities and len(trained) == qualities and cfg.lambdas[:qualities] == trained:
-                state = extend_gains(state, trained, cfg.lambdas)
-            elif qualities != len(cfg.lambdas):
-                raise WeightsError(
-                    f"{cfg.model_name} has {qualities} qualities, not the {len(cfg.lambdas)} "
-                    "lambdas asked for (pass --lambdas with one per quality, or its lambdas and more after them)"
-                )
-            config = {**entry.config, **cfg.arch, "num_qualities": len(cfg.lambdas)}
-            model = SemanticHyperprior(SemanticHyperpriorConfig(**config))
-            missing, unexpected = model.load_state_dict(state, strict=False)
-            # an architecture change may only *add* parts that start as the identity
-            if unexpected or not all(model.identity_started(key, entry.config) for key in missing):
-                raise WeightsError(
-                    f"{cfg.model_name}: its saved weights do not fit {cfg.arch} (a trained model may only gain parts)"
-                )
-            return model, int(entry.info.get("steps", 0))
-    arch = SemanticHyperpriorConfig(**{**cfg.arch, "num_qualities": len(cfg.lambdas)})
-    return SemanticHyperprior(arch), 0
+            return registry, cfg.model_name
+    if cfg.init_from is None:
+        return None
+    registry = load_registry(cfg.init_weights)
+    if cfg.init_from not in registry.models:
+        raise WeightsError(f"--init-from {cfg.init_from!r}: no such model in {cfg.init_weights / REGISTRY_FILE}")
+    return registry, cfg.init_from
+
+
+def next_model_id(name: str, taken: set[str] | frozenset[str] = frozenset()) -> str:
+    """The id of the next revision of ``name``: ``vit-hp-192`` -> ``vit-hp-192.r2`` -> ``.r3``, skipping ``taken``."""
+    stem, _, tag = name.rpartition(".r")
+    base, revision = (stem, int(tag)) if stem and tag.isdigit() else (name, 1)
+    while True:
+        revision += 1
+        candidate = f"{base}.r{revision}"
+        if candidate not in taken:
+            return candidate
 
 
 def extend_gains(
@@ -222,6 +267,7 @@ def extend_gains(
 
 def save(model: SemanticHyperprior, cfg: TrainConfig, step: int, seconds: float, n_images: int) -> None:
     """Freeze the entropy tables, write the weights, and record file, hash and qualities."""
+    refuse_frozen(cfg.weights_dir, cfg.model_name, "train")
     model.eval()
     model.update(force=True)
     model.train()
@@ -230,7 +276,7 @@ def save(model: SemanticHyperprior, cfg: TrainConfig, step: int, seconds: float,
     reg_path = cfg.weights_dir / REGISTRY_FILE
     raw = json.loads(reg_path.read_text()) if reg_path.exists() else {"models": {}, "qualities": {}}
     previous_entry = raw["models"].get(cfg.model_name, {})
-    previous = previous_entry.get("info", {})
+    previous = previous_entry.get("info") or _initial_info(cfg)
     device = next(model.parameters()).device.type
     by_device = dict(previous.get("train_seconds_by_device", {}))
     by_device[device] = round(by_device.get(device, 0) + seconds, 1)
@@ -240,6 +286,7 @@ def save(model: SemanticHyperprior, cfg: TrainConfig, step: int, seconds: float,
         "file": file,
         "sha256": sha,
         "token_space": "semcodec-latent",
+        "qualities": {str(i + 1): {"gain_index": i, "lambda": lam} for i, lam in enumerate(cfg.lambdas)},
         "info": {
             "steps": step,
             "train_seconds": round(previous.get("train_seconds", 0) + seconds, 1),
@@ -248,16 +295,53 @@ def save(model: SemanticHyperprior, cfg: TrainConfig, step: int, seconds: float,
             "crop": cfg.crop,
             "train_images": n_images,
             "data": sorted({p.parent.name for p in cfg.data}),
+            **({"init_from": previous["init_from"]} if previous.get("init_from") else {}),
         },
         # heads stay listed: the codec refuses them until `semcodec distill` re-fits them to these
         # weights (which starts from them)
-        "token_heads": previous_entry.get("token_heads", {}),
+        "token_heads": previous_entry.get("token_heads") if previous_entry else initial_heads(cfg),
     }
     raw["qualities"] = {
         str(i + 1): {"model": cfg.model_name, "gain_index": i, "lambda": lam} for i, lam in enumerate(cfg.lambdas)
     }
     raw.setdefault("default_quality", min(3, len(cfg.lambdas)))
     write_registry(cfg.weights_dir, raw)
+
+
+def default_model_name(cfg: TrainConfig) -> str:
+    """With ``init_from``: the model ``weights_dir`` already continues from it (resume), else its next
+    revision id; without: the model ``weights_dir`` serves (see :func:`served_model`)."""
+    if cfg.init_from is None:
+        return served_model(cfg.weights_dir)
+    taken = set(load_registry(cfg.init_weights).models)
+    if (cfg.weights_dir / REGISTRY_FILE).exists():
+        registry = load_registry(cfg.weights_dir)
+        for name, entry in registry.models.items():
+            if entry.info.get("init_from") == cfg.init_from and not entry.frozen:
+                return name
+        taken |= set(registry.models)
+    return next_model_id(cfg.init_from, taken)
+
+
+def _initial_info(cfg: TrainConfig) -> dict:
+    """The training record a model continued from ``init_from`` starts with: that model's, plus its name."""
+    if cfg.init_from is None:
+        return {}
+    return {**load_registry(cfg.init_weights).model(cfg.init_from).info, "init_from": cfg.init_from}
+
+
+def initial_heads(cfg: TrainConfig) -> dict[str, dict]:
+    """The token heads of ``init_from``, copied beside a model continued from it: `semcodec distill`
+    then re-fits them to the new weights starting from them, as after any retraining."""
+    if cfg.init_from is None:
+        return {}
+    source = load_registry(cfg.init_weights)
+    heads = dict(source.model(cfg.init_from).token_heads)
+    for space, head in heads.items():
+        file = f"{cfg.model_name}.head.{head['file'].split('.head.', 1)[-1]}"
+        shutil.copyfile(source.root / head["file"], cfg.weights_dir / file)
+        heads[space] = {**head, "file": file}
+    return heads
 
 
 def served_model(weights_dir: Path) -> str:
@@ -280,15 +364,22 @@ def trained_lambdas(weights_dir: Path, model_name: str) -> tuple[float, ...]:
 
 
 def registered_lambdas(registry: Registry, model_name: str) -> tuple[float, ...]:
-    levels = sorted((q.gain_index, q.lmbda) for q in registry.qualities.values() if q.model == model_name)
+    """The lambdas of ``model_name``'s own quality levels in gain order; empty for an unknown model."""
+    if model_name not in registry.models:
+        return ()
+    levels = sorted((q.gain_index, q.lmbda) for q in registry.model(model_name).qualities.values())
     return tuple(lam for _, lam in levels)
 
 
 def train(cfg: TrainConfig) -> None:
     if cfg.model_name is None:
-        cfg = replace(cfg, model_name=served_model(cfg.weights_dir))
+        cfg = replace(cfg, model_name=default_model_name(cfg))
+    refuse_frozen(cfg.weights_dir, cfg.model_name, "train")
     if cfg.lambdas is None:
-        cfg = replace(cfg, lambdas=trained_lambdas(cfg.weights_dir, cfg.model_name) or DEFAULT_LAMBDAS)
+        own = trained_lambdas(cfg.weights_dir, cfg.model_name)
+        if not own and cfg.init_from is not None:
+            own = registered_lambdas(load_registry(cfg.init_weights), cfg.init_from)
+        cfg = replace(cfg, lambdas=own or DEFAULT_LAMBDAS)
     torch.manual_seed(cfg.seed)
     cfg.weights_dir.mkdir(parents=True, exist_ok=True)
     paths = cfg.data[: cfg.max_images] if cfg.max_images else cfg.data

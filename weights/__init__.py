@@ -1,8 +1,17 @@
 """Weights registry: one table (``registry.json``) maps quality levels to models and files.
 
 ``registry.json`` is the single source of truth: per model its architecture name and config, the
-safetensors file, its sha256 and what it was trained on; per quality the model, the gain index and
-the lambda it was trained for. Every load verifies the sha256 of the file before using it.
+safetensors file, its sha256, what it was trained on, the quality levels *it* serves (quality number
+-> gain index and lambda) and, once shipped, the semcodec ``release`` that froze it; per current
+quality level the model the encoder uses. Every load verifies the sha256 of the file before using it.
+
+Released models are immutable (README, "Compatibility"): a model id names one weights file forever,
+so a file written by any release names a model that every later release still has. The decoder
+reads a file with the model (and that model's own quality table) the file names; the encoder writes
+with the current ``qualities``. ``retired`` lists released models a release no longer ships, with
+the releases that have them, so a file that names one gets a useful one-line answer.
+
+Importing this module does not import torch (``semcodec --version`` and ``info`` read the registry).
 """
 
 from __future__ import annotations
@@ -10,13 +19,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING
 
 from semcodec.errors import WeightsError
+
+if TYPE_CHECKING:
+    import torch
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 REGISTRY_FILE = "registry.json"
@@ -43,11 +53,23 @@ class ModelEntry:
     token_space: str
     info: dict
     token_heads: dict[str, dict]
+    qualities: dict[int, QualityLevel] = field(default_factory=dict)
+    """The quality numbers this model's files carry -> its gain index and lambda (frozen with it)."""
+    release: str | None = None
+    """The semcodec release that shipped (and froze) this model; ``None``: a training checkpoint."""
 
     @property
     def short_hash(self) -> bytes:
         """The 8-byte weights hash written into every bitstream made with this model."""
         return bytes.fromhex(self.sha256[:16])
+
+    @property
+    def frozen(self) -> bool:
+        return self.release is not None
+
+    def level(self, quality: int) -> QualityLevel | None:
+        """The gain index and lambda of ``quality`` in this model's own table, or ``None``."""
+        return self.qualities.get(quality)
 
 
 @dataclass(frozen=True)
@@ -56,6 +78,8 @@ class Registry:
     models: dict[str, ModelEntry]
     qualities: dict[int, QualityLevel]
     default_quality: int
+    retired: dict[str, dict] = field(default_factory=dict)
+    """Released models this folder no longer ships: id -> {"sha256", "releases", ...}."""
 
     def quality(self, q: int) -> QualityLevel:
         if q not in self.qualities:
@@ -66,6 +90,41 @@ class Registry:
         if name not in self.models:
             raise WeightsError(f"model {name!r} is not in the weights registry {self.root / REGISTRY_FILE}")
         return self.models[name]
+
+    def missing_model_message(self, model_id: str) -> str:
+        """One line for a file whose model is not installed: which release has it, if known."""
+        from semcodec import __version__
+
+        retired = self.retired.get(model_id)
+        if retired is not None:
+            releases = retired.get("releases", "an earlier release")
+            return (
+                f"bitstream was written by model {model_id!r}, which semcodec {__version__} no longer ships; "
+                f"semcodec {releases} decodes it (pip install 'semcodec=={retired.get('last_release', '')}')"
+            )
+        if self.root.resolve() != WEIGHTS_DIR:
+            return (
+                f"bitstream was written by model {model_id!r}, which the weights folder {self.root} does not "
+                f"have (it has: {', '.join(self.models)})"
+            )
+        return (
+            f"bitstream was written by model {model_id!r}, which semcodec {__version__} does not have "
+            f"(installed: {', '.join(self.models)}); a later semcodec release ships it: pip install -U semcodec"
+        )
+
+    def foreign_weights_message(self, model_id: str, weights_hash: bytes) -> str:
+        """One line for a file that names an installed model id but other weights."""
+        entry = self.model(model_id)
+        if entry.frozen:
+            return (
+                f"bitstream was written by {model_id} weights {weights_hash.hex()}, which no release shipped "
+                f"(semcodec {entry.release} froze {model_id} at {entry.short_hash.hex()}); files written by "
+                "development weights before a model was released cannot be decoded: re-encode the original"
+            )
+        return (
+            f"bitstream was written by {model_id} weights {weights_hash.hex()}, "
+            f"installed weights are {entry.short_hash.hex()}"
+        )
 
 
 def default_weights_dir() -> Path:
@@ -78,29 +137,50 @@ def load_registry(root: Path | str | None = None) -> Registry:
     path = root / REGISTRY_FILE
     try:
         raw = json.loads(path.read_text())
-        models = {
-            name: ModelEntry(
-                name=name,
-                architecture=m["architecture"],
-                config=m["config"],
-                file=m["file"],
-                sha256=m["sha256"],
-                token_space=m.get("token_space", "semcodec-latent"),
-                info=m.get("info", {}),
-                token_heads=m.get("token_heads", {}),
-            )
-            for name, m in raw["models"].items()
-        }
         qualities = {
             int(q): QualityLevel(int(q), v["model"], int(v["gain_index"]), float(v["lambda"]))
             for q, v in raw["qualities"].items()
         }
+        models = {name: _model_entry(name, m, qualities) for name, m in raw["models"].items()}
         default = int(raw.get("default_quality", min(qualities)))
+        retired = dict(raw.get("retired", {}))
     except FileNotFoundError:
         raise WeightsError(f"no weights registry at {path}") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise WeightsError(f"weights registry {path} is malformed: {exc}") from None
-    return Registry(root, models, qualities, default)
+    for level in qualities.values():
+        own = models[level.model].level(level.quality) if level.model in models else None
+        if own is None or own.gain_index != level.gain_index:
+            # a quality may move to a newer model, but never redefine what a model's files mean
+            raise WeightsError(
+                f"weights registry {path} is malformed: quality {level.quality} disagrees with "
+                f"model {level.model!r}'s own quality table"
+            )
+    return Registry(root, models, qualities, default, retired)
+
+
+def _model_entry(name: str, m: dict, current: dict[int, QualityLevel]) -> ModelEntry:
+    """A model's entry; a model without its own quality table (a training checkpoint written
+    before tables were per model) takes the current levels that point at it."""
+    if "qualities" in m:
+        own = {
+            int(q): QualityLevel(int(q), name, int(v["gain_index"]), float(v["lambda"]))
+            for q, v in m["qualities"].items()
+        }
+    else:
+        own = {q: level for q, level in current.items() if level.model == name}
+    return ModelEntry(
+        name=name,
+        architecture=m["architecture"],
+        config=m["config"],
+        file=m["file"],
+        sha256=m["sha256"],
+        token_space=m.get("token_space", "semcodec-latent"),
+        info=m.get("info", {}),
+        token_heads=m.get("token_heads", {}),
+        qualities=own,
+        release=m.get("release"),
+    )
 
 
 def sha256_file(path: Path) -> str:
@@ -119,6 +199,8 @@ def load_state_dict(registry: Registry, name: str) -> dict[str, torch.Tensor]:
 
 def load_verified(path: Path, sha256: str) -> dict[str, torch.Tensor]:
     """Tensors of a safetensors file (floats as float32), only if its sha256 is ``sha256``."""
+    from safetensors.torch import load_file
+
     if not path.is_file():
         raise WeightsError(f"weights file {path} is missing")
     actual = sha256_file(path)
@@ -132,6 +214,8 @@ def load_verified(path: Path, sha256: str) -> dict[str, torch.Tensor]:
 
 def save_state_dict(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> str:
     """Write ``state`` as safetensors (large floats in float16) atomically; return its sha256."""
+    from safetensors.torch import save_file
+
     packed = {}
     for k, v in state.items():
         v = v.detach().cpu().contiguous()
@@ -146,6 +230,20 @@ def save_state_dict(state: dict[str, torch.Tensor], path: Path, metadata: dict[s
 
 
 def write_registry(root: Path, raw: dict) -> None:
-    tmp = root / (REGISTRY_FILE + ".tmp")
-    tmp.write_text(json.dumps(raw, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, root / REGISTRY_FILE)
+    from semcodec.fileio import write_atomic
+
+    write_atomic(root / REGISTRY_FILE, (json.dumps(raw, indent=2, sort_keys=False) + "\n").encode(), force=True)
+
+
+def refuse_frozen(root: Path, model_name: str, action: str) -> None:
+    """Raise if ``root``'s registry lists ``model_name`` as released: released weights never change."""
+    path = root / REGISTRY_FILE
+    if not path.exists():
+        return
+    raw = json.loads(path.read_text())
+    release = raw.get("models", {}).get(model_name, {}).get("release")
+    if release is not None:
+        raise WeightsError(
+            f"{model_name} was released in semcodec {release} and is frozen: {action} a new model id "
+            f"(e.g. semcodec train --out checkpoints --init-from {model_name}), then ship it with tools/ship_model.py"
+        )

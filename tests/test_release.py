@@ -1,0 +1,140 @@
+"""Releasing models: training never touches a released model, and shipping a new one leaves every
+file of the earlier ones decoding exactly as their conformance set recorded (tiny models, temp folders)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from semcodec import bitstream
+from semcodec.cli.main import main
+from semcodec.codec import Codec
+from semcodec.codec.conformance import MANIFEST, decode_outputs
+from semcodec.training.release import ReleasePaths, next_minor, ship
+from semcodec.training.train import next_model_id
+from semcodec.weights import REGISTRY_FILE, load_registry
+from tests.conftest import synthetic_image
+
+
+def test_revision_ids_and_versions():
+    assert next_model_id("vit-hp-192") == "vit-hp-192.r2"
+    assert next_model_id("vit-hp-192.r2") == "vit-hp-192.r3"
+    assert next_model_id("vit-hp-192", {"vit-hp-192.r2"}) == "vit-hp-192.r3"
+    assert next_minor("0.2.0") == "0.3.0" and next_minor("1.9.4") == "1.10.0"
+
+
+def test_training_into_the_packaged_weights_is_refused(tmp_path):
+    """The shipped folder holds released models only: `semcodec train --out weights` says what to do instead."""
+    from semcodec.weights import WEIGHTS_DIR
+
+    Image.fromarray(synthetic_image(96, 96)).save(tmp_path / "a.png")
+    result = CliRunner().invoke(main, ["train", "--data", str(tmp_path), "--out", str(WEIGHTS_DIR), "--steps", "1"])
+    assert result.exit_code == 1
+    assert "released in semcodec 0.2.0 and is frozen" in result.output and "--init-from vit-hp-192" in result.output
+
+
+@pytest.fixture()
+def release_paths(tmp_path) -> ReleasePaths:
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / REGISTRY_FILE).write_text(json.dumps({"models": {}, "qualities": {}}))
+    version_file = tmp_path / "__init__.py"
+    version_file.write_text('__version__ = "0.1.0"\n')
+    changelog = tmp_path / "CHANGELOG.md"
+    changelog.write_text("# Changelog\n\n## [Unreleased]\n\n## [0.1.0] - 2026-01-01\n\nFirst.\n")
+    kodak = tmp_path / "kodak"
+    kodak.mkdir()
+    for i, name in enumerate(("kodim23.png", "kodim05.png")):
+        Image.fromarray(synthetic_image(512, 768, seed=i)).save(kodak / name)
+    return ReleasePaths(weights, version_file, changelog, tmp_path / "conformance", kodak)
+
+
+def _train(data: Path, out: Path, weights: Path, *args: str):
+    return CliRunner().invoke(
+        main,
+        [
+            "--weights",
+            str(weights),
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--tiny",
+            "--batch",
+            "2",
+            "--crop",
+            "64",
+            "--save-every",
+            "100",
+            *args,
+        ],
+    )
+
+
+def _assert_set_decodes_as_recorded(folder: Path, codec: Codec) -> int:
+    manifest = json.loads((folder / MANIFEST).read_text())
+    for record in manifest["streams"]:
+        out = decode_outputs(codec, (folder / record["file"]).read_bytes())
+        assert out.hashes == {k: record[k] for k in out.hashes}, record["file"]
+    return len(manifest["streams"])
+
+
+def test_shipping_a_new_model_keeps_every_earlier_file_decoding(tiny_weights, release_paths, tmp_path):
+    first = load_registry(tiny_weights).quality(1).model
+    assert ship(tiny_weights, first, "the first model", release_paths) == "0.2.0"
+    first_set = release_paths.conformance / first
+    assert _assert_set_decodes_as_recorded(first_set, Codec(release_paths.weights)) >= 5
+    frozen_bytes = {p.name: p.read_bytes() for p in first_set.iterdir()}
+
+    data = tiny_weights.parent / "photos"
+    data.mkdir(exist_ok=True)
+    for i in range(2):
+        Image.fromarray(synthetic_image(96, 128, seed=i)).save(data / f"p{i}.png")
+    refused = _train(data, release_paths.weights, release_paths.weights, "--model-name", first, "--steps", "9")
+    assert refused.exit_code == 1 and "frozen" in refused.output
+    checkpoints = tmp_path / "checkpoints"
+    trained = _train(data, checkpoints, release_paths.weights, "--init-from", first, "--steps", "8")
+    assert trained.exit_code == 0, trained.output
+    second = f"{first}.r2"
+    assert load_registry(checkpoints).model(second).info["steps"] == 8
+
+    assert ship(checkpoints, second, "the second model", release_paths) == "0.3.0"
+    registry = load_registry(release_paths.weights)
+    assert registry.model(first).release == "0.2.0" and registry.model(second).release == "0.3.0"
+    assert {level.model for level in registry.qualities.values()} == {second}
+    changelog = release_paths.changelog.read_text()
+    assert changelog.index("## [Unreleased]") < changelog.index("## [0.3.0]") < changelog.index("## [0.2.0]")
+    assert 'version__ = "0.3.0"' in release_paths.version_file.read_text()
+
+    codec = Codec(release_paths.weights)
+    assert bitstream.unpack(codec.encode(synthetic_image(64, 64), 1).data).model_id == second
+    assert _assert_set_decodes_as_recorded(first_set, codec) == len(
+        json.loads((first_set / MANIFEST).read_text())["streams"]
+    )
+    assert _assert_set_decodes_as_recorded(release_paths.conformance / second, codec) >= 5
+    assert {p.name: p.read_bytes() for p in first_set.iterdir()} == frozen_bytes
+    first_weights = registry.model(first)
+    assert first_weights.sha256 != registry.model(second).sha256
+
+    with pytest.raises(SystemExit, match="released before"):
+        ship(checkpoints, second, "again", release_paths)
+
+
+def test_a_model_keeps_its_own_quality_table_when_qualities_move(tiny_weights, tmp_path):
+    """A registry whose quality 1 now means another model's gain must not change what old files mean."""
+    raw = json.loads((tiny_weights / REGISTRY_FILE).read_text())
+    name = next(iter(raw["models"]))
+    raw["models"][name]["qualities"] = {"1": {"gain_index": 0, "lambda": 0.002}, "2": {"gain_index": 1, "lambda": 0.02}}
+    raw["qualities"]["1"]["gain_index"] = 1
+    (tmp_path / REGISTRY_FILE).write_text(json.dumps(raw))
+    from semcodec.errors import WeightsError
+
+    with pytest.raises(WeightsError, match="disagrees"):
+        load_registry(tmp_path)
+    assert np.isfinite(load_registry(tiny_weights).model(name).level(2).lmbda)

@@ -1,0 +1,28 @@
+"""Release a trained checkpoint as a new, frozen model: ``python tools/ship_model.py vit-hp-192.r2``.
+
+Copies ``checkpoints/<id>.safetensors`` (and heads distilled for it) into ``weights/`` under that id,
+lists it as released in ``weights/registry.json`` with the qualities pointing at it, bumps the minor
+version, adds a CHANGELOG.md entry and writes ``tests/conformance/<id>/``. Refuses an id that was
+released before. Then: run the tests (``tests/test_conformance.py`` decodes every release's files).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from semcodec.training.release import ROOT, ship
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="checkpoint model id, e.g. vit-hp-192.r2")
+    parser.add_argument("--from", dest="checkpoints", type=Path, default=ROOT / "checkpoints")
+    parser.add_argument("--notes", default="", help="one line for the CHANGELOG (what it measures better)")
+    args = parser.parse_args()
+    version = ship(args.checkpoints, args.model, args.notes)
+    print(f"released {args.model} in semcodec {version}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""Releasing a model: freeze a training checkpoint under its id, and write its conformance set.
+
+Released models are immutable (README, "Compatibility"): :func:`ship` copies a checkpoint's weights
+into the packaged weights folder under a model id that never existed, records the release in the
+registry, points the qualities at it, bumps the minor version, adds a CHANGELOG entry and writes the
+model's conformance set (:func:`write_set`), which is never rewritten afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository root (the ``semcodec`` package in an editable install)."""
+CONFORMANCE = ROOT / "tests" / "conformance"
+KODAK = ROOT.parent / "shared" / "data" / "kodak"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A small crop of a Kodak image: odd sizes exercise padding, small ones keep the set light."""
+
+    name: str
+    file: str
+    box: tuple[int, int, int, int]  # left, top, right, bottom
+
+    def write(self, kodak: Path, folder: Path) -> Path:
+        path = folder / f"{self.name}.png"
+        Image.open(kodak / self.file).convert("RGB").crop(self.box).save(path)
+        return path
+
+
+SOURCES = (
+    Source("kodim23-128x96", "kodim23.png", (300, 150, 428, 246)),
+    Source("kodim05-100x76", "kodim05.png", (200, 200, 300, 276)),
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    stream: str
+    source: Source
+    args: tuple[str, ...]
+
+
+def cases(qualities: list[int], token_spaces: list[str]) -> list[Case]:
+    """Every quality for each source, one pruned file and one file per token space."""
+    out = [Case(f"{s.name}-q{q}", s, ("-q", str(q))) for s in SOURCES for q in qualities]
+    middle = qualities[len(qualities) // 2]
+    out.append(Case(f"{SOURCES[0].name}-q{middle}-tokens12", SOURCES[0], ("-q", str(middle), "--tokens", "12")))
+    for space in token_spaces:
+        out.append(
+            Case(
+                f"{SOURCES[0].name}-q{qualities[0]}-{space}",
+                SOURCES[0],
+                ("-q", str(qualities[0]), "--token-space", space),
+            )
+        )
+    return out
+
+
+def run_cli(build: Path | None, *args: str, weights_dir: Path | None = None) -> None:
+    """``semcodec ARGS``: in this process for this checkout, else in a subprocess that imports ``build``'s
+    package with its own packaged weights (``weights_dir``: another weights folder)."""
+    weights = ("--weights", str(weights_dir)) if weights_dir is not None else ()
+    if build is None:
+        from semcodec.cli.main import main
+
+        try:
+            main.main(args=[*weights, *args], prog_name="semcodec", standalone_mode=False)
+        except Exception as exc:
+            raise SystemExit(f"semcodec {' '.join(args)} failed: {exc}") from None
+        return
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(build)
+    env.pop("SEMCODEC_WEIGHTS", None)
+    cmd = [sys.executable, "-m", "semcodec.cli", *weights, *args]
+    done = subprocess.run(cmd, env=env, cwd=tempfile.gettempdir(), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: {done.stderr.strip()}")
+
+
+def decode_with_build(
+    build: Path, stream: Path, work: Path, weights_dir: Path | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels and tokens as the earlier build's own ``semcodec decode`` writes them."""
+    from safetensors.numpy import load_file
+
+    png, tokens = work / f"{stream.stem}.png", work / f"{stream.stem}.safetensors"
+    run_cli(build, "decode", str(stream), "-o", str(png), "--force", weights_dir=weights_dir)
+    run_cli(build, "decode", str(stream), "--target", "tokens", "-o", str(tokens), "--force", weights_dir=weights_dir)
+    return np.asarray(Image.open(png).convert("RGB")), load_file(tokens)["tokens"].astype(np.float32)
+
+
+def write_set(
+    model_id: str,
+    out: Path,
+    kodak: Path,
+    written_by: str,
+    build: Path | None = None,
+    include: list[Path] | tuple[Path, ...] = (),
+    weights_dir: Path | None = None,
+) -> Path:
+    """Encode, decode and record the set of ``model_id`` in ``out/<model_id>``; refuse to overwrite.
+
+    Streams are encoded by ``semcodec encode`` of ``build`` (a folder holding an earlier build's
+    package; ``None``: this checkout), which must write with ``model_id``."""
+    import torch
+
+    from semcodec import __version__, bitstream
+    from semcodec.codec import Codec
+    from semcodec.codec.conformance import MANIFEST, REFERENCE, decode_outputs_with_threads
+
+    target = out / model_id
+    if target.exists():
+        raise SystemExit(f"{target} exists: conformance sets are written once and never regenerated")
+    codec = Codec(weights_dir)
+    entry = codec.registry.model(model_id)
+    if not entry.frozen:
+        raise SystemExit(f"{model_id} is not released (no 'release' in the registry): ship it first")
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{model_id}.", dir=out))
+    streams, arrays = [], {}
+    try:
+        planned = cases(sorted(entry.qualities), sorted(entry.token_heads))
+        for case in planned:
+            source = case.source.write(kodak, work)
+            run_cli(build, "encode", str(source), str(work / f"{case.stream}.smc"), *case.args, weights_dir=weights_dir)
+            source.unlink()
+        files = [work / f"{c.stream}.smc" for c in planned]
+        for extra in include:
+            shutil.copyfile(extra, work / extra.name)
+            files.append(work / extra.name)
+        for path, case in zip(files, [*planned, *[None] * len(include)], strict=True):
+            data = path.read_bytes()
+            header = bitstream.unpack(data)
+            if header.model_id != model_id or header.weights_hash != entry.short_hash:
+                raise SystemExit(
+                    f"{path.name} was written by {header.model_id} {header.weights_hash.hex()}, not {model_id}"
+                )
+            two = decode_outputs_with_threads(codec, data, 2)
+            one = decode_outputs_with_threads(codec, data, 1)
+            record = {
+                "file": path.name,
+                "format_version": header.version,
+                "quality": header.quality,
+                "size": [header.width, header.height],
+                "bytes": len(data),
+                "token_space": two.token_space,
+                **two.hashes,
+                "same_with_1_thread": {k.removesuffix("_sha256"): one.hashes[k] == v for k, v in two.hashes.items()},
+            }
+            if case is not None:
+                record["encode"] = f"semcodec encode {case.source.name}.png {path.name} {' '.join(case.args)}"
+                record["source"] = f"{case.source.file} cropped to {case.source.box} (left, top, right, bottom)"
+            if build is not None:
+                pixels, tokens = decode_with_build(build, path, work, weights_dir)
+                if not (np.array_equal(pixels, two.pixels) and np.array_equal(tokens, two.tokens)):
+                    raise SystemExit(f"{path.name}: the earlier build decodes it differently from this one")
+                record["earlier_build_decodes_identically"] = True
+            streams.append(record)
+            arrays[f"{path.name}/pixels"] = two.pixels
+            arrays[f"{path.name}/tokens"] = two.tokens.astype(np.float16)
+        for leftover in work.glob("*.png"):
+            leftover.unlink()
+        for leftover in work.glob("*.safetensors"):
+            leftover.unlink()
+        np.savez_compressed(work / REFERENCE, **arrays)
+        manifest = {
+            "model": model_id,
+            "weights_sha256": entry.sha256,
+            "release": entry.release,
+            "written_by": written_by,
+            "recorded_by": f"semcodec {__version__}",
+            "recorded_on": {
+                "date": datetime.date.today().isoformat(),
+                "machine": f"{platform.machine()} {_cpu_name()}, {torch.get_num_threads()} threads, "
+                f"torch {torch.__version__}",
+            },
+            "exact": "symbols everywhere; pixels and tokens on this CPU kind and thread count (the hashes), "
+            "elsewhere within the bounds of semcodec.codec.conformance",
+            "streams": streams,
+        }
+        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        os.chmod(work, 0o755)
+        work.rename(target)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    print(f"wrote {target} ({len(streams)} streams)")
+    return target
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+VERSION_FILE = ROOT / "__init__.py"
+CHANGELOG = ROOT / "CHANGELOG.md"
+_VERSION = re.compile(r'^__version__ = "(\d+)\.(\d+)\.(\d+)"$', re.MULTILINE)
+
+
+def current_version(version_file: Path = VERSION_FILE) -> str:
+    match = _VERSION.search(version_file.read_text())
+    if match is None:
+        raise SystemExit(f'no __version__ = "X.Y.Z" line in {version_file}')
+    return ".".join(match.groups())
+
+
+def next_minor(version: str) -> str:
+    """A shipped model is a backward-compatible addition: the minor version goes up."""
+    major, minor, _ = (int(v) for v in version.split("."))
+    return f"{major}.{minor + 1}.0"
+
+
+@dataclass(frozen=True)
+class ReleasePaths:
+    """Where a release writes: the packaged weights, the version line, the changelog, the golden files."""
+
+    weights: Path = ROOT / "weights"
+    version_file: Path = VERSION_FILE
+    changelog: Path = CHANGELOG
+    conformance: Path = CONFORMANCE
+    kodak: Path = KODAK
+
+
+def ship(checkpoints: Path, model_id: str, notes: str, paths: ReleasePaths = ReleasePaths()) -> str:
+    """Release ``model_id`` from the training folder ``checkpoints``; return the new version.
+
+    The checkpoint's weights (and the token heads distilled for exactly these weights) are copied under
+    the same id into ``paths.weights``, which must not know the id yet: released ids are never reused.
+    The new model serves every quality from then on; every older model stays listed so its files
+    keep decoding.
+    """
+    from semcodec.weights import REGISTRY_FILE, load_registry, sha256_file, write_registry
+
+    source = load_registry(checkpoints).model(model_id)
+    target_raw = json.loads((paths.weights / REGISTRY_FILE).read_text())
+    if model_id in target_raw["models"] or model_id in target_raw.get("retired", {}):
+        raise SystemExit(f"{model_id} was released before: a model id names one set of weights forever")
+    if source.frozen:
+        raise SystemExit(f"{model_id} in {checkpoints} is marked released already")
+    if sha256_file(checkpoints / source.file) != source.sha256:
+        raise SystemExit(f"{checkpoints / source.file} fails its sha256 check")
+    version = next_minor(current_version(paths.version_file))
+    files = {source.file: source.sha256}
+    heads = {}
+    for space, head in source.token_heads.items():
+        if head.get("codec_sha256") == source.sha256:  # stale heads (other weights) do not ship
+            heads[space] = head
+            files[head["file"]] = head["sha256"]
+    for name in files:
+        if (paths.weights / name).exists():
+            raise SystemExit(f"{paths.weights / name} exists: a released file is never overwritten")
+    for name, sha in files.items():
+        shutil.copyfile(checkpoints / name, paths.weights / name)
+        if sha256_file(paths.weights / name) != sha:
+            raise SystemExit(f"copy of {name} does not match its sha256")
+    checkpoint_raw = json.loads((checkpoints / REGISTRY_FILE).read_text())["models"][model_id]
+    entry = {**checkpoint_raw, "release": version, "token_heads": heads}
+    entry["qualities"] = {str(q): {"gain_index": v.gain_index, "lambda": v.lmbda} for q, v in source.qualities.items()}
+    target_raw["models"][model_id] = entry
+    target_raw["qualities"] = {
+        str(q): {"model": model_id, "gain_index": v.gain_index, "lambda": v.lmbda} for q, v in source.qualities.items()
+    }
+    if str(target_raw.get("default_quality")) not in target_raw["qualities"]:
+        target_raw["default_quality"] = min(source.qualities)
+    write_registry(paths.weights, target_raw)
+    load_registry(paths.weights)  # the registry it wrote must load (each quality agrees with its model)
+    _set_version(paths.version_file, version)
+    _add_changelog_entry(paths.changelog, version, model_id, source.sha256, notes)
+    write_set(
+        model_id, paths.conformance, paths.kodak, f"semcodec {version} (its release build)", weights_dir=paths.weights
+    )
+    return version
+
+
+def _set_version(version_file: Path, version: str) -> None:
+    text = version_file.read_text()
+    version_file.write_text(_VERSION.sub(f'__version__ = "{version}"', text, count=1))
+
+
+def _add_changelog_entry(changelog: Path, version: str, model_id: str, sha256: str, notes: str) -> None:
+    """Insert the release's section above the newest one (Keep a Changelog)."""
+    text = changelog.read_text() if changelog.exists() else "# Changelog\n"
+    section = (
+        f"## [{version}] - {datetime.date.today().isoformat()}\n\n### Added\n\n"
+        f"- Model `{model_id}` (weights sha256 `{sha256[:16]}...`), now the encoder's model at every quality; "
+        f"its conformance set is `tests/conformance/{model_id}/`. Every earlier model still decodes.\n"
+        + (f"- {notes}\n" if notes else "")
+        + "\n"
+    )
+    marker = re.search(r"^## \[(?!Unreleased)", text, re.MULTILINE)
+    at = marker.start() if marker else len(text)
+    changelog.write_text(text[:at] + section + text[at:])
