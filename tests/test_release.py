@@ -138,3 +138,17 @@ def test_a_model_keeps_its_own_quality_table_when_qualities_move(tiny_weights, t
     with pytest.raises(WeightsError, match="disagrees"):
         load_registry(tmp_path)
     assert np.isfinite(load_registry(tiny_weights).model(name).level(2).lmbda)
+
+
+def test_a_failed_release_leaves_every_file_as_it_was(tiny_weights, release_paths, tmp_path):
+    import dataclasses
+
+    before = {p: p.read_bytes() for p in (release_paths.version_file, release_paths.changelog)}
+    before |= {p: p.read_bytes() for p in release_paths.weights.iterdir()}
+    broken = dataclasses.replace(release_paths, kodak=tmp_path / "no-such-folder")
+    model = load_registry(tiny_weights).quality(1).model
+    with pytest.raises(FileNotFoundError):
+        ship(tiny_weights, model, "", broken)
+    after = {p: p.read_bytes() for p in (release_paths.version_file, release_paths.changelog)}
+    after |= {p: p.read_bytes() for p in release_paths.weights.iterdir()}
+    assert after == before and not (release_paths.conformance / model).exists()

@@ -271,26 +271,40 @@ def ship(checkpoints: Path, model_id: str, notes: str, paths: ReleasePaths = Rel
     for name in files:
         if (paths.weights / name).exists():
             raise SystemExit(f"{paths.weights / name} exists: a released file is never overwritten")
-    for name, sha in files.items():
-        shutil.copyfile(checkpoints / name, paths.weights / name)
-        if sha256_file(paths.weights / name) != sha:
-            raise SystemExit(f"copy of {name} does not match its sha256")
-    checkpoint_raw = json.loads((checkpoints / REGISTRY_FILE).read_text())["models"][model_id]
-    entry = {**checkpoint_raw, "release": version, "token_heads": heads}
-    entry["qualities"] = {str(q): {"gain_index": v.gain_index, "lambda": v.lmbda} for q, v in source.qualities.items()}
-    target_raw["models"][model_id] = entry
-    target_raw["qualities"] = {
-        str(q): {"model": model_id, "gain_index": v.gain_index, "lambda": v.lmbda} for q, v in source.qualities.items()
+    originals = {
+        path: path.read_text() if path.exists() else None
+        for path in (paths.weights / REGISTRY_FILE, paths.version_file, paths.changelog)
     }
-    if str(target_raw.get("default_quality")) not in target_raw["qualities"]:
-        target_raw["default_quality"] = min(source.qualities)
-    write_registry(paths.weights, target_raw)
-    load_registry(paths.weights)  # the registry it wrote must load (each quality agrees with its model)
-    _set_version(paths.version_file, version)
-    _add_changelog_entry(paths.changelog, version, model_id, source.sha256, notes)
-    write_set(
-        model_id, paths.conformance, paths.kodak, f"semcodec {version} (its release build)", weights_dir=paths.weights
-    )
+    try:
+        for name, sha in files.items():
+            shutil.copyfile(checkpoints / name, paths.weights / name)
+            if sha256_file(paths.weights / name) != sha:
+                raise SystemExit(f"copy of {name} does not match its sha256")
+        checkpoint_raw = json.loads((checkpoints / REGISTRY_FILE).read_text())["models"][model_id]
+        entry = {**checkpoint_raw, "release": version, "token_heads": heads}
+        entry["qualities"] = {
+            str(q): {"gain_index": v.gain_index, "lambda": v.lmbda} for q, v in source.qualities.items()
+        }
+        target_raw["models"][model_id] = entry
+        target_raw["qualities"] = {
+            str(q): {"model": model_id, "gain_index": v.gain_index, "lambda": v.lmbda}
+            for q, v in source.qualities.items()
+        }
+        if str(target_raw.get("default_quality")) not in target_raw["qualities"]:
+            target_raw["default_quality"] = min(source.qualities)
+        write_registry(paths.weights, target_raw)
+        load_registry(paths.weights)  # the registry it wrote must load (each quality agrees with its model)
+        _set_version(paths.version_file, version)
+        _add_changelog_entry(paths.changelog, version, model_id, source.sha256, notes)
+        written_by = f"semcodec {version} (its release build: this checkout)"
+        write_set(model_id, paths.conformance, paths.kodak, written_by, weights_dir=paths.weights)
+    except BaseException:  # a half-done release is no release: put every file back as it was
+        for path, text in originals.items():
+            if text is not None:
+                path.write_text(text)
+        for name in files:
+            (paths.weights / name).unlink(missing_ok=True)
+        raise
     return version
 
 
@@ -300,15 +314,23 @@ def _set_version(version_file: Path, version: str) -> None:
 
 
 def _add_changelog_entry(changelog: Path, version: str, model_id: str, sha256: str, notes: str) -> None:
-    """Insert the release's section above the newest one (Keep a Changelog)."""
-    text = changelog.read_text() if changelog.exists() else "# Changelog\n"
-    section = (
-        f"## [{version}] - {datetime.date.today().isoformat()}\n\n### Added\n\n"
+    """Turn ``[Unreleased]`` into the release's section (Keep a Changelog), the model listed first."""
+    text = changelog.read_text() if changelog.exists() else "# Changelog\n\n## [Unreleased]\n"
+    line = (
         f"- Model `{model_id}` (weights sha256 `{sha256[:16]}...`), now the encoder's model at every quality; "
         f"its conformance set is `tests/conformance/{model_id}/`. Every earlier model still decodes.\n"
         + (f"- {notes}\n" if notes else "")
-        + "\n"
     )
-    marker = re.search(r"^## \[(?!Unreleased)", text, re.MULTILINE)
-    at = marker.start() if marker else len(text)
-    changelog.write_text(text[:at] + section + text[at:])
+    unreleased = re.search(r"^## \[Unreleased\]\n", text, re.MULTILINE)
+    if unreleased is None:
+        text = text.rstrip("\n") + "\n\n## [Unreleased]\n"
+        unreleased = re.search(r"^## \[Unreleased\]\n", text, re.MULTILINE)
+    following = re.search(r"^## \[", text[unreleased.end() :], re.MULTILINE)
+    end = unreleased.end() + following.start() if following else len(text)
+    body = text[unreleased.end() : end].strip("\n")
+    if "### Added\n\n" in body:
+        body = body.replace("### Added\n\n", "### Added\n\n" + line, 1)
+    else:
+        body = f"### Added\n\n{line}" + (f"\n{body}" if body else "")
+    section = f"## [{version}] - {datetime.date.today().isoformat()}\n\n{body.rstrip()}\n\n"
+    changelog.write_text(text[: unreleased.end()] + "\n" + section + text[end:])
