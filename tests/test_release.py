@@ -152,3 +152,14 @@ def test_a_failed_release_leaves_every_file_as_it_was(tiny_weights, release_path
     after = {p: p.read_bytes() for p in (release_paths.version_file, release_paths.changelog)}
     after |= {p: p.read_bytes() for p in release_paths.weights.iterdir()}
     assert after == before and not (release_paths.conformance / model).exists()
+
+
+def test_a_release_that_would_lose_a_token_space_is_refused(tiny_weights, release_paths):
+    """If the model that serves today has a head for a tower, the next one must bring its own."""
+    served = {"architecture": "semantic-hyperprior", "config": {}, "file": "old.safetensors", "sha256": "00" * 32}
+    served["token_heads"] = {"efficientnet-lite0": {"file": "old.head.safetensors"}}
+    registry = {"models": {"old": served}, "qualities": {"1": {"model": "old"}}, "default_quality": 1}
+    (release_paths.weights / REGISTRY_FILE).write_text(json.dumps(registry))
+    with pytest.raises(SystemExit, match="no head fitted to its weights for efficientnet-lite0"):
+        ship(tiny_weights, load_registry(tiny_weights).quality(1).model, "", release_paths)
+    assert json.loads((release_paths.weights / REGISTRY_FILE).read_text()) == registry

@@ -19,8 +19,13 @@ def main() -> None:
     parser.add_argument("model", help="checkpoint model id, e.g. vit-hp-192.r2")
     parser.add_argument("--from", dest="checkpoints", type=Path, default=ROOT / "checkpoints")
     parser.add_argument("--notes", default="", help="one line for the CHANGELOG (what it measures better)")
+    parser.add_argument(
+        "--drop-heads",
+        action="store_true",
+        help="release even if a token space the current model serves loses its head",
+    )
     args = parser.parse_args()
-    version = ship(args.checkpoints, args.model, args.notes)
+    version = ship(args.checkpoints, args.model, args.notes, drop_heads=args.drop_heads)
     print(f"released {args.model} in semcodec {version}")
 
 

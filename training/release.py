@@ -243,13 +243,16 @@ class ReleasePaths:
     kodak: Path = KODAK
 
 
-def ship(checkpoints: Path, model_id: str, notes: str, paths: ReleasePaths = ReleasePaths()) -> str:
+def ship(
+    checkpoints: Path, model_id: str, notes: str, paths: ReleasePaths = ReleasePaths(), drop_heads: bool = False
+) -> str:
     """Release ``model_id`` from the training folder ``checkpoints``; return the new version.
 
     The checkpoint's weights (and the token heads distilled for exactly these weights) are copied under
     the same id into ``paths.weights``, which must not know the id yet: released ids are never reused.
     The new model serves every quality from then on; every older model stays listed so its files
-    keep decoding.
+    keep decoding. A token space the current model serves and the new one has no fitted head for
+    would stop encoding: refused unless ``drop_heads``.
     """
     from semcodec.weights import REGISTRY_FILE, load_registry, sha256_file, write_registry
 
@@ -268,6 +271,13 @@ def ship(checkpoints: Path, model_id: str, notes: str, paths: ReleasePaths = Rel
         if head.get("codec_sha256") == source.sha256:  # stale heads (other weights) do not ship
             heads[space] = head
             files[head["file"]] = head["sha256"]
+    served = target_raw["qualities"].get(str(target_raw.get("default_quality")), {}).get("model")
+    lost = sorted(set(target_raw["models"].get(served, {}).get("token_heads", {})) - set(heads))
+    if lost and not drop_heads:
+        raise SystemExit(
+            f"{model_id} has no head fitted to its weights for {', '.join(lost)}, which {served} serves: "
+            f"re-fit it first (semcodec --weights {checkpoints} distill --tower ...)"
+        )
     for name in files:
         if (paths.weights / name).exists():
             raise SystemExit(f"{paths.weights / name} exists: a released file is never overwritten")
