@@ -36,7 +36,14 @@ from semcodec.models.towers import VisionTower
 from semcodec.training.budget import Budget
 from semcodec.training.data import CropBank
 from semcodec.training.train import pick_device
-from semcodec.weights import REGISTRY_FILE, load_verified, refuse_frozen, save_state_dict, write_registry
+from semcodec.weights import (
+    REGISTRY_FILE,
+    head_file_name,
+    load_verified,
+    refuse_frozen,
+    save_state_dict,
+    write_registry,
+)
 from semcodec.weights.towers import load_tower
 
 
@@ -199,6 +206,7 @@ def distill(cfg: DistillConfig) -> dict:
     codec = Codec(cfg.weights_dir)
     registry = codec.registry
     model_name = cfg.model_name or registry.quality(registry.default_quality).model
+    refuse_frozen(registry.root, model_name, "distil heads for")  # before the long teacher cache
     entry = registry.model(model_name)
     device = pick_device(cfg.device)
     model, _ = codec.model(model_name)
@@ -243,7 +251,7 @@ def distill(cfg: DistillConfig) -> dict:
         val = build_cache(model, tower, held_bank, len(held_out), gains, keep, cfg.seed + 1)
     cache_seconds = time.time() - started
 
-    file = f"{model_name}.head.{_slug(cfg.tower)}.safetensors"
+    file = head_file_name(model_name, cfg.tower)
     previous = entry.token_heads.get(cfg.tower, {})
     step = 0
     if (
@@ -324,10 +332,6 @@ def copy_matching(head: torch.nn.Module, state: dict[str, Tensor]) -> list[str]:
     return sorted(k for k in own if k not in matching)
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
-
-
 def _save(
     head: TokenHead,
     root: Path,
@@ -340,7 +344,6 @@ def _save(
     codec_sha256: str,
     held_out: dict[str, float],
 ) -> None:
-    refuse_frozen(root, model_name, "distil heads for")
     sha = save_state_dict(head.state_dict(), root / file, metadata={"steps": str(step), "tower": cfg.tower})
     raw = json.loads((root / REGISTRY_FILE).read_text())
     model = raw["models"][model_name]

@@ -38,6 +38,7 @@ from semcodec.weights import (
     REGISTRY_FILE,
     WEIGHTS_DIR,
     Registry,
+    head_file_name,
     load_registry,
     load_state_dict,
     refuse_frozen,
@@ -333,7 +334,7 @@ def save(
     }
     raw.setdefault("default_quality", min(3, len(cfg.lambdas)))
     if objective is not None:
-        head_file = f"{cfg.model_name}.head.{_slug(objective.space)}.safetensors"
+        head_file = head_file_name(cfg.model_name, objective.space)
         head_sha = save_state_dict(objective.head.state_dict(), cfg.weights_dir / head_file, {"steps": str(step)})
         record = {k: v for k, v in objective.record.items() if k != "held_out"}  # measured by the bench, not here
         raw["models"][cfg.model_name]["token_heads"][objective.space] = {
@@ -345,10 +346,6 @@ def save(
             "trained": f"jointly with the codec, token weight {cfg.token_weight:g}",
         }
     write_registry(cfg.weights_dir, raw)
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
 
 
 def default_model_name(cfg: TrainConfig) -> str:
@@ -381,7 +378,7 @@ def initial_heads(cfg: TrainConfig) -> dict[str, dict]:
     source = load_registry(cfg.init_weights)
     heads = dict(source.model(cfg.init_from).token_heads)
     for space, head in heads.items():
-        file = f"{cfg.model_name}.head.{head['file'].split('.head.', 1)[-1]}"
+        file = head_file_name(cfg.model_name, space)
         shutil.copyfile(source.root / head["file"], cfg.weights_dir / file)
         heads[space] = {**head, "file": file}
     return heads

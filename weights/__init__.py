@@ -183,6 +183,12 @@ def _model_entry(name: str, m: dict, current: dict[int, QualityLevel]) -> ModelE
     )
 
 
+def head_file_name(model_name: str, space: str) -> str:
+    """The file of ``model_name``'s token head for tower ``space`` (one name, wherever heads are written)."""
+    slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in space)
+    return f"{model_name}.head.{slug}.safetensors"
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
