@@ -225,7 +225,7 @@ class Codec:
         if space != entry.token_space and space not in entry.token_heads:
             raise WeightsError(f"model {entry.name} has no token head for {space!r}")
         with torch.inference_mode(), timer("transform"):
-            x = _pad(_to_tensor(image.pixels), model.downsampling)
+            x = pad_to_stride(_to_tensor(image.pixels), model.downsampling)
             y = model.analysis(x, level.gain_index)
         chosen = None  # a refining encoder fixes the pruned file's tokens first, then refines them
         notes = list(image.warnings)
@@ -559,7 +559,7 @@ def _to_tensor(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div(255.0)
 
 
-def _pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
+def pad_to_stride(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Replicate-pad right and bottom to a multiple of the total stride (cropped after decoding)."""
     h, w = x.shape[2:]
     ph, pw = (-h) % multiple, (-w) % multiple

@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from semcodec.cli.main import DEFAULT_TOKEN_REFINE_STEPS, main
-from semcodec.codec.api import _pad, _to_tensor
+from semcodec.codec.api import _to_tensor, pad_to_stride
 from semcodec.codec.refine import RefineConfig, objective, refine_latent, token_fidelity
 from semcodec.weights.towers import default_tower_file
 
@@ -24,7 +24,7 @@ def crop(kodak_image) -> np.ndarray:
 def _latent(codec, pixels: np.ndarray, quality: int):
     level = codec.registry.quality(quality)
     model, _ = codec.model(level.model)
-    x = _pad(_to_tensor(pixels), model.downsampling)
+    x = pad_to_stride(_to_tensor(pixels), model.downsampling)
     with torch.no_grad():
         return model, level, x, model.analysis(x, level.gain_index)
 

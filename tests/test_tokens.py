@@ -194,7 +194,7 @@ def _first_coded(model, height: int, width: int) -> torch.Tensor:
 def test_distillation_prunes_the_tokens_the_encoder_prunes(codec, kodak_image):
     """Heads learn pruned files from a float twin of the encoder's token choice: it must pick (nearly)
     the tokens `encode --tokens N` codes, and keep exactly N content tokens per crop."""
-    from semcodec.codec.api import _pad, important_tokens
+    from semcodec.codec.api import important_tokens, pad_to_stride
     from semcodec.training.distill import coded_grids
 
     model, _ = codec.model(codec.registry.quality(1).model)
@@ -202,7 +202,7 @@ def test_distillation_prunes_the_tokens_the_encoder_prunes(codec, kodak_image):
     x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255
     gain = codec.registry.quality(1).gain_index
     with torch.no_grad():
-        y = model.analysis(_pad(x, model.downsampling), gain)
+        y = model.analysis(pad_to_stride(x, model.downsampling), gain)
         medians = model.z_medians()
         means, scales = model.hyper_synthesis(torch.round(model.h_a(y) - medians) + medians)
         kept = important_tokens(model, y.repeat(2, 1, 1, 1), means, scales, torch.tensor([64, 5]), (224, 224))

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from semcodec.codec.api import Codec, _pad, important_tokens
+from semcodec.codec.api import Codec, important_tokens, pad_to_stride
 from semcodec.codec.token_targets import teacher_answers, token_loss
 from semcodec.errors import SemcodecError
 from semcodec.models.semantic_hyperprior import SemanticHyperprior
@@ -98,7 +98,7 @@ def coded_grids(
 
     No entropy coding is needed (it is lossless); the analysis transform runs once for all gains.
     """
-    features = model.g_a(_pad(x, model.downsampling))
+    features = model.g_a(pad_to_stride(x, model.downsampling))
     grids, pruned = [], []
     for gain in gains:
         y = features * model.quality_gain(gain)

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from semcodec.codec.api import pad_to_stride
 from semcodec.errors import WeightsError
 from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
 from semcodec.training.budget import Budget
@@ -193,12 +194,6 @@ class LatentCache:
         index = torch.randint(len(self.latents), (batch,), generator=generator)
         y = self.latents[index.to(self.latents.device)]
         return y.flip(3) if torch.rand(1, generator=generator) < 0.5 else y
-
-
-def pad_to_stride(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Replicate-pad right and bottom to a multiple of the model's stride, as the encoder pads an image."""
-    ph, pw = (-x.shape[2]) % multiple, (-x.shape[3]) % multiple
-    return torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
 
 
 def build_or_resume(cfg: TrainConfig) -> tuple[SemanticHyperprior, int]:
