@@ -44,7 +44,7 @@ class Worker:
             record.update(source_bytes=len(data), source_sha256=sha256_of(job.source))
             if job.mode == "encode":
                 image = read_image(data, name=job.source)
-                refine = RefineConfig(steps=job.refine_steps) if job.refine_steps else None
+                refine = RefineConfig(steps=job.refine_steps)
                 result = self.codec.encode(image, job.quality, job.token_space, job.keep_tokens, refine)
                 out, pixels = result.data, result.height * result.width
                 if result.warnings:

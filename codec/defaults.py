@@ -1,0 +1,11 @@
+"""Encoder defaults the API, the CLI and batch all read (torch-free, so the CLI's help can show them)."""
+
+DEFAULT_REFINE_STEPS = 0
+"""Encoder refinement is opt-in: the default encode is one analysis pass (well under a second for a
+Kodak image on a 2-core CPU), the same file from ``semcodec.encode``, ``semcodec encode`` and
+``semcodec batch encode``. A model trained jointly with a tower (``semcodec train --token-space``)
+carries the machine's tokens in its base layer without it; refinement buys more at seconds per image."""
+
+SUGGESTED_REFINE_STEPS = 40
+"""The step count the docs suggest for opt-in refinement (``--refine-steps 40``): 8 s per 224 px crop
+on one core, where the straight-through objective has settled (docs/tokens.md)."""
