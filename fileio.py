@@ -1,7 +1,11 @@
-"""Atomic file output: a reader never sees a half-written file, a crash leaves none behind."""
+"""Every file the project writes goes through :func:`write_atomic`; every file it hashes, :func:`sha256_file`.
+
+Atomic output: a reader never sees a half-written file, a crash leaves none behind.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -11,6 +15,20 @@ from semcodec.errors import SemcodecError
 
 class OutputExistsError(SemcodecError):
     """The output path exists and overwriting was not asked for."""
+
+
+def sha256_file(path: Path | str) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_text_atomic(path: Path | str, text: str) -> None:
+    """:func:`write_atomic` of UTF-8 text, overwriting."""
+    write_atomic(path, text.encode("utf-8"), force=True)
 
 
 def write_atomic(path: Path | str, data: bytes, force: bool = False) -> None:

@@ -12,8 +12,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from semcodec.batch.jobs import Job, sha256_of
+from semcodec.batch.jobs import Job
 from semcodec.errors import SemcodecError
+from semcodec.fileio import sha256_file
 
 
 class Worker:
@@ -41,7 +42,7 @@ class Worker:
         record = {"source": job.source, "output": job.output, "mode": job.mode, "status": "failed", "error": None}
         try:
             data = Path(job.source).read_bytes()
-            record.update(source_bytes=len(data), source_sha256=sha256_of(job.source))
+            record.update(source_bytes=len(data), source_sha256=sha256_file(job.source))
             if job.mode == "encode":
                 image = read_image(data, name=job.source)
                 refine = RefineConfig(steps=job.refine_steps)
@@ -55,7 +56,7 @@ class Worker:
                 if job.mode == "decode-pixels":
                     out = encode_png(self.codec.decode(data))
                 else:
-                    out = token_file_bytes(self.codec.decode_tokens(data), job.output, "fp16")
+                    out = token_file_bytes(self.codec.decode_tokens(data), job.output, job.token_dtype)
             target = Path(dst) / job.output
             target.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(target, out, force=True)

@@ -13,7 +13,6 @@ manifest line is ignored).
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import time
@@ -21,8 +20,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from semcodec.codec.defaults import DEFAULT_REFINE_STEPS
+from semcodec.codec.defaults import DEFAULT_REFINE_STEPS, DEFAULT_TOKEN_DTYPE
 from semcodec.errors import SemcodecError
+from semcodec.fileio import sha256_file
 
 BITSTREAM_SUFFIX = ".smc"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".avif", ".ppm", ".pgm"}
@@ -40,6 +40,7 @@ class Job:
     keep_tokens: int | None = None
     token_space: str | None = None
     refine_steps: int = DEFAULT_REFINE_STEPS
+    token_dtype: str = DEFAULT_TOKEN_DTYPE
 
     def settings(self) -> dict:
         """What decides the output besides the source's bytes (and the weights: see :func:`run_batch`)."""
@@ -49,6 +50,7 @@ class Job:
             "keep_tokens": self.keep_tokens,
             "token_space": self.token_space,
             "refine_steps": self.refine_steps,
+            **({"token_dtype": self.token_dtype} if self.mode == "decode-tokens" else {}),
         }
 
 
@@ -58,17 +60,9 @@ def weights_digest(weights: str | None) -> str:
 
     root = Path(weights) if weights is not None else WEIGHTS_DIR
     try:
-        return sha256_of(root / REGISTRY_FILE)
+        return sha256_file(root / REGISTRY_FILE)
     except OSError:
         return "missing"  # the codec's own load reports the missing registry with a clear error
-
-
-def sha256_of(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def list_sources(src: str, suffixes: set[str]) -> list[tuple[Path, Path]]:
@@ -99,6 +93,7 @@ def plan_jobs(
     keep_tokens: int | None = None,
     token_space: str | None = None,
     refine_steps: int = DEFAULT_REFINE_STEPS,
+    token_dtype: str = DEFAULT_TOKEN_DTYPE,
 ) -> list[Job]:
     if mode == "encode":
         pairs = list_sources(src, IMAGE_SUFFIXES)
@@ -107,7 +102,7 @@ def plan_jobs(
     else:
         suffix = ".png" if mode == "decode-pixels" else ".safetensors"
         pairs = list_sources(src, {BITSTREAM_SUFFIX, ".bin"})
-        jobs = [Job(str(p), str(_strip(rel).with_suffix(suffix)), mode) for p, rel in pairs]
+        jobs = [Job(str(p), str(_strip(rel).with_suffix(suffix)), mode, token_dtype=token_dtype) for p, rel in pairs]
     seen: dict[str, str] = {}
     for job in jobs:
         if job.output in seen:
@@ -142,7 +137,7 @@ class Manifest:
             return False
         out = dst / job.output
         try:
-            return out.stat().st_size == entry["bytes"] and sha256_of(job.source) == entry["source_sha256"]
+            return out.stat().st_size == entry["bytes"] and sha256_file(job.source) == entry["source_sha256"]
         except OSError:
             return False
 

@@ -31,12 +31,12 @@ def main() -> None:
 def kodak(dataset: Path, weights: Path | None, limit: int | None, json_path: Path | None) -> None:
     """Mean bpp / PSNR / MS-SSIM and per-stage seconds per image, for every quality."""
     from semcodec.bench import kodak as bench
+    from semcodec.bench.provenance import header, provenance
+    from semcodec.weights import default_weights_dir, load_registry
 
     rows = bench.run(dataset, weights, limit)
-    click.echo(
-        f"# {dataset} ({rows[0]['images']} images), {platform.processor() or platform.machine()}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-    )
+    click.echo(f"# {dataset} ({rows[0]['images']} images)")
+    click.echo(header(provenance(load_registry(weights or default_weights_dir()))))
     click.echo(bench.table(rows))
     if json_path:
         bench.save(rows, json_path)

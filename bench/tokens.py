@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from semcodec.bench import classical
+from semcodec.bench.provenance import header, provenance
 from semcodec.codec import Codec
 from semcodec.codec.image_io import read_image
 from semcodec.codec.refine import RefineConfig
@@ -150,7 +151,7 @@ def run(
         for q, keep, steps in product(qualities, keeps, refine_steps):
             start = time.perf_counter()
             refine = RefineConfig(steps=steps, semantic_weight=weight) if steps else None
-            data = codec.encode(crop, q, tower_name if steps else None, keep, refine).data
+            data = codec.encode(crop, q, tower_name, keep, refine).data  # as `encode --token-space` does
             encode_seconds.setdefault((q, keep, steps), []).append(time.perf_counter() - start)
             with torch.inference_mode():
                 start = time.perf_counter()
@@ -179,7 +180,10 @@ def run(
                     tallies.setdefault((q, keep, steps, f"{name} + tower {budget_name} (c)"), Tally()).add(
                         tokens, reference, logits_of(tokens), label, ref_pred, size
                     )
+    served = sorted({codec.registry.quality(q).model for q in qualities})
+    head = {m: codec.registry.model(m).token_heads.get(tower_name, {}).get("sha256") for m in served}
     return {
+        "provenance": {**provenance(codec.registry, served), "heads": head},
         "images": len(files),
         "tower": tower_name,
         "semantic_weight": weight,
@@ -202,6 +206,7 @@ def _fraction(value: float | None) -> str:
 def table(result: dict) -> str:
     o = result["original"]
     lines = [
+        *([header(result["provenance"])] if "provenance" in result else []),
         f"tower {result['tower']} on {result['images']} images: original top-1 {_fraction(o['top1'])}",
         "",
         "| quality | coded tokens | refine steps | method | bytes | token cosine | token rel. MSE | top-1 "

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from semcodec import __version__
-from semcodec.codec.defaults import DEFAULT_REFINE_STEPS, SUGGESTED_REFINE_STEPS
+from semcodec.codec.defaults import DEFAULT_REFINE_STEPS, DEFAULT_TOKEN_DTYPE, SUGGESTED_REFINE_STEPS, TOKEN_DTYPES
 from semcodec.errors import SemcodecError
 from semcodec.training.config import TrainConfig
 
@@ -256,8 +256,8 @@ def encode(
 )
 @click.option(
     "--dtype",
-    type=click.Choice(["fp32", "fp16"]),
-    default="fp32",
+    type=click.Choice(TOKEN_DTYPES),
+    default=DEFAULT_TOKEN_DTYPE,
     show_default=True,
     help="Token dtype (tokens target).",
 )
@@ -798,11 +798,18 @@ def batch_encode(
 @click.argument("src")
 @click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--target", type=click.Choice(["pixels", "tokens"]), default="pixels", show_default=True)
+@click.option(
+    "--dtype",
+    type=click.Choice(TOKEN_DTYPES),
+    default=DEFAULT_TOKEN_DTYPE,
+    show_default=True,
+    help="As `decode --dtype`.",
+)
 @_workers
 @_engine
 @click.pass_context
-def batch_decode(ctx: click.Context, src: str, dst: Path, target: str, workers: int, engine: str) -> None:
+def batch_decode(ctx: click.Context, src: str, dst: Path, target: str, dtype: str, workers: int, engine: str) -> None:
     """Decode every bitstream under SRC to DST (.png, or .safetensors tokens)."""
     from semcodec.batch.jobs import plan_jobs
 
-    _run_batch(ctx, plan_jobs(src, f"decode-{target}"), dst, workers, engine, "decoded")
+    _run_batch(ctx, plan_jobs(src, f"decode-{target}", token_dtype=dtype), dst, workers, engine, "decoded")

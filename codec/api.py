@@ -27,7 +27,7 @@ from torch import nn
 
 from semcodec import bitstream
 from semcodec.codec import entropy
-from semcodec.codec.defaults import DEFAULT_REFINE_STEPS
+from semcodec.codec.defaults import DEFAULT_REFINE_STEPS, DEFAULT_TOKEN_DTYPE
 from semcodec.codec.image_io import MAX_PIXELS, LoadedImage, encode_png, read_image
 from semcodec.codec.refine import RefineConfig, refine_latent, token_fidelity
 from semcodec.errors import BitstreamError, WeightsError
@@ -725,7 +725,7 @@ def _read(data: bytes | Path | str) -> bytes:
     return data if isinstance(data, (bytes, bytearray)) else Path(data).read_bytes()
 
 
-def token_file_bytes(result: TokenOutput, output_path: str, dtype: str = "fp32") -> bytes:
+def token_file_bytes(result: TokenOutput, output_path: str, dtype: str = DEFAULT_TOKEN_DTYPE) -> bytes:
     """Tokens as a file: ``.npy`` by extension, otherwise safetensors with the metadata (and the
     grid positions when the encoder pruned tokens)."""
     import io

@@ -6,6 +6,11 @@ Kodak image on a 2-core CPU), the same file from ``semcodec.encode``, ``semcodec
 ``semcodec batch encode``. A model trained jointly with a tower (``semcodec train --token-space``)
 carries the machine's tokens in its base layer without it; refinement buys more at seconds per image."""
 
+TOKEN_DTYPES = ("fp32", "fp16")
+DEFAULT_TOKEN_DTYPE = "fp32"
+"""Token files (``decode --target tokens``, ``batch decode --target tokens``) hold the head's float32
+values unless ``--dtype fp16`` asks for half the bytes."""
+
 SUGGESTED_REFINE_STEPS = 40
 """The step count the docs suggest for opt-in refinement (``--refine-steps 40``): 8 s per 224 px crop
 on one core, where the straight-through objective has settled (docs/tokens.md)."""

@@ -105,6 +105,27 @@ def test_batch_decode_round_trips(tmp_path, tiny_weights):
         "batch", "decode", str(tmp_path / "bits"), str(tmp_path / "tok"), "--target", "tokens", weights=tiny_weights
     )
     assert tokens.exit_code == 0 and (tmp_path / "tok" / "img000.safetensors").exists()
+    single = tmp_path / "single.safetensors"
+    args = ["decode", str(tmp_path / "bits" / "img000.png.smc"), "--target", "tokens", "-o", str(single)]
+    assert run(*args, weights=tiny_weights).exit_code == 0
+    from safetensors.numpy import load_file
+
+    batch_tokens, cli_tokens = load_file(tmp_path / "tok" / "img000.safetensors"), load_file(single)
+    assert batch_tokens["tokens"].dtype == cli_tokens["tokens"].dtype  # one default dtype
+    assert np.array_equal(batch_tokens["tokens"], cli_tokens["tokens"])
+    half = run(
+        "batch",
+        "decode",
+        str(tmp_path / "bits"),
+        str(tmp_path / "half"),
+        "--target",
+        "tokens",
+        "--dtype",
+        "fp16",
+        weights=tiny_weights,
+    )
+    assert half.exit_code == 0
+    assert (tmp_path / "half" / "img000.safetensors").stat().st_size < single.stat().st_size
 
 
 def test_glob_and_list_sources(tmp_path, tiny_weights):

@@ -23,6 +23,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from semcodec.fileio import write_text_atomic
+from semcodec.sysinfo import cpu_name
+
 ROOT = Path(__file__).resolve().parents[1]
 """The repository root (the ``semcodec`` package in an editable install)."""
 CONFORMANCE = ROOT / "tests" / "conformance"
@@ -187,14 +190,14 @@ def write_set(
             "recorded_by": f"semcodec {__version__}",
             "recorded_on": {
                 "date": datetime.date.today().isoformat(),
-                "machine": f"{platform.machine()} {_cpu_name()}, {torch.get_num_threads()} threads, "
+                "machine": f"{platform.machine()} {cpu_name()}, {torch.get_num_threads()} threads, "
                 f"torch {torch.__version__}",
             },
             "exact": "symbols everywhere; pixels and tokens on this CPU kind and thread count (the hashes), "
             "elsewhere within the bounds of semcodec.codec.conformance",
             "streams": streams,
         }
-        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        write_text_atomic(work / MANIFEST, json.dumps(manifest, indent=2) + "\n")
         os.chmod(work, 0o755)
         work.rename(target)
     except BaseException:
@@ -202,16 +205,6 @@ def write_set(
         raise
     print(f"wrote {target} ({len(streams)} streams)")
     return target
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 VERSION_FILE = ROOT / "__init__.py"
@@ -311,7 +304,7 @@ def ship(
     except BaseException:  # a half-done release is no release: put every file back as it was
         for path, text in originals.items():
             if text is not None:
-                path.write_text(text)
+                write_text_atomic(path, text)
         for name in files:
             (paths.weights / name).unlink(missing_ok=True)
         raise
@@ -320,7 +313,7 @@ def ship(
 
 def _set_version(version_file: Path, version: str) -> None:
     text = version_file.read_text()
-    version_file.write_text(_VERSION.sub(f'__version__ = "{version}"', text, count=1))
+    write_text_atomic(version_file, _VERSION.sub(f'__version__ = "{version}"', text, count=1))
 
 
 def _add_changelog_entry(changelog: Path, version: str, model_id: str, sha256: str, notes: str) -> None:
@@ -343,4 +336,4 @@ def _add_changelog_entry(changelog: Path, version: str, model_id: str, sha256: s
     else:
         body = f"### Added\n\n{line}" + (f"\n{body}" if body else "")
     section = f"## [{version}] - {datetime.date.today().isoformat()}\n\n{body.rstrip()}\n\n"
-    changelog.write_text(text[: unreleased.end()] + "\n" + section + text[end:])
+    write_text_atomic(changelog, text[: unreleased.end()] + "\n" + section + text[end:])

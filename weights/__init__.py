@@ -16,7 +16,6 @@ Importing this module does not import torch (``semcodec --version`` and ``info``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semcodec.errors import WeightsError
+from semcodec.fileio import sha256_file, write_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -189,14 +189,6 @@ def head_file_name(model_name: str, space: str) -> str:
     return f"{model_name}.head.{slug}.safetensors"
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_state_dict(registry: Registry, name: str) -> dict[str, torch.Tensor]:
     """Read a model's tensors as float32 after checking the file's sha256 against the registry."""
     entry = registry.model(name)
@@ -220,7 +212,7 @@ def load_verified(path: Path, sha256: str) -> dict[str, torch.Tensor]:
 
 def save_state_dict(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> str:
     """Write ``state`` as safetensors (large floats in float16) atomically; return its sha256."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     packed = {}
     for k, v in state.items():
@@ -228,16 +220,11 @@ def save_state_dict(state: dict[str, torch.Tensor], path: Path, metadata: dict[s
         if v.is_floating_point() and v.numel() >= HALF_PRECISION_MIN_NUMEL:
             v = v.half()
         packed[k] = v
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(packed, str(tmp), metadata=metadata)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    write_atomic(path, save(packed, metadata=metadata), force=True)
     return sha256_file(path)
 
 
 def write_registry(root: Path, raw: dict) -> None:
-    from semcodec.fileio import write_atomic
-
     write_atomic(root / REGISTRY_FILE, (json.dumps(raw, indent=2, sort_keys=False) + "\n").encode(), force=True)
 
 
