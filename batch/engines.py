@@ -33,9 +33,9 @@ class Worker:
 
     def run(self, job: Job, dst: str) -> dict:
         from semcodec import bitstream
-        from semcodec.codec.api import token_file_bytes
         from semcodec.codec.image_io import encode_png, read_image
         from semcodec.codec.refine import RefineConfig
+        from semcodec.codec.token_file import token_file_bytes
         from semcodec.fileio import write_atomic
 
         start = time.perf_counter()

@@ -14,6 +14,17 @@ from semcodec.bitstream.container import (
     read_prefix,
     unpack,
 )
+from semcodec.bitstream.layout import (
+    BASE_CHUNK,
+    ENHANCEMENT_CHUNK,
+    MASK_CHUNK,
+    TOKEN_SPACE_CHUNK,
+    Z_CHUNK,
+    pack_base,
+    symbols_crc,
+    token_space_of,
+    unpack_base,
+)
 from semcodec.errors import (
     BitstreamError,
     CorruptBitstreamError,
@@ -22,6 +33,15 @@ from semcodec.errors import (
 )
 
 __all__ = [
+    "BASE_CHUNK",
+    "ENHANCEMENT_CHUNK",
+    "MASK_CHUNK",
+    "TOKEN_SPACE_CHUNK",
+    "Z_CHUNK",
+    "pack_base",
+    "symbols_crc",
+    "token_space_of",
+    "unpack_base",
     "FORMAT_VERSION",
     "MAGIC",
     "MAX_SIDE",

@@ -287,14 +287,14 @@ def decode(
         output_path = str(Path(input_path).with_suffix(TARGET_SUFFIX[target]))
     if output_path != "-" and Path(output_path).exists() and not force:
         raise SemcodecError(f"{output_path} exists (use --force to overwrite)")
-    from semcodec.codec.api import BASE_CHUNK
+    from semcodec.bitstream import BASE_CHUNK
 
     data = _read_input(input_path, None if target == "pixels" else BASE_CHUNK)
     codec = _codec(ctx)
     if target == "pixels":
         out = codec.decode_png(data)
     else:
-        from semcodec.codec.api import token_file_bytes
+        from semcodec.codec.token_file import token_file_bytes
 
         out = token_file_bytes(codec.decode_tokens(data, token_space, tower_weights), output_path, dtype)
     _write_output(output_path, out, force)

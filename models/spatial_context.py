@@ -15,13 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from semcodec.models.layers import zero_start_refiner
+from semcodec.schedule import CodingSchedule
 
-
-def anchor_mask(height: int, width: int, device: torch.device | str = "cpu") -> Tensor:
-    """``(height, width)`` bool: True where ``(row + column)`` is even, the positions coded first."""
-    rows = torch.arange(height, device=device)[:, None]
-    cols = torch.arange(width, device=device)[None, :]
-    return (rows + cols) % 2 == 0
+anchor_mask = CodingSchedule.anchors
+"""``(height, width)`` bool: the checkerboard half coded first (the coding schedule's)."""
 
 
 class SpatialContext(nn.Module):

@@ -12,7 +12,23 @@ from semcodec.bench.__main__ import main
 from tests.conftest import synthetic_image
 
 
-def test_rd_with_a_refined_curve_and_a_quality_subset(tmp_path: Path, tiny_weights: Path):
+def test_rd_with_a_refined_curve_and_quality_subsets(tmp_path: Path, tiny_weights: Path, monkeypatch):
+    """``--bd-qualities FIRST-LAST`` BD-rates exactly the semcodec points of those qualities.
+
+    A BD-rate cannot tell which points it came from (the tiny model's curve need not share a PSNR
+    interval with any anchor, and then every BD-rate is NaN), so the points handed to ``bd_table``
+    are checked instead.
+    """
+    from semcodec.bench import rd as rd_bench
+
+    bd_inputs: list[list[dict]] = []
+    real_bd_table = rd_bench.bd_table
+
+    def recording_bd_table(test: list[dict], curves: dict[str, list[dict]]) -> dict[str, float]:
+        bd_inputs.append(list(test))
+        return real_bd_table(test, curves)
+
+    monkeypatch.setattr(rd_bench, "bd_table", recording_bd_table)
     data = tmp_path / "kodak"
     data.mkdir()
     Image.fromarray(synthetic_image(176, 176, seed=5)).save(data / "a.png")
@@ -22,6 +38,7 @@ def test_rd_with_a_refined_curve_and_a_quality_subset(tmp_path: Path, tiny_weigh
     out = tmp_path / "out"
     args = ["rd", "--dataset", str(data), "--weights", str(tiny_weights), "--anchors", str(anchors)]
     args += ["--out", str(out), "--refine-steps", "2", "--bd-qualities", "1-2"]
+    args += ["--bd-qualities", "1-1", "--bd-qualities", "2-2"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "rd.json").read_text())
@@ -34,6 +51,20 @@ def test_rd_with_a_refined_curve_and_a_quality_subset(tmp_path: Path, tiny_weigh
         == names
         > {"AVIF (Pillow/libavif, speed 6)", "VTM (published)"}
     )
-    assert "| BD-rate (PSNR) against | semcodec | semcodec refined 2 | semcodec q1-2 |" in result.output
-    assert saved["bd_rate_qualities"]["semcodec q1-2"] == saved["bd_rate"]  # both qualities: the same points
+    header = (
+        "| BD-rate (PSNR) against | semcodec | semcodec refined 2 | semcodec q1-2 | semcodec q1-1 | semcodec q2-2 |"
+    )
+    assert header in result.output
+    assert set(saved["bd_rate_qualities"]) == {"semcodec q1-2", "semcodec q1-1", "semcodec q2-2"}
+    assert set(saved["bd_rate_qualities"]["semcodec q2-2"]) == names
+    full = saved["semcodec"]
+    assert [p["quality"] for p in full] == [1, 2]
+    # two bd_table calls per curve (same-run codecs, published anchors), curves in the table's order
+    full_points = [(p["quality"], p["bpp"], p["psnr"]) for p in full]
+    points = [[(p["quality"], p["bpp"], p["psnr"]) for p in test] for test in bd_inputs]
+    refined_points = [(p["quality"], p["bpp"], p["psnr"]) for p in refined]
+    assert (
+        points
+        == [full_points] * 2 + [refined_points] * 2 + [full_points] * 2 + [full_points[:1]] * 2 + [full_points[1:]] * 2
+    )
     assert (out / "rd.png").stat().st_size > 0

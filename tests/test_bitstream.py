@@ -116,7 +116,7 @@ def test_every_single_bit_flip_is_detected():
 
 
 def test_huge_declared_size_is_refused_before_allocation():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"x{bitstream.MAX_SIDE + 1} outside 1..{bitstream.MAX_SIDE}"):
         bitstream.pack(make_header(height=bitstream.MAX_SIDE + 1))
     # forge a header with a valid CRC that declares 100000 x 100000
     data = bytearray(bitstream.pack(make_header()))

@@ -175,16 +175,23 @@ def test_converted_inputs_warn(tmp_path):
 
 
 def test_weights_hash_mismatch_is_a_clear_error(tmp_path, tiny_weights, small_png):
+    import hashlib
+    import json
     import shutil
 
     broken = tmp_path / "weights"
     shutil.copytree(tiny_weights, broken)
-    target = next(broken.glob("*.safetensors"))
+    registry = json.loads((broken / "registry.json").read_text())
+    (entry,) = registry["models"].values()  # the tiny model, the one encode loads
+    target = broken / entry["file"]
     data = bytearray(target.read_bytes())
     data[-1] ^= 1
     target.write_bytes(bytes(data))
     line = one_error_line(semcodec("encode", str(small_png), str(tmp_path / "o.bin"), env_weights=broken))
-    assert "sha256" in line
+    assert line == (
+        f"semcodec: error: weights file {entry['file']} fails its sha256 check (registry {entry['sha256'][:12]}, "
+        f"file {hashlib.sha256(data).hexdigest()[:12]}): reinstall semcodec or re-export the weights"
+    )
     assert not (tmp_path / "o.bin").exists()
 
 
@@ -227,8 +234,9 @@ def _cpu_seconds(pid: int) -> float:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to time the signal")
 @pytest.mark.parametrize(
     ("signum", "after_cpu_s"),
-    # 7 s: inside the transforms; 4 s: still importing torch, where an interrupt once ended the
-    # process by SIGINT (status -2) after the message had been printed.
+    # CPU seconds chosen to land inside the transforms (the later point) and while torch is still
+    # being imported (the earlier), where an interrupt once ended the process by SIGINT (status -2)
+    # after the message had been printed.
     [("SIGINT", 7.0), ("SIGTERM", 7.0), ("SIGINT", 4.0)],
 )
 def test_interrupted_encode_leaves_nothing(tmp_path, signum, after_cpu_s):

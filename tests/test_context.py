@@ -17,7 +17,7 @@ from semcodec.cli.main import main
 from semcodec.codec import Codec
 from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
 from semcodec.models.channel_context import slice_bounds
-from semcodec.training.train import TINY_ARCH
+from semcodec.training.config import TINY_ARCH
 from tests.conftest import synthetic_image
 
 

@@ -1,9 +1,10 @@
 """Fuzzing the container and the decoder: every malformed input ends in a typed error, quickly.
 
-Two layers: (1) a saved corpus of hand-made bad files (regenerate with SEMCODEC_REGEN_CORPUS=1),
-each with the error class it must raise; (2) hypothesis-driven mutations of a real bitstream:
-truncations, bit flips, inserted/deleted bytes, tampered length and size fields, and payload
-garbage with every CRC recomputed so the entropy decoder itself is exercised.
+Two layers: (1) a saved corpus of hand-made bad files in tests/corpus, each with the error class it
+must raise (a missing or stale index fails the tests; ``python -m tests.test_fuzz`` rewrites the
+corpus); (2) hypothesis-driven mutations of a real bitstream: truncations, bit flips,
+inserted/deleted bytes, tampered length and size fields, and payload garbage with every CRC
+recomputed so the entropy decoder itself is exercised.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from semcodec.errors import BitstreamError, SemcodecError
 from tests.conftest import synthetic_image
 
 CORPUS = Path(__file__).parent / "corpus"
+INDEX = CORPUS / "index.json"
+REGENERATE = "regenerate the corpus from the repository root with `python -m tests.test_fuzz` and review the diff"
 SECONDS_PER_CASE = 5.0
 
 
@@ -69,19 +72,47 @@ def corpus_cases(valid: bytes) -> dict[str, tuple[bytes, str]]:
     }
 
 
-@pytest.fixture(scope="module")
-def valid(codec) -> bytes:
+def valid_bitstream(codec) -> bytes:
+    """The real file every corpus case and mutation starts from."""
     return codec.encode(synthetic_image(48, 80, seed=3), 1).data
 
 
-def test_saved_corpus(codec, valid):
-    index_path = CORPUS / "index.json"
-    if os.environ.get("SEMCODEC_REGEN_CORPUS") == "1" or not index_path.exists():
-        cases = corpus_cases(valid)
-        for name, (data, _) in cases.items():
-            (CORPUS / f"{name}.smc").write_bytes(data)
-        index_path.write_text(json.dumps({n: e for n, (_, e) in cases.items()}, indent=1) + "\n")
-    index = json.loads(index_path.read_text())
+def write_corpus(valid: bytes) -> None:
+    """Rewrite tests/corpus: one NAME.smc per case of :func:`corpus_cases`, and the index of their errors."""
+    cases = corpus_cases(valid)
+    for old in CORPUS.glob("*.smc"):
+        if old.stem not in cases:
+            old.unlink()
+    for name, (data, _) in cases.items():
+        (CORPUS / f"{name}.smc").write_bytes(data)
+    INDEX.write_text(json.dumps({n: e for n, (_, e) in cases.items()}, indent=1) + "\n")
+
+
+def saved_index() -> dict[str, str]:
+    assert INDEX.is_file(), f"{INDEX} is missing: {REGENERATE}"
+    return json.loads(INDEX.read_text())
+
+
+@pytest.fixture(scope="module")
+def valid(codec) -> bytes:
+    return valid_bitstream(codec)
+
+
+def test_saved_corpus_is_complete_and_current(valid):
+    """The index lists every case of corpus_cases() with its error, and a file for each, nothing else.
+
+    The files are kept, not compared with today's encoder output: they are the fixed inputs.
+    """
+    index = saved_index()
+    expected = {name: error for name, (_, error) in corpus_cases(valid).items()}
+    assert index == expected, f"{INDEX} is out of date with corpus_cases(): {REGENERATE}"
+    files = {path.stem for path in CORPUS.glob("*.smc")}
+    stray = sorted(files ^ set(index))
+    assert not stray, f"corpus files {stray} are missing or not in {INDEX.name}: {REGENERATE}"
+
+
+def test_saved_corpus(codec):
+    index = saved_index()
     assert len(index) >= 12
     for name, expected in index.items():
         data = (CORPUS / f"{name}.smc").read_bytes()
@@ -165,3 +196,10 @@ def test_decoder_never_allocates_a_declared_huge_image(codec, valid):
     with pytest.raises(BitstreamError, match="pixel limit"):
         codec.decode(data)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB
+
+
+if __name__ == "__main__":  # python -m tests.test_fuzz, from the repository root
+    from semcodec.codec import Codec
+
+    write_corpus(valid_bitstream(Codec()))
+    print(f"wrote {len(saved_index())} cases and {INDEX}")

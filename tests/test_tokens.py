@@ -112,6 +112,16 @@ def test_tokens_from_the_bitstream_in_the_tower_space(distilled):
     assert codec.decode(data).shape == image.shape
 
 
+def test_tower_weights_of_one_decode_do_not_stay_with_the_codec(distilled, tower_file, tmp_path):
+    """``decode_tokens(tower_weights=...)`` uses that file for that call only: a shared codec (the
+    module-level API's) keeps its own tower files for later calls."""
+    codec = Codec(distilled, tower_files={TINY: tower_file})
+    data = codec.encode(synthetic_image(70, 90), 1, token_space=TINY).data
+    first = codec.decode_tokens(data, tower_weights=tiny_clip_file(tmp_path / "other.pt"))
+    assert codec.tower_files == {TINY: tower_file}
+    assert torch.equal(codec.decode_tokens(data).tokens, first.tokens)
+
+
 def test_file_without_a_head_serves_latent_tokens(tiny_weights):
     codec = Codec(tiny_weights)
     out = codec.decode_tokens(codec.encode(synthetic_image(40, 40), 1).data)
@@ -185,16 +195,17 @@ def test_token_benchmark_runs_with_the_tiny_tower(distilled, tower_file, tmp_pat
 def _first_coded(model, height: int, width: int) -> torch.Tensor:
     """Grid positions of the first slice whose means depend on nothing coded before them."""
     if model.config.context_spatial:
-        from semcodec.models.spatial_context import anchor_mask
+        from semcodec.schedule import CodingSchedule
 
-        return anchor_mask(height, width)
+        return CodingSchedule.anchors(height, width)
     return torch.ones(height, width, dtype=torch.bool)
 
 
 def test_distillation_prunes_the_tokens_the_encoder_prunes(codec, kodak_image):
     """Heads learn pruned files from a float twin of the encoder's token choice: it must pick (nearly)
     the tokens `encode --tokens N` codes, and keep exactly N content tokens per crop."""
-    from semcodec.codec.api import important_tokens, pad_to_stride
+    from semcodec.codec.api import pad_to_stride
+    from semcodec.codec.token_choice import important_tokens, latent_energy
     from semcodec.training.distill import coded_grids
 
     model, _ = codec.model(codec.registry.quality(1).model)
@@ -205,7 +216,8 @@ def test_distillation_prunes_the_tokens_the_encoder_prunes(codec, kodak_image):
         y = model.analysis(pad_to_stride(x, model.downsampling), gain)
         medians = model.z_medians()
         means, scales = model.hyper_synthesis(torch.round(model.h_a(y) - medians) + medians)
-        kept = important_tokens(model, y.repeat(2, 1, 1, 1), means, scales, torch.tensor([64, 5]), (224, 224))
+        energy = latent_energy(model, y.repeat(2, 1, 1, 1), means, scales)
+        kept = important_tokens(energy, torch.tensor([64, 5]), (224, 224), model.latent_stride)[:, None]
         full, pruned = coded_grids(model, x, [gain], torch.tensor([64]))
     assert kept.shape == (2, 1, 16, 16) and kept.flatten(1).sum(1).tolist() == [64, 5]
     assert not kept[:, :, 14:].any() and not kept[:, :, :, 14:].any()  # never the padding
@@ -217,6 +229,7 @@ def test_distillation_prunes_the_tokens_the_encoder_prunes(codec, kodak_image):
     same = (pruned - full)[:, :, : model.slices[0][1]].abs().amax(dim=(0, 1, 2)) == 0
     first = _first_coded(model, *same.shape)
     grid_kept = kept[0, 0, :14, :14]
+    assert (grid_kept & first).any() and (~grid_kept & first).any()
     assert same[grid_kept & first].all() and not same[~grid_kept & first].all()
 
 

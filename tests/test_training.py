@@ -143,7 +143,8 @@ def test_bfloat16_transforms_keep_the_rate_in_float32():
     import torch
 
     from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
-    from semcodec.training.train import TINY_ARCH, rd_loss, transform_dtype
+    from semcodec.training.config import TINY_ARCH
+    from semcodec.training.train import rd_loss
 
     torch.manual_seed(0)
     model = SemanticHyperprior(SemanticHyperpriorConfig(**TINY_ARCH)).train()
@@ -156,11 +157,63 @@ def test_bfloat16_transforms_keep_the_rate_in_float32():
         losses[dtype] = rd_loss(out, x, torch.tensor([0.01, 0.01]))
     assert losses[torch.bfloat16]["bpp"].item() == pytest.approx(losses[None]["bpp"].item(), rel=0.05)
     assert losses[torch.bfloat16]["psnr"].item() == pytest.approx(losses[None]["psnr"].item(), abs=0.3)
-    cpu = torch.device("cpu")
-    assert transform_dtype("float32", cpu) is None and transform_dtype("bfloat16", cpu) is torch.bfloat16
-    assert transform_dtype("auto", cpu) in (None, torch.bfloat16)
-    with pytest.raises(ValueError, match="precision"):
-        transform_dtype("float16", cpu)
+
+
+def _native_bfloat16_cpu() -> bool | None:
+    """Whether this CPU has bfloat16 instructions, read from /proc/cpuinfo independently of torch.
+
+    x86: AVX512-BF16 or AMX-BF16 (the kernel's ``avx512_bf16`` / ``amx_bf16`` flags); Arm: the
+    ``bf16`` feature. ``None`` where /proc/cpuinfo is absent or lists no flags.
+    """
+    from pathlib import Path
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return None
+    flags: set[str] = set()
+    for line in cpuinfo.read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    if not flags:
+        return None
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def test_explicit_precisions_are_obeyed_and_unknown_ones_refused():
+    import torch
+
+    from semcodec.training.train import transform_dtype
+
+    for device in (torch.device("cpu"), torch.device("cuda")):
+        assert transform_dtype("float32", device) is None
+        assert transform_dtype("bfloat16", device) is torch.bfloat16
+    for bad in ("float16", "fp32", "bf16", "BFLOAT16", ""):
+        with pytest.raises(ValueError, match="precision must be auto, float32 or bfloat16, not"):
+            transform_dtype(bad, torch.device("cpu"))
+
+
+def test_auto_precision_is_bfloat16_only_on_a_cpu_with_bfloat16_instructions():
+    """Emulated bfloat16 is slower than float32, so ``auto`` picks it only where the CPU has it natively."""
+    import torch
+
+    from semcodec.training.train import transform_dtype
+
+    native = _native_bfloat16_cpu()
+    if native is None:
+        pytest.skip("no /proc/cpuinfo flags to tell whether this CPU has bfloat16 instructions")
+    expected = torch.bfloat16 if native else None
+    assert transform_dtype("auto", torch.device("cpu")) is expected, f"CPU with bfloat16 instructions: {native}"
+
+
+def test_auto_precision_on_cuda_follows_the_gpu_s_bfloat16_support(monkeypatch):
+    import torch
+
+    from semcodec.training.train import transform_dtype
+
+    for supported, expected in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, s=supported, **kwargs: s)
+        assert transform_dtype("auto", torch.device("cuda")) is expected
 
 
 def test_compiled_training_pass_computes_the_eager_losses_and_gradients():
@@ -168,7 +221,8 @@ def test_compiled_training_pass_computes_the_eager_losses_and_gradients():
     import torch._inductor.config as inductor_config
 
     from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
-    from semcodec.training.train import TINY_ARCH, rd_loss, training_passes
+    from semcodec.training.config import TINY_ARCH
+    from semcodec.training.train import rd_loss, training_passes
 
     torch.manual_seed(0)
     model = SemanticHyperprior(SemanticHyperpriorConfig(**TINY_ARCH)).train()
@@ -190,7 +244,8 @@ def test_compiled_training_pass_computes_the_eager_losses_and_gradients():
 
 
 def test_learning_rate_is_flat_until_decay_from_then_anneals_to_five_percent(tmp_path):
-    from semcodec.training.train import TrainConfig, learning_rate
+    from semcodec.training.config import TrainConfig
+    from semcodec.training.train import learning_rate
 
     cfg = TrainConfig(data=[], weights_dir=tmp_path, lr=1e-3, warmup_steps=10, decay_from=0.25)
     assert learning_rate(cfg, 0.0, run_step=0) == pytest.approx(1e-4)
@@ -309,7 +364,7 @@ def test_a_trained_model_gains_analysis_blocks_that_start_as_the_identity(tiny_w
     from PIL import Image
 
     from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
-    from semcodec.training.train import TINY_ARCH
+    from semcodec.training.config import TINY_ARCH
     from semcodec.weights import load_registry, load_state_dict
 
     registry = load_registry(tiny_weights)

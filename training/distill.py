@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from semcodec.codec.api import Codec, important_tokens, pad_to_stride
+from semcodec.codec.api import Codec, pad_to_stride
+from semcodec.codec.token_choice import important_tokens, latent_energy
 from semcodec.codec.token_targets import teacher_answers, token_loss
 from semcodec.errors import SemcodecError
 from semcodec.models.semantic_hyperprior import SemanticHyperprior
@@ -106,7 +107,8 @@ def coded_grids(
         y_hat = model.quantize_latent(y, means, scales, base_only=True)  # tokens read the base layer only
         grids.append(model.semantic_grid(y_hat, gain, x.shape[2], x.shape[3]))
         if keep is not None:
-            kept = important_tokens(model, y, means, scales, keep, x.shape[2:])
+            energy = latent_energy(model, y, means, scales)
+            kept = important_tokens(energy, keep, x.shape[2:], model.latent_stride)[:, None]
             y_hat = model.quantize_latent(y, means, scales, base_only=True, keep=kept)
             pruned.append(model.semantic_grid(y_hat, gain, x.shape[2], x.shape[3]))
     return torch.stack(grids, dim=1), (torch.stack(pruned, dim=1) if keep is not None else None)

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from semcodec.codec.api import pad_to_stride
 from semcodec.errors import WeightsError
 from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
+from semcodec.sysinfo import native_bfloat16_cpu
 from semcodec.training.budget import Budget
 from semcodec.training.config import DEFAULT_LAMBDAS, GROWABLE_KEYS, TrainConfig
 from semcodec.training.data import CropBank, list_images
@@ -72,10 +73,7 @@ def transform_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         if device.type == "cuda":
             native = torch.cuda.is_bf16_supported()
         else:
-            try:
-                native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-            except (AttributeError, RuntimeError):
-                native = False
+            native = native_bfloat16_cpu()
         precision = "bfloat16" if native else "float32"
     return torch.bfloat16 if precision == "bfloat16" else None
 
