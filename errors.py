@@ -26,8 +26,17 @@ class UnsupportedVersionError(BitstreamError):
     """The file was written by a newer (or unknown) format version."""
 
 
-class ImageError(SemcodecError):
+class InputError(SemcodecError, ValueError):
+    """An argument or input the codec cannot take: a ValueError to API callers, one line in the CLI."""
+
+
+class ImageError(InputError):
     """The input cannot be read as an image, or is too large to code."""
+
+
+class ConversionWarning(UserWarning):
+    """The input was converted to 8-bit RGB (greyscale, transparency, 16-bit, frames): ``semcodec.encode``
+    warns with it; ``Codec.encode`` returns the same lines in ``EncodeResult.warnings``."""
 
 
 class WeightsError(SemcodecError):

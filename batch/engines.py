@@ -60,7 +60,8 @@ class Worker:
             target = Path(dst) / job.output
             target.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(target, out, force=True)
-            record.update(status="ok", bytes=len(out), pixels=pixels, bpp=len(out) * 8 / pixels)
+            coded = len(out) if job.mode == "encode" else len(data)  # bpp is always the bitstream's
+            record.update(status="ok", bytes=len(out), pixels=pixels, bpp=coded * 8 / pixels)
         except (SemcodecError, OSError, MemoryError) as exc:
             record["error"] = str(exc) or type(exc).__name__
         record["seconds"] = round(time.perf_counter() - start, 4)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -167,12 +168,48 @@ class Summary:
     seconds: float = 0.0
 
     @property
-    def mean_bpp(self) -> float:
-        return self.output_bytes * 8 / self.pixels if self.pixels else float("nan")
+    def mean_bpp(self) -> float | None:
+        """Bits per pixel of the files written (encode); ``None`` when nothing was coded."""
+        return self.output_bytes * 8 / self.pixels if self.pixels else None
 
 
 Engine = Callable[[list[Job], str, str | None, int], Iterator[dict]]
 """(jobs, destination, weights dir, workers) -> one record per job, in completion order."""
+
+
+class LogProgress:
+    """Progress for a log file (stderr not a terminal): a plain line every tenth of the work or minute."""
+
+    def __init__(self, total: int, every_s: float = 60.0):
+        self.total, self.done, self.every_s = total, 0, every_s
+        self.step = max(1, total // 10)
+        self.last = time.time()
+        self.postfix: dict[str, object] = {}
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.time()
+        if self.done % self.step == 0 or self.done == self.total or now - self.last >= self.every_s:
+            extra = "".join(f", {k} {v}" for k, v in self.postfix.items())
+            print(f"batch: {self.done}/{self.total} done{extra}", file=sys.stderr, flush=True)
+            self.last = now
+
+    def set_postfix(self, **values: object) -> None:
+        self.postfix = values
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(total: int, enabled: bool):
+    """tqdm on a terminal, :class:`LogProgress` lines otherwise, nothing when disabled or idle."""
+    from tqdm import tqdm
+
+    if not enabled or total == 0:
+        return tqdm(total=total, disable=True)
+    if sys.stderr.isatty():
+        return tqdm(total=total, unit="img", dynamic_ncols=True)
+    return LogProgress(total)
 
 
 def run_batch(
@@ -184,8 +221,6 @@ def run_batch(
     progress: bool = True,
 ) -> tuple[Summary, list[dict]]:
     """Run the jobs not already done; append a manifest line per result; return the summary."""
-    from tqdm import tqdm
-
     dst.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(dst)
     digest = weights_digest(weights)
@@ -195,7 +230,7 @@ def run_batch(
     summary = Summary(skipped=len(jobs) - len(todo), changed_settings=changed)
     failures = []
     start = time.time()
-    bar = tqdm(total=len(todo), unit="img", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(len(todo), progress)
     encoding = bool(jobs) and jobs[0].mode == "encode"
     for record in engine(todo, str(dst), weights, workers):
         record["settings"] = settings[record["source"]]

@@ -220,6 +220,25 @@ def tokens(
         json_path.write_text(json.dumps(result, indent=1) + "\n")
 
 
+@main.command()
+@click.option(
+    "--image",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=DEFAULT_KODAK / "kodim01.png",
+    show_default=True,
+)
+@click.option("--repeats", type=int, default=3, show_default=True)
+def startup(image: Path, repeats: int) -> None:
+    """Wall time and peak RSS of whole commands (fresh processes, start-up included)."""
+    from semcodec.bench import startup as startup_bench
+    from semcodec.bench.provenance import header, provenance
+    from semcodec.weights import default_weights_dir, load_registry
+
+    click.echo(f"# {image}, {repeats} runs each")
+    click.echo(header(provenance(load_registry(default_weights_dir()))))
+    click.echo(startup_bench.table(startup_bench.run(image, repeats)))
+
+
 @main.command("batch")
 @click.option(
     "--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path), default=DEFAULT_KODAK, show_default=True

@@ -13,6 +13,9 @@ import torch.nn.functional as F
 
 
 def compressai_hyperprior(images: list[np.ndarray], quality: int = 3) -> dict[str, float]:
+    from semcodec.compressai_parts import full_compressai
+
+    full_compressai()  # the zoo needs all of it
     from compressai.zoo import bmshj2018_hyperprior
 
     torch.manual_seed(0)

@@ -110,6 +110,13 @@ def _write_output(path: str, data: bytes, force: bool) -> None:
         write_atomic(path, data, force=force)
 
 
+def _registry(ctx: click.Context):
+    """The weights registry (torch-free): what can be checked before a model loads."""
+    from semcodec.weights import load_registry
+
+    return load_registry(ctx.obj.get("weights"))
+
+
 def _codec(ctx: click.Context):
     from semcodec.codec import Codec
 
@@ -214,15 +221,19 @@ def encode(
     quiet: bool,
 ) -> None:
     """Compress image INPUT into bitstream OUTPUT ('-' for stdin/stdout)."""
+    from semcodec.cli.checks import check_encode_settings, check_input_file, check_output, check_token_count
     from semcodec.codec.image_io import read_image
-    from semcodec.codec.refine import RefineConfig
+
+    check_input_file(input_path)
+    check_output(output_path, force)
+    check_encode_settings(_registry(ctx), quality, token_space)
+    check_token_count(input_path, keep_tokens)
+    image = read_image(_read_input(input_path) if input_path == "-" else input_path)
+
+    from semcodec.codec.refine import RefineConfig  # torch from here on
 
     codec = _codec(ctx)
     refine = RefineConfig(steps=refine_steps)
-
-    if output_path != "-" and Path(output_path).exists() and not force:
-        raise SemcodecError(f"{output_path} exists (use --force to overwrite)")
-    image = read_image(_read_input(input_path) if input_path == "-" else input_path)
     start = time.perf_counter()
     result = codec.encode(image, quality, token_space=token_space, keep_tokens=keep_tokens, refine=refine)
     seconds = time.perf_counter() - start
@@ -285,11 +296,14 @@ def decode(
         if input_path == "-":
             raise SemcodecError("reading from stdin needs -o/--output")
         output_path = str(Path(input_path).with_suffix(TARGET_SUFFIX[target]))
-    if output_path != "-" and Path(output_path).exists() and not force:
-        raise SemcodecError(f"{output_path} exists (use --force to overwrite)")
-    from semcodec.bitstream import BASE_CHUNK
+    from semcodec import bitstream
+    from semcodec.cli.checks import PIXEL_SUFFIXES, TOKEN_SUFFIXES, check_decodable, check_input_file, check_output
 
-    data = _read_input(input_path, None if target == "pixels" else BASE_CHUNK)
+    check_input_file(input_path)
+    check_output(output_path, force, PIXEL_SUFFIXES if target == "pixels" else TOKEN_SUFFIXES, target)
+    data = _read_input(input_path, None if target == "pixels" else bitstream.BASE_CHUNK)
+    header = bitstream.unpack(data, until=None if target == "pixels" else bitstream.BASE_CHUNK)
+    check_decodable(_registry(ctx), header, token_space if target == "tokens" else None)
     codec = _codec(ctx)
     if target == "pixels":
         out = codec.decode_png(data)
@@ -724,13 +738,17 @@ def _run_batch(ctx: click.Context, jobs, dst: Path, workers: int, engine: str, v
     from semcodec.batch.jobs import run_batch
 
     summary, failures = run_batch(jobs, dst, ENGINES[engine], workers, _weights_str(ctx))
+    if summary.done == summary.failed == 0:
+        click.echo(f"nothing to do: {summary.skipped} files already {verb} with these settings", err=True)
+        return
     rate = summary.done / summary.seconds if summary.seconds else 0.0
+    bpp = summary.mean_bpp
     click.echo(
         f"{verb} {summary.done} files ({summary.skipped} already done, {summary.failed} failed"
         + (f", {summary.changed_settings} recoded for changed settings" if summary.changed_settings else "")
         + ") in "
         f"{summary.seconds:.1f} s ({rate:.2f}/s): {summary.source_bytes / 1e6:.2f} MB -> "
-        f"{summary.output_bytes / 1e6:.2f} MB" + (f", mean {summary.mean_bpp:.4f} bpp" if verb == "encoded" else ""),
+        f"{summary.output_bytes / 1e6:.2f} MB" + (f", mean {bpp:.4f} bpp" if verb == "encoded" and bpp else ""),
         err=True,
     )
     for record in failures:
@@ -789,7 +807,13 @@ def batch_encode(
 ) -> None:
     """Encode every image under SRC (folder, glob or .txt list) to DST/<relative path>.smc."""
     from semcodec.batch.jobs import plan_jobs
+    from semcodec.cli.checks import check_encode_settings
 
+    registry = _registry(ctx)
+    check_encode_settings(registry, quality, token_space)
+    # the manifest records the effective settings, so a default and the same value given explicitly agree
+    quality = registry.default_quality if quality is None else quality
+    token_space = token_space or registry.model(registry.quality(quality).model).token_space
     jobs = plan_jobs(src, "encode", quality, keep_tokens, token_space, refine_steps)
     _run_batch(ctx, jobs, dst, workers, engine, "encoded")
 

@@ -28,7 +28,7 @@ from torch import nn
 from semcodec import bitstream
 from semcodec.codec import entropy
 from semcodec.codec.defaults import DEFAULT_REFINE_STEPS
-from semcodec.codec.image_io import MAX_PIXELS, LoadedImage, encode_png, read_image
+from semcodec.codec.image_io import MAX_PIXELS, ImageInput, LoadedImage, encode_png, latent_token_count, load_image
 from semcodec.codec.latent_walk import (
     EntropyTables,
     LatentWalk,
@@ -42,7 +42,7 @@ from semcodec.codec.latent_walk import (
 from semcodec.codec.refine import RefineConfig, refine_latent, token_fidelity
 from semcodec.codec.token_choice import important_tokens, latent_energy, symbol_energy
 from semcodec.codec.token_file import TokenOutput, token_file_bytes
-from semcodec.errors import BitstreamError, WeightsError
+from semcodec.errors import BitstreamError, ConversionWarning, InputError, WeightsError
 from semcodec.models import ARCHITECTURES, SemanticHyperprior
 from semcodec.models.token_head import SplitTokenHead, build_head, latent_tokens
 from semcodec.weights import ModelEntry, QualityLevel, Registry, load_registry, load_state_dict, load_verified
@@ -157,7 +157,7 @@ class Codec:
     # ---------------------------------------------------------------- encode
     def encode(
         self,
-        image: LoadedImage | np.ndarray | Path | str | bytes,
+        image: ImageInput,
         quality: int | None = None,
         token_space: str | None = None,
         keep_tokens: int | None = None,
@@ -174,14 +174,16 @@ class Codec:
         ``None``: :data:`~semcodec.codec.defaults.DEFAULT_REFINE_STEPS` steps, the default the CLI and
         batch share.
         """
-        if not isinstance(image, LoadedImage):
-            image = read_image(image) if not isinstance(image, np.ndarray) else LoadedImage(image)
+        image = load_image(image)
         quality = self.default_quality if quality is None else quality
         level = self.registry.quality(quality)
         entry = self.registry.model(level.model)
         model, tables = self.model(level.model)
         space = self._recorded_space(entry, token_space)
         size, timer, notes = (image.height, image.width), Timer(), list(image.warnings)
+        if keep_tokens is not None and not 1 <= keep_tokens <= latent_token_count(*size, model.latent_stride):
+            total = latent_token_count(*size, model.latent_stride)
+            raise InputError(f"keep_tokens={keep_tokens}: a {size[1]}x{size[0]} image has 1..{total} latent tokens")
         refine = _refinement(refine, size, notes)
 
         x, y = self._analyse(model, level, image, timer)
@@ -580,11 +582,15 @@ def _codec(weights_dir: Path | str | None) -> Codec:
     return _DEFAULT[key]
 
 
-def encode(
-    image: np.ndarray | Path | str | bytes, quality: int | None = None, weights_dir: Path | str | None = None
-) -> bytes:
-    """Image (path, file bytes or HxWx3 uint8 array) -> semcodec bitstream bytes."""
-    return _codec(weights_dir).encode(image, quality).data
+def encode(image: ImageInput, quality: int | None = None, weights_dir: Path | str | None = None) -> bytes:
+    """Image (path, file bytes, PIL.Image or numpy array; see :func:`~semcodec.codec.image_io.load_image`)
+    -> semcodec bitstream bytes. Conversions warn with :class:`~semcodec.errors.ConversionWarning`."""
+    import warnings
+
+    result = _codec(weights_dir).encode(image, quality)
+    for note in result.warnings:
+        warnings.warn(note, ConversionWarning, stacklevel=2)
+    return result.data
 
 
 def decode(data: bytes | Path | str, weights_dir: Path | str | None = None) -> np.ndarray:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from semcodec.errors import ImageError
+from semcodec.errors import ImageError, InputError
 
 MAX_PIXELS = 25_000_000
 """Largest image semcodec codes (e.g. 6000 x 4000). A 4000 x 3000 photo peaks near 6 GB in the
@@ -29,6 +29,77 @@ class LoadedImage:
     @property
     def width(self) -> int:
         return self.pixels.shape[1]
+
+
+def latent_token_count(height: int, width: int, stride: int = 16) -> int:
+    """Latent tokens of an image: one per ``stride`` x ``stride`` pixels (the analysis grid), rounded up."""
+    return -(-height // stride) * -(-width // stride)
+
+
+ImageInput = LoadedImage | Path | str | bytes | bytearray | np.ndarray | Image.Image
+"""What ``semcodec.encode`` and ``Codec.encode`` take: a path, a file's bytes, a PIL image or an array."""
+
+
+def load_image(source: ImageInput, name: str | None = None) -> LoadedImage:
+    """Any accepted input as 8-bit RGB, converted with the same warnings as a file, or a clear error."""
+    if isinstance(source, LoadedImage):
+        return source
+    if isinstance(source, (str, Path, bytes, bytearray)):
+        return read_image(source, name)
+    if isinstance(source, Image.Image):
+        return _from_pil(source, name or "PIL image")
+    if isinstance(source, np.ndarray):
+        return from_array(source, name or "array")
+    raise InputError(
+        f"cannot encode a {type(source).__name__}: expected a path, the bytes of an image file, "
+        "a PIL.Image or a numpy array (H x W x 3 uint8)"
+    )
+
+
+def from_array(array: np.ndarray, name: str = "array") -> LoadedImage:
+    """H x W x 3 uint8 as is; greyscale (H x W, H x W x 1), RGBA (H x W x 4) and 16-bit arrays converted
+    with a warning, as files are; channel-first, float and other arrays refused with what was expected."""
+    notes: list[str] = []
+    shape = "x".join(map(str, array.shape))
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
+        raise InputError(f"{name} is {shape}, channels first: expected H x W x 3 (e.g. array.transpose(1, 2, 0))")
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
+        raise InputError(f"{name} is {shape}: expected H x W x 3 (RGB), H x W x 4 (RGBA) or H x W (greyscale)")
+    if array.dtype == np.uint16:
+        notes.append(f"16-bit {name} reduced to 8-bit")
+        array = np.round(array.astype(np.float64) / 257.0).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        raise InputError(
+            f"{name} has dtype {array.dtype}: expected uint8 (0..255) or uint16; for floats in 0..1 pass "
+            "(np.clip(a, 0, 1) * 255).round().astype(np.uint8)"
+        )
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.shape[2] == 1:
+        notes.append(f"greyscale {name} converted to RGB")
+        array = np.repeat(array, 3, axis=2)
+    elif array.shape[2] == 4:
+        alpha = array[:, :, 3:].astype(np.float64) / 255.0
+        if (alpha < 1).any():
+            notes.append(f"RGBA {name} with transparency composited on white and coded as RGB")
+        array = np.round(array[:, :, :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
+    return _checked(np.ascontiguousarray(array).copy() if not array.flags.writeable else array, notes, name)
+
+
+def _from_pil(img: Image.Image, name: str) -> LoadedImage:
+    notes = []
+    if getattr(img, "n_frames", 1) > 1:
+        notes.append(f"{name} has {img.n_frames} frames; coding the first")
+    return _checked(_to_rgb8(ImageOps.exif_transpose(img), notes), notes, name)
+
+
+def _checked(pixels: np.ndarray, notes: list[str], name: str) -> LoadedImage:
+    h, w = pixels.shape[:2]
+    if h * w > MAX_PIXELS:
+        raise ImageError(f"{name} is too large ({w}x{h} > {MAX_PIXELS} pixels)")
+    if h == 0 or w == 0:
+        raise InputError(f"{name} is empty ({w}x{h})")
+    return LoadedImage(np.ascontiguousarray(pixels), notes)
 
 
 def read_image(source: Path | str | bytes, name: str | None = None) -> LoadedImage:
@@ -62,10 +133,7 @@ def read_image(source: Path | str | bytes, name: str | None = None) -> LoadedIma
         raise ImageError(f"cannot read {name}: {exc}") from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous_limit
-    h, w = pixels.shape[:2]
-    if h * w > MAX_PIXELS:
-        raise ImageError(f"{name} is too large ({w}x{h} > {MAX_PIXELS} pixels)")
-    return LoadedImage(pixels, notes)
+    return _checked(pixels, notes, name)
 
 
 def _to_rgb8(img: Image.Image, notes: list[str]) -> np.ndarray:
@@ -79,8 +147,10 @@ def _to_rgb8(img: Image.Image, notes: list[str]) -> np.ndarray:
         grey = np.clip(np.round(arr / peak * 255.0), 0, 255).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
     if "A" in mode or (mode == "P" and "transparency" in img.info):
-        notes.append(f"{mode} image with transparency composited on white and coded as RGB")
         rgba = img.convert("RGBA")
+        if rgba.getchannel("A").getextrema()[0] == 255:  # fully opaque: nothing to composite
+            return np.asarray(rgba.convert("RGB"), dtype=np.uint8).copy()
+        notes.append(f"{mode} image with transparency composited on white and coded as RGB")
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return np.asarray(Image.alpha_composite(canvas, rgba).convert("RGB"), dtype=np.uint8).copy()
     if mode not in ("P",):

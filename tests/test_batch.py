@@ -203,3 +203,35 @@ def test_parallel_workers_give_identical_files(tmp_path, tiny_weights):
     outputs = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.smc"))
     assert outputs and all((tmp_path / "one" / p).read_bytes() == (tmp_path / "two" / p).read_bytes() for p in outputs)
     assert np.isfinite([e.get("bpp", 0) for e in manifest(tmp_path / "two").values()]).all()
+
+
+def test_default_and_explicit_settings_agree_and_a_rerun_has_nothing_to_do(tmp_path, tiny_weights):
+    """The manifest stores the effective quality and token space: `-q Q` for the default Q is no change."""
+    import json
+
+    src = make_dataset(tmp_path / "src", good=2)
+    for bad in src.rglob("*.png"):
+        if bad.name in ("notes.png", "truncated.png"):
+            bad.unlink()
+    dst = tmp_path / "dst"
+    assert run("batch", "encode", str(src), str(dst), weights=tiny_weights).exit_code == 0
+    registry = json.loads((tiny_weights / "registry.json").read_text())
+    default = registry["default_quality"]
+    assert {e["settings"]["quality"] for e in manifest(dst).values()} == {default}
+    explicit = run("batch", "encode", str(src), str(dst), "-q", str(default), weights=tiny_weights)
+    assert explicit.exit_code == 0
+    assert explicit.stderr.strip() == "nothing to do: 2 files already encoded with these settings"
+    assert "nan" not in explicit.stderr
+
+
+def test_progress_in_a_log_is_plain_lines_and_decode_bpp_is_the_bitstream_s(tmp_path, tiny_weights):
+    src = make_dataset(tmp_path / "src", good=3)
+    bits = tmp_path / "bits"
+    result = run("batch", "encode", str(src), str(bits), weights=tiny_weights)  # stderr is not a terminal here
+    assert "\r" not in result.stderr and "batch: 5/5 done" in result.stderr
+    encoded = {Path(s).name: e for s, e in manifest(bits).items() if e["status"] == "ok"}
+    run("batch", "decode", str(bits), str(tmp_path / "px"), weights=tiny_weights)
+    decoded = {Path(s).name.removesuffix(".smc"): e for s, e in manifest(tmp_path / "px").items()}
+    for name, entry in encoded.items():
+        assert decoded[name]["bpp"] == pytest.approx(entry["bpp"])  # the file's, not the PNG's
+        assert decoded[name]["bytes"] != entry["bytes"]

@@ -265,3 +265,36 @@ def test_interrupted_encode_leaves_nothing(tmp_path, signum, after_cpu_s):
     assert proc.returncode == 130
     assert stderr.decode().strip().splitlines() == ["semcodec: error: interrupted; no output written"]
     assert not out.exists() and not list(tmp_path.glob(".*.part"))
+
+
+def test_what_needs_no_model_is_refused_before_the_model_loads(tmp_path, tiny_weights, small_png):
+    """Bad settings and paths are refused from the registry and the file headers alone: with the
+    model's weights file gone, each still gets its own one-line answer, not the weights error."""
+    import json
+    import shutil
+
+    bits = tmp_path / "tiny.smc"
+    assert semcodec("encode", str(small_png), str(bits), "-q", "1", env_weights=tiny_weights).returncode == 0
+    broken = tmp_path / "weights"
+    shutil.copytree(tiny_weights, broken)
+    ((name, entry),) = json.loads((broken / "registry.json").read_text())["models"].items()
+    (broken / entry["file"]).unlink()
+    spaces = ", ".join([entry["token_space"], *entry.get("token_heads", {})])
+    out = str(tmp_path / "out.smc")
+    cases = {
+        ("encode", str(small_png), out, "--tokens", "99"): f"--tokens 99: {small_png} (130x96) has only 54 latent",
+        ("encode", str(small_png), out, "--token-space", "nope"): f"token space 'nope' for model {name} "
+        f"(choose from {spaces})",
+        ("encode", str(small_png), out, "-q", "9"): "quality 9 is not available",
+        ("encode", str(small_png), str(tmp_path / "no" / "x.smc")): f"output folder {tmp_path / 'no'} does not exist",
+        ("encode", str(small_png), str(bits)): f"{bits} exists (use --force to overwrite)",
+        ("encode", str(tmp_path / "none.png"), out): f"no such file: {tmp_path / 'none.png'}",
+        ("decode", str(bits), "-o", str(tmp_path / "x.jpg")): "x.jpg: pixels output must end in .png (got '.jpg')",
+        ("decode", str(bits), "--target", "tokens", "-o", str(tmp_path / "t.png")): "must end in .safetensors or .npy",
+    }
+    for args, message in cases.items():
+        line = one_error_line(semcodec(*args, env_weights=broken))
+        assert message in line, (args, line)
+    assert not (tmp_path / "out.smc").exists() and not (tmp_path / "x.jpg").exists()
+    weights_error = one_error_line(semcodec("encode", str(small_png), out, "-q", "1", env_weights=broken))
+    assert f"weights file {broken / entry['file']} is missing" in weights_error  # the model itself is needed last

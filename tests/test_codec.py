@@ -198,3 +198,14 @@ def test_tokens_need_only_the_base_layer(codec, encoded):
     assert from_prefix.metadata["bitstream_bytes_read"] == str(len(prefix))
     with pytest.raises(TruncatedBitstreamError):
         codec.decode(prefix)  # pixels need the enhancement layer
+
+
+def test_keep_tokens_outside_the_image_is_refused(codec):
+    """A 64 x 96 image has 4 x 6 latent tokens: --tokens must name 1..24."""
+    from semcodec.errors import InputError
+
+    image = synthetic_image(64, 96, seed=3)
+    assert codec.encode(image, 1, keep_tokens=24).data
+    for keep in (0, 25):
+        with pytest.raises(InputError, match=f"keep_tokens={keep}: a 96x64 image has 1..24 latent tokens"):
+            codec.encode(image, 1, keep_tokens=keep)
