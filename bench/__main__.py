@@ -239,6 +239,26 @@ def startup(image: Path, repeats: int) -> None:
     click.echo(startup_bench.table(startup_bench.run(image, repeats)))
 
 
+@main.command()
+@click.option(
+    "--image",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=DEFAULT_KODAK / "kodim23.png",
+    show_default=True,
+    help="Photo resized to each size.",
+)
+@click.option("--mp", "sizes", type=float, multiple=True, help="Megapixels (repeatable; default 1, 4, 12, 25).")
+def large(image: Path, sizes: tuple[float, ...]) -> None:
+    """Wall time and peak RSS of encode and decode of large photos (fresh processes)."""
+    from semcodec.bench import large as large_bench
+    from semcodec.bench.provenance import header, provenance
+    from semcodec.weights import default_weights_dir, load_registry
+
+    click.echo(f"# {image} resized, quality 3")
+    click.echo(header(provenance(load_registry(default_weights_dir()))))
+    click.echo(large_bench.table(large_bench.run(image, sizes or large_bench.SIZES_MP)))
+
+
 @main.command("batch")
 @click.option(
     "--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path), default=DEFAULT_KODAK, show_default=True

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 
-def _run(args: list[str]) -> tuple[float, float, int]:
+def run_command(args: list[str]) -> tuple[float, float, int]:
     """(wall seconds, peak RSS MB, exit status) of one fresh ``semcodec`` process.
 
     Started by GNU time, a small process: a child forked from this one (torch loaded) would
@@ -47,7 +47,7 @@ def run(image: Path, repeats: int = 3) -> list[dict]:
         for name, args in commands(image, work).items():
             walls, peaks, codes = [], [], set()
             for _ in range(repeats):
-                wall, peak, code = _run(args)
+                wall, peak, code = run_command(args)
                 walls.append(wall)
                 peaks.append(peak)
                 codes.add(code)

@@ -120,7 +120,9 @@ def _registry(ctx: click.Context):
 def _codec(ctx: click.Context):
     from semcodec.codec import Codec
 
-    return Codec(ctx.obj.get("weights"))
+    codec = Codec(ctx.obj.get("weights"))
+    codec.progress = sys.stderr.isatty()  # a bar for large images on a terminal, nothing in logs
+    return codec
 
 
 def _version_text(weights_dir: Path | None = None) -> str:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from semcodec import bitstream
-from semcodec.codec import entropy
+from semcodec.codec import entropy, tiling
 from semcodec.codec.defaults import DEFAULT_REFINE_STEPS
 from semcodec.codec.image_io import MAX_PIXELS, ImageInput, LoadedImage, encode_png, latent_token_count, load_image
 from semcodec.codec.latent_walk import (
@@ -133,6 +133,8 @@ class Codec:
         self._models: dict[str, tuple[SemanticHyperprior, EntropyTables]] = {}
         self._heads: dict[tuple[str, str, str], tuple[nn.Module, dict]] = {}
         self._towers: dict[tuple[str, str], VisionTower] = {}
+        self.progress = False
+        """Show a progress bar for large images (the CLI sets it when stderr is a terminal)."""
 
     def model(self, name: str) -> tuple[SemanticHyperprior, EntropyTables]:
         if name not in self._models:
@@ -207,14 +209,28 @@ class Codec:
             raise WeightsError(f"model {entry.name} has no token head for {space!r}")
         return space
 
-    @staticmethod
     def _analyse(
-        model: SemanticHyperprior, level: QualityLevel, image: LoadedImage, timer: Timer
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The padded image and its gained latent ``y = g_a(x) * gain[q]``."""
+        self, model: SemanticHyperprior, level: QualityLevel, image: LoadedImage, timer: Timer
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The padded image (``None`` for a large one) and its gained latent ``y = g_a(x) * gain[q]``;
+        a large image's stem runs in tiles (:mod:`semcodec.codec.tiling`)."""
         with torch.inference_mode(), timer("transform"):
-            x = pad_to_stride(image_tensor(image.pixels), model.downsampling)
-            return x, model.analysis(x, level.gain_index)
+            h, w = image.height, image.width
+            if h * w <= tiling.TILE_ABOVE_PIXELS:
+                x = pad_to_stride(image_tensor(image.pixels), model.downsampling)
+                return x, model.analysis(x, level.gain_index)
+            s = model.downsampling
+            stem, tokens = model.analysis_stages()
+            padded = (-(-h // s) * s, -(-w // s) * s)
+            with self._progress(tiling.tile_count(*padded), "encode") as bar:
+                features = tiling.analysis_stem(stem, image.pixels, padded, model.latent_stride, bar)
+            return None, tokens(features) * model.quality_gain(level.gain_index)
+
+    def _progress(self, total: int, what: str):
+        """A progress bar for a long tiled stage when :attr:`progress` is on (the CLI on a terminal)."""
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=what, unit="tile", disable=not self.progress or total < 16, leave=False)
 
     def _refine(
         self,
@@ -289,10 +305,16 @@ class Codec:
     def decode_pixels(self, data: bytes) -> tuple[np.ndarray, dict[str, float]]:
         decoded = self.decode_symbols(data)
         start = time.perf_counter()
+        model, h, w = decoded.model, decoded.header.height, decoded.header.width
         with torch.inference_mode():
-            x_hat = decoded.model.synthesis(decoded.y_hat, decoded.gain_index)
-        h, w = decoded.header.height, decoded.header.width
-        pixels = x_hat[0, :, :h, :w].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            if h * w <= tiling.TILE_ABOVE_PIXELS:
+                x_hat = model.synthesis(decoded.y_hat, decoded.gain_index)
+                pixels = x_hat[0, :, :h, :w].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            else:  # a large image: the full-resolution stages in tiles, straight into the uint8 image
+                tokens, tail = model.synthesis_stages()
+                grid = tokens(model.synthesis_input(decoded.y_hat, decoded.gain_index))
+                with self._progress(tiling.tile_count(h, w), "decode") as bar:
+                    pixels = tiling.synthesis_tail(tail, grid, (h, w), model.latent_stride, bar)
         seconds = {**decoded.seconds, "transform": time.perf_counter() - start}
         return np.ascontiguousarray(pixels), seconds
 

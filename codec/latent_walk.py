@@ -77,12 +77,14 @@ def z_symbols(z: Tensor, tables: EntropyTables) -> np.ndarray:
 
 
 def hyper_fixed(tables: EntropyTables, symbols: np.ndarray, shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
-    """``h_s(z_hat)`` as fixed-point ``(means, scales)``, exact integers in float64 (see
+    """``h_s(z_hat)`` as fixed-point ``(means, scales)``, exact integers (see
     IntegerHyperSynthesis): identical bits at both ends on any machine, thread count or BLAS."""
     values = (symbols.astype(np.int64) + tables.offset[:, None]) * tables.one + tables.medians_fixed[:, None]
     with torch.inference_mode():
         out = tables.h_s(torch.from_numpy(values).reshape(shape))
-    means_fixed, scales_fixed = out.chunk(2, dim=1)
+    # held as float32: every value is an integer within +-2**20 (the activation clamp), exact in float32,
+    # and a large image's (2 C, h, w) parameters then take half the memory
+    means_fixed, scales_fixed = out.float().chunk(2, dim=1)
     return means_fixed, scales_fixed
 
 
@@ -96,7 +98,7 @@ def entropy_parameters(
     to the model's scale table (CompressAI's ``build_indexes``), as format version 1 files did.
     """
     means = (means_fixed / tables.one).float()  # |mean| < 2**9 with 12 fraction bits: exact in float32
-    scales = (scales_fixed[0] / tables.one).reshape(scales_fixed.shape[1], -1).numpy()
+    scales = (scales_fixed[0].double() / tables.one).reshape(scales_fixed.shape[1], -1).numpy()
     stds = np.clip(scales, tables.scale_floor, tables.scale_ceiling)
     if scale_table:
         stds = tables.scale_table[np.searchsorted(tables.scale_table[:-1], stds, side="left")]
@@ -173,7 +175,7 @@ class LatentWalk:
                 with self.timer("hyper"), torch.inference_mode():
                     anchor_fixed = torch.from_numpy(first).reshape(means.shape).double() * tables.one + means_k
                     visible = torch.where(anchors, anchor_fixed, torch.zeros((), dtype=torch.float64))
-                    refinement = tables.spatial[part.index](torch.cat([means_k, scales_k, visible], dim=1))
+                    refinement = tables.spatial[part.index].forward_parts([means_k, scales_k, visible])
                     d_mean, d_scale = refinement.chunk(2, dim=1)
                     means_k = torch.where(anchors, means_k, means_k + d_mean)
                     scales_k = torch.where(anchors, scales_k, scales_k + d_scale)
@@ -181,7 +183,7 @@ class LatentWalk:
                 yield Part(part, means, stds, ~flat)
                 slice_symbols = np.where(flat, first, self._take())
             residual = torch.from_numpy(slice_symbols).reshape(means.shape)
-            decoded_fixed.append(residual.double() * tables.one + means_k)
+            decoded_fixed.append((residual.double() * tables.one + means_k).float())  # exact: |value| < 2**22
             y_hat.append(residual.float() + means)
             symbols.append(slice_symbols)
         uncoded = schedule.uncoded_from(base_only)
@@ -199,7 +201,7 @@ class LatentWalk:
             if part.index and self.tables.context:
                 with torch.inference_mode():
                     net = self.tables.context[part.index - 1]
-                    refinement = net(torch.cat([means_k, scales_k, *decoded_fixed], dim=1))
+                    refinement = net.forward_parts([means_k, scales_k, *decoded_fixed])
                 d_mean, d_scale = refinement.chunk(2, dim=1)
                 means_k, scales_k = means_k + d_mean, scales_k + d_scale
         return means_k, scales_k

@@ -44,6 +44,28 @@ class IntegerHyperSynthesis(nn.Module):
             else:
                 raise TypeError(f"no integer version of {type(layer).__name__}")
 
+    def forward_parts(self, parts: list[Tensor]) -> Tensor:
+        """``forward(torch.cat(parts, dim=1))`` (parts: integers, float32 or float64) in bands of rows,
+        each with a halo of the net's reach, so
+        the concatenation and the activations are never made whole (a stride-1 net: the context nets).
+        Exact like ``forward``: rows within the halo of a band's edge are recomputed by its neighbour."""
+        convs = [layer for kind, _, layer in self.layers if kind != "leaky"]
+        if any(kind == "convT" for kind, _, _ in self.layers) or any(c.stride != (1, 1) for c in convs):
+            return self.forward(torch.cat(parts, dim=1).double())
+        halo = sum(c.padding[0] for c in convs)
+        height, width = parts[0].shape[2:]
+        channels = sum(p.shape[1] for p in parts)
+        rows = max(4 * halo + 1, BAND_BYTES // max(1, channels * 9 * width * 8))
+        if rows >= height:
+            return self.forward(torch.cat(parts, dim=1).double())
+        bands = []
+        for r0 in range(0, height, rows):
+            r1 = min(height, r0 + rows)
+            a, b = max(0, r0 - halo), min(height, r1 + halo)
+            out = self.forward(torch.cat([p[:, :, a:b] for p in parts], dim=1).double())
+            bands.append(out[:, :, r0 - a : r0 - a + (r1 - r0)])
+        return torch.cat(bands, dim=2)
+
     def forward(self, x: Tensor) -> Tensor:
         inv_one = 2.0**-self.frac_bits  # multiplying by a power of two is exact
         for kind, arg, layer in self.layers:
@@ -53,8 +75,61 @@ class IntegerHyperSynthesis(nn.Module):
                 continue
             weight, bias = getattr(self, f"weight{arg}"), getattr(self, f"bias{arg}")
             if kind == "conv":
-                acc = F.conv2d(x, weight, bias, layer.stride, layer.padding)
+                acc = banded_conv2d(x, weight, bias, layer.stride, layer.padding)
             else:
-                acc = F.conv_transpose2d(x, weight, bias, layer.stride, layer.padding, layer.output_padding)
+                acc = banded_conv_transpose2d(x, weight, bias, layer.stride, layer.padding, layer.output_padding)
             x = acc.mul_(inv_one).floor_().clamp_(-ACTIVATION_LIMIT, ACTIVATION_LIMIT)
         return x
+
+
+BAND_BYTES = 32 * 2**20
+"""float64 convolution unfolds its input (in_channels * k * k values per output position): on a
+12 MP image's 1/16 grid a context net's 3x3 layer would unfold 700 MB at once. Bands of output rows
+keep each unfold near this size; the arithmetic is exact integers, so any banding gives the same bits."""
+
+
+def banded_conv2d(x: Tensor, weight: Tensor, bias: Tensor, stride: tuple[int, int], padding: tuple[int, int]) -> Tensor:
+    """``F.conv2d(x, weight, bias, stride, padding)`` computed in bands of output rows."""
+    (sh, sw), (ph, pw) = stride, padding
+    kh = weight.shape[2]
+    per_row = weight.shape[1] * weight.shape[2] * weight.shape[3] * (x.shape[3] + 2 * pw) // sw * 8
+    rows = max(1, BAND_BYTES // max(1, per_row))
+    out_h = (x.shape[2] + 2 * ph - kh) // sh + 1
+    if rows >= out_h:
+        return F.conv2d(x, weight, bias, stride, padding)
+    bands = []
+    for r0 in range(0, out_h, rows):
+        r1 = min(out_h, r0 + rows)
+        first, last = r0 * sh - ph, (r1 - 1) * sh - ph + kh  # input rows the band reads, padding included
+        band = x[:, :, max(0, first) : min(x.shape[2], last)]
+        band = F.pad(band, (0, 0, max(0, -first), max(0, last - x.shape[2])))  # zero rows at the edges only
+        bands.append(F.conv2d(band, weight, bias, stride, (0, pw)))
+    return torch.cat(bands, dim=2)
+
+
+def banded_conv_transpose2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    output_padding: tuple[int, int],
+) -> Tensor:
+    """``F.conv_transpose2d`` computed from bands of input rows whose outputs overlap and are added:
+    exact, as every value is an integer below 2**53 in float64."""
+    sh, (ph, pw) = stride[0], padding
+    kh = weight.shape[2]
+    per_row = weight.shape[1] * weight.shape[2] * weight.shape[3] * x.shape[3] * 8
+    rows = max(1, BAND_BYTES // max(1, per_row))
+    if rows >= x.shape[2]:
+        return F.conv_transpose2d(x, weight, bias, stride, padding, output_padding)
+    out_h = (x.shape[2] - 1) * sh - 2 * ph + kh + output_padding[0]
+    out = None
+    for i0 in range(0, x.shape[2], rows):
+        band = F.conv_transpose2d(x[:, :, i0 : i0 + rows], weight, None, stride, (0, pw), (0, output_padding[1]))
+        if out is None:
+            out = band.new_zeros(band.shape[0], band.shape[1], out_h, band.shape[3])
+        top = i0 * sh - ph  # the band's first output row in the whole output
+        first, last = max(0, top), min(out_h, top + band.shape[2])
+        out[:, :, first:last] += band[:, :, first - top : last - top]
+    return out.add_(bias.reshape(1, -1, 1, 1))

@@ -20,6 +20,8 @@ from semcodec.schedule import CodingSchedule
 
 ANALYSIS_TRANSFORMER = 7
 """Index of the :class:`WindowedTransformer` in ``g_a`` (state-dict keys ``g_a.7.blocks.*``)."""
+SYNTHESIS_TRANSFORMER = 1
+"""Index of the :class:`WindowedTransformer` in ``g_s``."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,19 @@ class SemanticHyperprior(CompressionModel):
 
     def synthesis(self, y_hat: Tensor, quality: Tensor | int) -> Tensor:
         return self.g_s(y_hat * self._gain(self.log_inv_gain, quality))
+
+    def analysis_stages(self) -> tuple[nn.Module, nn.Module]:
+        """``g_a`` as (the convolutional stem, full resolution -> 1/16; the token stage on the 1/16 grid):
+        the stem is local, so large images may run it in tiles."""
+        return self.g_a[:ANALYSIS_TRANSFORMER], self.g_a[ANALYSIS_TRANSFORMER:]
+
+    def synthesis_stages(self) -> tuple[nn.Module, nn.Module]:
+        """``g_s`` as (the token stage on the 1/16 grid; the transposed convolutions to full resolution)."""
+        return self.g_s[: SYNTHESIS_TRANSFORMER + 1], self.g_s[SYNTHESIS_TRANSFORMER + 1 :]
+
+    def synthesis_input(self, y_hat: Tensor, quality: Tensor | int) -> Tensor:
+        """``y_hat`` with the quality's gain undone: what ``g_s`` reads."""
+        return y_hat * self._gain(self.log_inv_gain, quality)
 
     def semantic_grid(self, y_hat: Tensor, quality: Tensor | int, height: int, width: int) -> Tensor:
         """The quality-independent token grid: gain undone, cropped to the image (no padding tokens)."""
