@@ -63,6 +63,17 @@ class WindowedTransformer(nn.Module):
         self.window = window
         self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True) for _ in range(depth))
 
+    chunk_windows = 128
+    """Outside autograd, a large grid's windows go through a block this many at a time: the MLP's
+    hidden activations of a 12 MP photo's 47k tokens would take 300 MB at once. Grids of up to
+    :attr:`whole_windows` windows (4 MP) run in one batch, as they always did."""
+    whole_windows = 256
+
+    def _run_block(self, block: nn.Module, windows: Tensor) -> Tensor:
+        if torch.is_grad_enabled() or windows.shape[0] <= self.whole_windows:
+            return block(windows)
+        return torch.cat([block(chunk) for chunk in windows.split(self.chunk_windows)])
+
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
         ws = self.window
@@ -75,7 +86,7 @@ class WindowedTransformer(nn.Module):
             if shift:
                 x = torch.roll(x, shifts=(-shift, -shift), dims=(2, 3))
             windows = x.reshape(b, c, hp // ws, ws, wp // ws, ws).permute(0, 2, 4, 3, 5, 1).reshape(-1, ws * ws, c)
-            windows = block(windows)
+            windows = self._run_block(block, windows)
             x = windows.reshape(b, hp // ws, wp // ws, ws, ws, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, hp, wp)
             if shift:
                 x = torch.roll(x, shifts=(shift, shift), dims=(2, 3))

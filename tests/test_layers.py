@@ -50,3 +50,20 @@ def test_replicate_pad_matches_torch_replication_padding(bottom, right):
     (grad,) = torch.autograd.grad((padded * weights).sum(), x)
     (expected_grad,) = torch.autograd.grad((expected * weights).sum(), x)
     torch.testing.assert_close(grad, expected_grad)
+
+
+def test_large_grids_run_their_windows_in_chunks_with_the_same_result():
+    """Outside autograd a grid of more than ``whole_windows`` windows goes through each block in
+    chunks (bounded memory for large photos): each window is independent, so nothing changes."""
+    import torch
+
+    from semcodec.models.layers import WindowedTransformer
+
+    torch.manual_seed(0)
+    transformer = WindowedTransformer(32, 2, 4).eval()
+    x = torch.randn(1, 32, 8 * 17, 8 * 18 - 3)  # 306 windows, padded on the right
+    with torch.inference_mode():
+        chunked = transformer(x)
+        transformer.whole_windows = 10**9
+        whole = transformer(x)
+    assert transformer.chunk_windows < 306 and torch.allclose(chunked, whole, rtol=0, atol=1e-6)
