@@ -753,8 +753,9 @@ def _run_batch(ctx: click.Context, jobs, dst: Path, workers: int, engine: str, v
         f"{summary.output_bytes / 1e6:.2f} MB" + (f", mean {bpp:.4f} bpp" if verb == "encoded" and bpp else ""),
         err=True,
     )
-    for record in failures:
-        click.echo(f"semcodec: failed: {record['source']}: {record['error']}", err=True)
+    for record in failures:  # the path once: most errors already name it
+        error, source = record["error"], record["source"]
+        click.echo(f"semcodec: failed: {error if source in error else f'{source}: {error}'}", err=True)
     if failures:
         sys.exit(1)
 

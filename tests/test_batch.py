@@ -56,6 +56,11 @@ def test_batch_records_failures_and_goes_on(tmp_path, tiny_weights):
     assert set(failed) == {"notes.png", "truncated.png"} and all(failed.values())
     assert (dst / "nested" / "deeper" / "img001.png.smc").exists()  # relative paths mirrored
     assert "2 failed" in result.stderr and "mean" in result.stderr
+    failure_lines = [line for line in result.stderr.splitlines() if line.startswith("semcodec: failed:")]
+    assert len(failure_lines) == 2
+    for line in failure_lines:
+        source = next(str(p) for p in src.rglob("*.png") if str(p) in line)
+        assert line.count(source) == 1, line  # the path once
     assert not list(dst.rglob("*.part"))
     again = run("batch", "encode", str(src), str(dst), "-q", "1", weights=tiny_weights)
     assert "encoded 0 files (3 already done, 2 failed)" in again.stderr
