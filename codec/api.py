@@ -252,7 +252,7 @@ class Codec:
             tower = self.tower(space, sha256=info.get("tower_sha256"))
             semantic = token_fidelity(head, tower, x[:, :, : size[0], : size[1]])
         keep = keep[None, None] if keep is not None else None
-        return refine_latent(model, x, y, level.gain_index, level.lmbda, size, config, semantic, keep)[0]
+        return refine_latent(model, x, y, level.gain_index, level.lmbda, size, config, semantic, keep, self.progress)[0]
 
     # ---------------------------------------------------------------- decode
     def decode_symbols(self, data: bytes, base_only: bool = False) -> Decoded:

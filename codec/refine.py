@@ -63,6 +63,7 @@ def refine_latent(
     config: RefineConfig,
     semantic: SemanticLoss | None = None,
     keep: Tensor | None = None,
+    progress: bool = False,
 ) -> tuple[Tensor, list[dict[str, float]]]:
     """The refined gained latent (same shape as ``y``) and the objective's terms per step.
 
@@ -70,15 +71,17 @@ def refine_latent(
     is not scored); ``keep`` (1, 1, h, w) bool: the tokens a file pruned with ``--tokens N`` codes (the
     others decode as the prior's means, cost nothing and get no say). Returns the latent of the best
     step seen (the objective is noisy under STE).
-    Needs grad mode: call outside ``torch.inference_mode``.
+    Needs grad mode: call outside ``torch.inference_mode``. ``progress``: a bar on stderr (seconds per step).
     """
+    from tqdm import tqdm
+
     h, w = size
     target = x[:, :, :h, :w]
     pixels = h * w
     latent = y.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([latent], lr=config.lr)
     best, best_loss, history = latent.detach().clone(), math.inf, []
-    for step in range(config.steps + 1):
+    for step in tqdm(range(config.steps + 1), desc="refine", unit="step", disable=not progress, leave=False):
         terms = objective(model, latent, target, gain_index, lmbda, pixels, semantic, config.semantic_weight, keep)
         loss = terms["loss"]
         history.append({k: float(v.detach()) for k, v in terms.items()})
