@@ -31,12 +31,11 @@ def main() -> None:
 def kodak(dataset: Path, weights: Path | None, limit: int | None, json_path: Path | None) -> None:
     """Mean bpp / PSNR / MS-SSIM and per-stage seconds per image, for every quality."""
     from semcodec.bench import kodak as bench
-    from semcodec.bench.provenance import header, provenance
-    from semcodec.weights import default_weights_dir, load_registry
+    from semcodec.bench.provenance import weights_header
 
     rows = bench.run(dataset, weights, limit)
     click.echo(f"# {dataset} ({rows[0]['images']} images)")
-    click.echo(header(provenance(load_registry(weights or default_weights_dir()))))
+    click.echo(weights_header(weights))
     click.echo(bench.table(rows))
     if json_path:
         bench.save(rows, json_path)
@@ -231,11 +230,10 @@ def tokens(
 def startup(image: Path, repeats: int) -> None:
     """Wall time and peak RSS of whole commands (fresh processes, start-up included)."""
     from semcodec.bench import startup as startup_bench
-    from semcodec.bench.provenance import header, provenance
-    from semcodec.weights import default_weights_dir, load_registry
+    from semcodec.bench.provenance import weights_header
 
     click.echo(f"# {image}, {repeats} runs each")
-    click.echo(header(provenance(load_registry(default_weights_dir()))))
+    click.echo(weights_header())
     click.echo(startup_bench.table(startup_bench.run(image, repeats)))
 
 
@@ -251,11 +249,10 @@ def startup(image: Path, repeats: int) -> None:
 def large(image: Path, sizes: tuple[float, ...]) -> None:
     """Wall time and peak RSS of encode and decode of large photos (fresh processes)."""
     from semcodec.bench import large as large_bench
-    from semcodec.bench.provenance import header, provenance
-    from semcodec.weights import default_weights_dir, load_registry
+    from semcodec.bench.provenance import weights_header
 
     click.echo(f"# {image} resized, quality 3")
-    click.echo(header(provenance(load_registry(default_weights_dir()))))
+    click.echo(weights_header())
     click.echo(large_bench.table(large_bench.run(image, sizes or large_bench.SIZES_MP)))
 
 

@@ -6,6 +6,7 @@ The README's rule: a figure always names the weights, date and machine it came f
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 
 import torch
 
@@ -21,6 +22,13 @@ def provenance(registry: Registry, models: list[str] | None = None) -> dict:
         "machine": f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "weights": {name: registry.model(name).sha256 for name in names},
     }
+
+
+def weights_header(weights_dir: Path | None = None) -> str:
+    """:func:`header` of the served models of ``weights_dir`` (default: the installed weights)."""
+    from semcodec.weights import load_registry
+
+    return header(provenance(load_registry(weights_dir)))
 
 
 def header(info: dict) -> str:

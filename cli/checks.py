@@ -9,8 +9,8 @@ from pathlib import Path
 
 from semcodec.bitstream import Header
 from semcodec.codec.image_io import latent_token_count
-from semcodec.errors import BitstreamError, SemcodecError
-from semcodec.weights import ModelEntry, Registry
+from semcodec.errors import SemcodecError
+from semcodec.weights import Registry
 
 PIXEL_SUFFIXES = (".png",)
 TOKEN_SUFFIXES = (".safetensors", ".npy")
@@ -51,25 +51,12 @@ def check_output(path: str, force: bool, suffixes: tuple[str, ...] | None = None
 def check_encode_settings(registry: Registry, quality: int | None, token_space: str | None) -> None:
     """The quality is served and the token space is one the quality's model has."""
     level = registry.quality(registry.default_quality if quality is None else quality)
-    check_token_space(registry.model(level.model), token_space)
-
-
-def check_token_space(entry: ModelEntry, token_space: str | None) -> None:
-    """``token_space`` (if given) is the model's latent space or one it has a head for."""
-    spaces = [entry.token_space, *entry.token_heads]
-    if token_space is not None and token_space not in spaces:
-        choices = ", ".join(spaces)
-        raise SemcodecError(f"unknown token space {token_space!r} for model {entry.name} (choose from {choices})")
+    registry.model(level.model).check_token_space(token_space)
 
 
 def check_decodable(registry: Registry, header: Header, token_space: str | None = None) -> None:
     """The file's model is installed with the weights that wrote it (and has ``token_space``)."""
-    if header.model_id not in registry.models:
-        raise BitstreamError(registry.missing_model_message(header.model_id))
-    entry = registry.model(header.model_id)
-    if header.weights_hash != entry.short_hash:
-        raise BitstreamError(registry.foreign_weights_message(header.model_id, header.weights_hash))
-    check_token_space(entry, token_space)
+    registry.decoding_model(header.model_id, header.weights_hash).check_token_space(token_space)
 
 
 def check_token_count(path: str, keep_tokens: int | None) -> None:

@@ -24,6 +24,26 @@ EXIT_INTERRUPTED = 130
 TARGET_SUFFIX = {"pixels": ".png", "tokens": ".safetensors"}
 
 
+_refine_steps = click.option(
+    "--refine-steps",
+    type=click.IntRange(min=0),
+    default=DEFAULT_REFINE_STEPS,
+    show_default=True,
+    help="Optimise each image's latent for N steps before coding (opt-in: slower encode, same format; "
+    f"e.g. {SUGGESTED_REFINE_STEPS}). With --token-space, for that tower's tokens too.",
+)
+"""Shared by ``encode`` and ``batch encode``: one default, one help."""
+
+_token_dtype = click.option(
+    "--dtype",
+    type=click.Choice(TOKEN_DTYPES),
+    default=DEFAULT_TOKEN_DTYPE,
+    show_default=True,
+    help="Token dtype (tokens target).",
+)
+"""Shared by ``decode`` and ``batch decode``."""
+
+
 def _print_error(message: str) -> None:
     click.echo(f"semcodec: error: {message}", err=True)
 
@@ -200,14 +220,7 @@ def main(ctx: click.Context, weights: Path | None) -> None:
     default=None,
     help="Code only the N most important latent tokens (token pruning as a rate knob).",
 )
-@click.option(
-    "--refine-steps",
-    type=click.IntRange(min=0),
-    default=DEFAULT_REFINE_STEPS,
-    show_default=True,
-    help="Optimise this image's latent for N steps before coding (opt-in: slower encode, same format; "
-    f"e.g. {SUGGESTED_REFINE_STEPS}). With --token-space, for that tower's tokens too.",
-)
+@_refine_steps
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
 @click.pass_context
@@ -267,13 +280,7 @@ def encode(
     show_default=True,
     help="pixels: a PNG for people; tokens: MLLM-ready tokens without decoding pixels.",
 )
-@click.option(
-    "--dtype",
-    type=click.Choice(TOKEN_DTYPES),
-    default=DEFAULT_TOKEN_DTYPE,
-    show_default=True,
-    help="Token dtype (tokens target).",
-)
+@_token_dtype
 @click.option("--token-space", default=None, help="Tokens target: override the token space the file records.")
 @click.option(
     "--tower-weights",
@@ -787,13 +794,7 @@ _engine = click.option(
 @click.option("-q", "--quality", type=int, default=None)
 @click.option("--tokens", "keep_tokens", type=click.IntRange(min=1), default=None)
 @click.option("--token-space", default=None, help="As `encode --token-space`.")
-@click.option(
-    "--refine-steps",
-    type=click.IntRange(min=0),
-    default=DEFAULT_REFINE_STEPS,
-    show_default=True,
-    help="As `encode --refine-steps`.",
-)
+@_refine_steps
 @_workers
 @_engine
 @click.pass_context
@@ -825,13 +826,7 @@ def batch_encode(
 @click.argument("src")
 @click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--target", type=click.Choice(["pixels", "tokens"]), default="pixels", show_default=True)
-@click.option(
-    "--dtype",
-    type=click.Choice(TOKEN_DTYPES),
-    default=DEFAULT_TOKEN_DTYPE,
-    show_default=True,
-    help="As `decode --dtype`.",
-)
+@_token_dtype
 @_workers
 @_engine
 @click.pass_context

@@ -183,8 +183,8 @@ class Codec:
         model, tables = self.model(level.model)
         space = self._recorded_space(entry, token_space)
         size, timer, notes = (image.height, image.width), Timer(), list(image.warnings)
-        if keep_tokens is not None and not 1 <= keep_tokens <= latent_token_count(*size, model.latent_stride):
-            total = latent_token_count(*size, model.latent_stride)
+        total = latent_token_count(*size, model.latent_stride)
+        if keep_tokens is not None and not 1 <= keep_tokens <= total:
             raise InputError(f"keep_tokens={keep_tokens}: a {size[1]}x{size[0]} image has 1..{total} latent tokens")
         refine = _refinement(refine, size, notes)
 
@@ -204,10 +204,8 @@ class Codec:
         return EncodeResult(data, symbols, *size, notes, timer.seconds, refine.steps if refine else 0)
 
     def _recorded_space(self, entry: ModelEntry, token_space: str | None) -> str:
-        space = token_space or entry.token_space
-        if space != entry.token_space and space not in entry.token_heads:
-            raise WeightsError(f"model {entry.name} has no token head for {space!r}")
-        return space
+        entry.check_token_space(token_space)
+        return token_space or entry.token_space
 
     def _analyse(
         self, model: SemanticHyperprior, level: QualityLevel, image: LoadedImage, timer: Timer
@@ -288,11 +286,7 @@ class Codec:
             raise BitstreamError(
                 f"bitstream declares {header.width}x{header.height}, above the {MAX_PIXELS}-pixel limit"
             )
-        if header.model_id not in self.registry.models:
-            raise BitstreamError(self.registry.missing_model_message(header.model_id))
-        entry = self.registry.model(header.model_id)
-        if header.weights_hash != entry.short_hash:
-            raise BitstreamError(self.registry.foreign_weights_message(header.model_id, header.weights_hash))
+        entry = self.registry.decoding_model(header.model_id, header.weights_hash)
         level = entry.level(header.quality)
         if level is None:
             raise BitstreamError(f"bitstream quality {header.quality} is not served by model {entry.name}")

@@ -83,7 +83,7 @@ def from_array(array: np.ndarray, name: str = "array") -> LoadedImage:
         if (alpha < 1).any():
             notes.append(f"RGBA {name} with transparency composited on white and coded as RGB")
         array = np.round(array[:, :, :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
-    return _checked(np.ascontiguousarray(array).copy() if not array.flags.writeable else array, notes, name)
+    return _checked(array if array.flags.writeable else array.copy(), notes, name)
 
 
 def _from_pil(img: Image.Image, name: str) -> LoadedImage:

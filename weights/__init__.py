@@ -71,6 +71,13 @@ class ModelEntry:
         """The gain index and lambda of ``quality`` in this model's own table, or ``None``."""
         return self.qualities.get(quality)
 
+    def check_token_space(self, space: str | None) -> None:
+        """``space`` (if given) is this model's latent space or one it has a head for, else one clear line."""
+        spaces = [self.token_space, *self.token_heads]
+        if space is not None and space not in spaces:
+            choices = ", ".join(spaces)
+            raise WeightsError(f"unknown token space {space!r} for model {self.name} (choose from {choices})")
+
 
 @dataclass(frozen=True)
 class Registry:
@@ -111,6 +118,16 @@ class Registry:
             f"bitstream was written by model {model_id!r}, which semcodec {__version__} does not have "
             f"(installed: {', '.join(self.models)}); a later semcodec release ships it: pip install -U semcodec"
         )
+
+    def decoding_model(self, model_id: str, weights_hash: bytes) -> ModelEntry:
+        """The model a file names, installed with the weights that wrote it, or a clear refusal."""
+        from semcodec.errors import BitstreamError
+
+        if model_id not in self.models:
+            raise BitstreamError(self.missing_model_message(model_id))
+        if weights_hash != self.models[model_id].short_hash:
+            raise BitstreamError(self.foreign_weights_message(model_id, weights_hash))
+        return self.models[model_id]
 
     def foreign_weights_message(self, model_id: str, weights_hash: bytes) -> str:
         """One line for a file that names an installed model id but other weights."""
