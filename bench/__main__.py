@@ -11,9 +11,34 @@ import click
 import numpy as np
 import torch
 
+from semcodec.bench.datasets import DATA_ROOT, image_paths
+
 warnings.filterwarnings("ignore", category=FutureWarning)
 
-DEFAULT_KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
+DEFAULT_KODAK = DATA_ROOT / "kodak"
+DEFAULT_ANCHORS = DATA_ROOT.parent / "anchors" / "kodak-published.json"
+
+
+_dataset = click.option(
+    "--dataset",
+    type=click.Path(exists=True, path_type=Path),
+    default=DEFAULT_KODAK,
+    show_default=True,
+    help="A folder of images, or a .txt list relative to the shared data (e.g. bench/sets/structured.txt).",
+)
+_weights = click.option(
+    "--weights",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A weights folder (e.g. a training run's) instead of the installed weights.",
+)
+_json = click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the rows here.",
+)
 
 
 @click.group()
@@ -22,12 +47,10 @@ def main() -> None:
 
 
 @main.command()
-@click.option(
-    "--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path), default=DEFAULT_KODAK, show_default=True
-)
-@click.option("--weights", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
+@_dataset
+@_weights
 @click.option("--limit", type=int, default=None, help="Only the first N images.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@_json
 def kodak(dataset: Path, weights: Path | None, limit: int | None, json_path: Path | None) -> None:
     """Mean bpp / PSNR / MS-SSIM and per-stage seconds per image, for every quality."""
     from semcodec.bench import kodak as bench
@@ -42,15 +65,13 @@ def kodak(dataset: Path, weights: Path | None, limit: int | None, json_path: Pat
 
 
 @main.command()
-@click.option(
-    "--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path), default=DEFAULT_KODAK, show_default=True
-)
-@click.option("--weights", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
+@_dataset
+@_weights
 @click.option(
     "--anchors",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=DEFAULT_KODAK.parents[1] / "anchors" / "kodak-published.json",
-    show_default=True,
+    default=None,
+    help="Published curves to BD-rate against (default: the shared Kodak anchors, when the dataset is Kodak).",
 )
 @click.option("--limit", type=int, default=None, help="Only the first N images (a quick look, not a result).")
 @click.option(
@@ -78,7 +99,7 @@ def kodak(dataset: Path, weights: Path | None, limit: int | None, json_path: Pat
 def rd(
     dataset: Path,
     weights: Path | None,
-    anchors: Path,
+    anchors: Path | None,
     limit: int | None,
     out: Path,
     refine_steps: int,
@@ -92,11 +113,10 @@ def rd(
     from semcodec.bench import speed
     from semcodec.codec.image_io import read_image
     from semcodec.codec.refine import RefineConfig
-    from semcodec.training.data import list_images
 
     subsets = [_quality_range(text) for text in bd_subsets]  # a typo fails before the long runs
     out.mkdir(parents=True, exist_ok=True)
-    images = [read_image(p).pixels for p in list_images(dataset)[:limit]]
+    images = [read_image(p).pixels for p in image_paths(dataset)[:limit]]
     refined = (
         {f"semcodec refined {refine_steps}": semcodec_bench.run(dataset, weights, limit, RefineConfig(refine_steps))}
         if refine_steps > 0
@@ -104,7 +124,9 @@ def rd(
     )
     ours = {"semcodec": semcodec_bench.run(dataset, weights, limit), **refined}
     same_run = rd_bench.classical_curves(images)
-    anchors_curves = rd_bench.published(anchors)
+    if anchors is None and dataset.resolve() == DEFAULT_KODAK.resolve():
+        anchors = DEFAULT_ANCHORS  # published Kodak figures mean nothing on another set
+    anchors_curves = rd_bench.published(anchors) if anchors is not None else {}
     bd_curves = {
         **ours,
         **{
@@ -166,7 +188,7 @@ def _quality_range(text: str) -> tuple[int, int]:
     default=DEFAULT_KODAK.parent / "imagenet-sample",
     show_default=True,
 )
-@click.option("--weights", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
+@_weights
 @click.option("--limit", type=int, default=None, help="Evenly spaced subset of N images.")
 @click.option("--quality", "qualities", type=int, multiple=True, help="Qualities to run (default: all).")
 @click.option("--no-classical", is_flag=True, help="Skip the JPEG/WebP/AVIF equal-bytes columns.")
@@ -183,7 +205,7 @@ def _quality_range(text: str) -> tuple[int, int]:
     default=None,
     help="Refinement's weight of the token distance next to 255^2 * MSE (default: the encoder's).",
 )
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@_json
 def tokens(
     tower: str,
     tower_weights: Path | None,
@@ -257,9 +279,7 @@ def large(image: Path, sizes: tuple[float, ...]) -> None:
 
 
 @main.command("batch")
-@click.option(
-    "--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path), default=DEFAULT_KODAK, show_default=True
-)
+@_dataset
 @click.option("--copies", type=int, default=2, show_default=True, help="Kodak x N copies.")
 @click.option("--no-ray", is_flag=True, help="Skip the Ray engine.")
 def batch_throughput(dataset: Path, copies: int, no_ray: bool) -> None:
@@ -286,6 +306,35 @@ def reliability(cases: int, seed: int) -> None:
     valid = codec.encode(image, 1).data
     click.echo(f"# {cases} cases per family, seed {seed}, a {len(valid)}-byte valid file of a 128x96 image")
     click.echo(rel.tables(rel.bitstream_report(codec, valid, cases, seed), rel.image_report(codec)))
+
+
+@main.command()
+@_dataset
+@_weights
+@click.option("--limit", type=int, default=None, help="Only the first N images (a quick look, not a result).")
+@click.option(
+    "--effort", "efforts", type=int, multiple=True, help="Effort levels to measure (repeatable; default all)."
+)
+@_json
+def effort(
+    dataset: Path, weights: Path | None, limit: int | None, efforts: tuple[int, ...], json_path: Path | None
+) -> None:
+    """Each encoder effort level: bpp / PSNR per quality, BD-rate against effort 0, seconds per image."""
+    import json
+
+    from semcodec.bench import effort as bench
+    from semcodec.bench.provenance import weights_header
+    from semcodec.codec.defaults import EFFORT_REFINE_STEPS
+
+    chosen = list(efforts) or list(range(len(EFFORT_REFINE_STEPS)))
+    if not all(0 <= e < len(EFFORT_REFINE_STEPS) for e in chosen):
+        raise click.BadParameter(f"efforts are 0..{len(EFFORT_REFINE_STEPS) - 1}", param_hint="--effort")
+    rows = bench.run(dataset, chosen, weights, limit)
+    click.echo(f"# {dataset} ({rows[0]['points'][0]['images']} images)")
+    click.echo(weights_header(weights))
+    click.echo(bench.table(rows))
+    if json_path:
+        json_path.write_text(json.dumps(rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from semcodec.batch.engines import ENGINES
 from semcodec.batch.jobs import plan_jobs, run_batch
-from semcodec.training.data import list_images
+from semcodec.bench.datasets import image_paths
 
 
 def run(dataset: Path, copies: int, configs: list[tuple[str, int]], quality: int | None = None) -> list[dict]:
@@ -18,7 +18,7 @@ def run(dataset: Path, copies: int, configs: list[tuple[str, int]], quality: int
         src = Path(tmp) / "src"
         for c in range(copies):
             (src / f"copy{c}").mkdir(parents=True)
-            for image in list_images(dataset):
+            for image in image_paths(dataset):
                 (src / f"copy{c}" / image.name).symlink_to(image.resolve())
         jobs = plan_jobs(str(src), "encode", quality)
         for engine, workers in configs:

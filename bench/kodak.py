@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from semcodec.bench.datasets import image_paths
 from semcodec.bench.metrics import msssim, psnr
 from semcodec.codec import Codec
 from semcodec.codec.image_io import read_image
 from semcodec.codec.refine import RefineConfig
-from semcodec.training.data import list_images
 
 
 def run(
@@ -21,7 +21,7 @@ def run(
 ) -> list[dict]:
     """One row per quality: means over the images; ``refine``: encoder latent refinement for each."""
     codec = Codec(weights)
-    paths = list_images(dataset)[:limit]
+    paths = image_paths(dataset)[:limit]
     images = [read_image(p).pixels for p in paths]
     for q in codec.registry.qualities:  # load models before timing
         codec.model(codec.registry.quality(q).model)

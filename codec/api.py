@@ -164,6 +164,7 @@ class Codec:
         token_space: str | None = None,
         keep_tokens: int | None = None,
         refine: RefineConfig | None = None,
+        effort: int | None = None,
     ) -> EncodeResult:
         """Code ``image`` at ``quality``.
 
@@ -174,8 +175,13 @@ class Codec:
         ``refine``: spend encode time optimising the latent for this image (:mod:`semcodec.codec.refine`);
         with a tower's ``token_space``, for that tower's answer on the base layer too. Same format, same decoder.
         ``None``: :data:`~semcodec.codec.defaults.DEFAULT_REFINE_STEPS` steps, the default the CLI and
-        batch share.
+        batch share. ``effort`` (0..3, as ``--effort``): the refinement of that level
+        (:data:`~semcodec.codec.defaults.EFFORT_REFINE_STEPS`), instead of ``refine``.
         """
+        if effort is not None:
+            if refine is not None:
+                raise InputError("give effort or refine, not both")
+            refine = RefineConfig.for_effort(effort)
         image = load_image(image)
         quality = self.default_quality if quality is None else quality
         level = self.registry.quality(quality)
@@ -598,12 +604,15 @@ def _codec(weights_dir: Path | str | None) -> Codec:
     return _DEFAULT[key]
 
 
-def encode(image: ImageInput, quality: int | None = None, weights_dir: Path | str | None = None) -> bytes:
+def encode(
+    image: ImageInput, quality: int | None = None, weights_dir: Path | str | None = None, effort: int = 0
+) -> bytes:
     """Image (path, file bytes, PIL.Image or numpy array; see :func:`~semcodec.codec.image_io.load_image`)
-    -> semcodec bitstream bytes. Conversions warn with :class:`~semcodec.errors.ConversionWarning`."""
+    -> semcodec bitstream bytes. Conversions warn with :class:`~semcodec.errors.ConversionWarning`.
+    ``effort``: as ``semcodec encode --effort`` (0, the default: one analysis pass)."""
     import warnings
 
-    result = _codec(weights_dir).encode(image, quality)
+    result = _codec(weights_dir).encode(image, quality, effort=effort)
     for note in result.warnings:
         warnings.warn(note, ConversionWarning, stacklevel=2)
     return result.data

@@ -14,3 +14,10 @@ values unless ``--dtype fp16`` asks for half the bytes."""
 SUGGESTED_REFINE_STEPS = 40
 """The step count the docs suggest for opt-in refinement (``--refine-steps 40``): 8 s per 224 px crop
 on one core, where the straight-through objective has settled (docs/tokens.md)."""
+
+EFFORT_REFINE_STEPS = (0, 10, 40, 150)
+"""``--effort N`` -> encoder refinement steps (as avifenc's ``--speed`` or cjxl's ``-e``, but higher is
+slower): effort 0, the default, is one analysis pass; each level above spends about 0.4 s per step on
+a Kodak image (one core of the 2-core CPU) for a smaller file at the same quality. Same format, same
+decoder. Chosen from ``python -m semcodec.bench effort`` (docs/results.md)."""
+DEFAULT_EFFORT = 0

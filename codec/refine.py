@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from semcodec.codec.defaults import EFFORT_REFINE_STEPS
 from semcodec.codec.token_targets import teacher_answers, token_loss
 from semcodec.models.semantic_hyperprior import SemanticHyperprior
 from semcodec.models.token_head import SplitTokenHead, token_map
@@ -51,6 +52,13 @@ class RefineConfig:
     max_pixels: int = 1024 * 1024
     """Larger images are coded without refinement (and say so): autograd runs through the decoder
     and the tower at full size, about 1.1 GB and, on one core, 2.5 min per megapixel for 40 steps."""
+
+    @classmethod
+    def for_effort(cls, effort: int) -> RefineConfig:
+        """The refinement of encoder effort level ``effort`` (``--effort``)."""
+        if not 0 <= effort < len(EFFORT_REFINE_STEPS):
+            raise ValueError(f"effort {effort} outside 0..{len(EFFORT_REFINE_STEPS) - 1}")
+        return cls(steps=EFFORT_REFINE_STEPS[effort])
 
 
 def refine_latent(

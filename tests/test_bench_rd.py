@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
@@ -68,3 +70,25 @@ def test_rd_with_a_refined_curve_and_quality_subsets(tmp_path: Path, tiny_weight
         == [full_points] * 2 + [refined_points] * 2 + [full_points] * 2 + [full_points[:1]] * 2 + [full_points[1:]] * 2
     )
     assert (out / "rd.png").stat().st_size > 0
+
+
+def test_a_bench_dataset_is_a_folder_or_a_list_of_shared_images(tmp_path):
+    """`--dataset bench/sets/structured.txt`: a list of images relative to the shared data; a
+    missing entry or another kind of file is refused by name, before any benchmark runs."""
+    from semcodec.bench.datasets import SETS, image_paths
+    from semcodec.errors import InputError
+
+    (tmp_path / "data" / "set").mkdir(parents=True)
+    for name in ("b.png", "a.png"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "data" / "set" / name)
+    listing = tmp_path / "list.txt"
+    listing.write_text("# a comment\nset/b.png\n\nset/a.png  # trailing\n")
+    assert image_paths(listing, root=tmp_path / "data") == [tmp_path / "data" / "set" / n for n in ("b.png", "a.png")]
+    assert image_paths(tmp_path / "data" / "set") == [tmp_path / "data" / "set" / n for n in ("a.png", "b.png")]
+    listing.write_text("set/b.png\nset/gone.png\n")
+    with pytest.raises(InputError, match="1 listed images are missing"):
+        image_paths(listing, root=tmp_path / "data")
+    with pytest.raises(InputError, match="folder or a .txt list"):
+        image_paths(tmp_path / "data" / "set" / "a.png")
+    entries = [line for line in (SETS / "structured.txt").read_text().splitlines() if line and line[0] != "#"]
+    assert len(entries) == len(set(entries)) >= 24

@@ -179,3 +179,37 @@ def test_api_cli_and_batch_write_the_same_file(tmp_path, codec, crop):
     batch = CliRunner().invoke(main, ["batch", "encode", str(src), str(tmp_path / "out"), *settings])
     assert batch.exit_code == 0, batch.output
     assert (tmp_path / "a.smc").read_bytes() == api == (tmp_path / "out" / "a.png.smc").read_bytes()
+
+
+def test_effort_levels_are_refinement_and_agree_across_api_cli_and_batch(tmp_path, codec, crop):
+    """`--effort 1` is the refinement of that level: the same bytes from the CLI, batch and both
+    API forms, and one knob at a time (refinement keeps the best point seen: on a small crop that may
+    be the unrefined one, so the bytes need not differ from effort 0's)."""
+    from PIL import Image
+
+    import semcodec
+    from semcodec.codec.defaults import EFFORT_REFINE_STEPS
+
+    image = np.ascontiguousarray(crop[:64, :64])
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.fromarray(image).save(src / "a.png")
+    api = codec.encode(image, 1, effort=1)
+    assert api.refined_steps == EFFORT_REFINE_STEPS[1] > 0
+    assert api.data == codec.encode(image, 1, refine=RefineConfig(steps=EFFORT_REFINE_STEPS[1])).data
+    assert api.data == semcodec.encode(image, 1, effort=1)
+    cli = CliRunner().invoke(main, ["encode", str(src / "a.png"), str(tmp_path / "a.smc"), "-q", "1", "--effort", "1"])
+    assert cli.exit_code == 0 and f"refined {EFFORT_REFINE_STEPS[1]} steps" in cli.output
+    batch = CliRunner().invoke(main, ["batch", "encode", str(src), str(tmp_path / "out"), "-q", "1", "--effort", "1"])
+    assert batch.exit_code == 0, batch.output
+    assert (tmp_path / "a.smc").read_bytes() == api.data == (tmp_path / "out" / "a.png.smc").read_bytes()
+    both = CliRunner().invoke(
+        main, ["encode", str(src / "a.png"), str(tmp_path / "b.smc"), "--effort", "1", "--refine-steps", "3"]
+    )
+    assert both.exit_code != 0 and "give one" in both.output and not (tmp_path / "b.smc").exists()
+    beyond = CliRunner().invoke(main, ["encode", str(src / "a.png"), str(tmp_path / "b.smc"), "--effort", "9"])
+    assert beyond.exit_code != 0 and "--effort" in beyond.output
+    with pytest.raises(ValueError, match="not both"):
+        codec.encode(image, 1, effort=1, refine=RefineConfig(steps=2))
+    with pytest.raises(ValueError, match="effort 9"):
+        codec.encode(image, 1, effort=9)

@@ -251,23 +251,29 @@ def test_quantize_latent_keeps_only_the_kept_tokens(codec):
     assert torch.allclose(offset, offset.round(), atol=1e-4) and offset.abs().sum() > 0
 
 
-def test_joint_training_trains_codec_and_head_together(distilled, tower_file, tmp_path):
-    """`train --token-space`: one run updates the codec and its head, and the head it writes is the
-    one for the new weights (the codec serves it at once, no `distill` needed)."""
+def _joint_run(work: Path, tower_file: Path, tmp_path: Path, *extra: str) -> tuple[dict, dict]:
+    """Three joint-training steps of ``work``'s vit-hp-small on two synthetic photos: its registry
+    entry before and after."""
     from PIL import Image
 
-    work = tmp_path / "w"
-    shutil.copytree(distilled, work)
     data = tmp_path / "data"
     data.mkdir()
     for i in range(2):
         Image.fromarray(synthetic_image(96, 120, seed=20 + i)).save(data / f"{i}.png")
     before = json.loads((work / "registry.json").read_text())["models"]["vit-hp-small"]
-    steps = before["info"]["steps"]
+    steps = str(before["info"]["steps"] + 3)
     args = ["train", "--data", str(data), "--out", str(work), "--token-space", TINY, "--tower-weights", str(tower_file)]
-    result = CliRunner().invoke(main, [*args, "--steps", str(steps + 3), "--batch", "2", "--save-every", "100"])
+    result = CliRunner().invoke(main, [*args, "--steps", steps, "--batch", "2", "--save-every", "100", *extra])
     assert result.exit_code == 0, result.output
-    after = json.loads((work / "registry.json").read_text())["models"]["vit-hp-small"]
+    return before, json.loads((work / "registry.json").read_text())["models"]["vit-hp-small"]
+
+
+def test_joint_training_trains_codec_and_head_together(distilled, tower_file, tmp_path):
+    """`train --token-space`: one run updates the codec and its head, and the head it writes is the
+    one for the new weights (the codec serves it at once, no `distill` needed)."""
+    work = tmp_path / "w"
+    shutil.copytree(distilled, work)
+    before, after = _joint_run(work, tower_file, tmp_path)
     head = after["token_heads"][TINY]
     assert after["sha256"] != before["sha256"] and head["sha256"] != before["token_heads"][TINY]["sha256"]
     assert head["codec_sha256"] == after["sha256"] and "jointly" in head["trained"] and "held_out" not in head
@@ -300,3 +306,31 @@ def test_joint_token_distortion_reads_the_base_layer_only(distilled, tower_file)
     with torch.no_grad():
         again = token_distortion(objective, base_layer_grid(model, shifted, quality, size, size), x)["distortion"]
     assert torch.equal(again, distortion.detach())
+
+
+def test_encoder_only_joint_training_leaves_the_decoder_bit_exact(distilled, tower_file, tmp_path):
+    """`train --token-space --encoder-only`: the encoder and the head learn, every tensor a pixel
+    decoder reads (synthesis, hyperprior, entropy tables) stays the starting model's."""
+    from safetensors.torch import load_file
+
+    work = tmp_path / "w"
+    shutil.copytree(distilled, work)
+    before_weights = load_file(work / "vit-hp-small.safetensors")
+    before, after = _joint_run(work, tower_file, tmp_path, "--encoder-only")
+    after_weights = load_file(work / after["file"])
+    encoder = [k for k in before_weights if k.startswith(("g_a.", "log_gain"))]
+    assert any(not torch.equal(before_weights[k], after_weights[k]) for k in encoder)
+    assert all(torch.equal(before_weights[k], after_weights[k]) for k in before_weights if k not in encoder)
+    head = after["token_heads"][TINY]
+    assert head["sha256"] != before["token_heads"][TINY]["sha256"] and "encoder" in head["trained"]
+
+
+def test_encoder_only_and_entropy_only_together_are_refused(tiny_weights, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    from PIL import Image
+
+    Image.fromarray(synthetic_image(64, 64)).save(data / "0.png")
+    args = ["train", "--data", str(data), "--out", str(tmp_path / "w"), "--encoder-only", "--entropy-only"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0 and "choose one" in result.output

@@ -9,7 +9,9 @@ latent a tokens decoder rebuilds from the file's prefix: base channels coded, th
 hyperprior's means) against the frozen tower's answer on the original crop, never the labels.
 
 It is the refining encoder's objective (:mod:`semcodec.codec.refine`) made a training loss, per crop:
-the split map's standardised MSE, ``1 - cosine`` and the relative MSE of the tower's tokens. Both
+the split map's standardised MSE, ``1 - cosine`` and the relative MSE of the tower's tokens, plus
+(towers with a classifier) the KL divergence from the tower's output distribution on the original,
+as distillation has it. Both
 distortions trade against the rate through the same lambda, so the machine's share of the bits
 does not shrink as the quality grows.
 """
@@ -86,7 +88,7 @@ def token_distortion(objective: TokenObjective, grid: Tensor, images: Tensor) ->
     on the original ``images``."""
     head, tower = objective.head, objective.tower
     with torch.no_grad():
-        target, tokens, _ = teacher_answers(tower, images)
+        target, tokens, teacher_logits = teacher_answers(tower, images)
     parts: dict[str, Tensor] = {}
     if objective.split:
         standardised = head.standardised(grid)
@@ -98,6 +100,12 @@ def token_distortion(objective: TokenObjective, grid: Tensor, images: Tensor) ->
     parts["cosine"] = F.cosine_similarity(pred, tokens, dim=-1).mean(1)
     parts["rel_mse"] = (pred - tokens).pow(2).flatten(1).mean(1) / tokens.flatten(1).var(1).clamp_min(1e-8)
     parts["distortion"] = parts.get("feature_mse", 0.0) + 1 - parts["cosine"] + parts["rel_mse"]
+    if teacher_logits is not None:  # the tower's own output distribution, never the labels
+        logits = tower.classify(pred)
+        parts["kl"] = F.kl_div(
+            F.log_softmax(logits, -1), F.log_softmax(teacher_logits, -1), log_target=True, reduction="none"
+        ).sum(-1)
+        parts["distortion"] = parts["distortion"] + parts["kl"]
     return parts
 
 

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from semcodec.codec.api import pad_to_stride
-from semcodec.errors import WeightsError
+from semcodec.errors import SemcodecError, WeightsError
 from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
 from semcodec.sysinfo import native_bfloat16_cpu
 from semcodec.training.budget import Budget
@@ -267,6 +267,7 @@ def save(
     raw.setdefault("default_quality", min(3, len(cfg.lambdas)))
     if objective is not None:
         head_file = head_file_name(cfg.model_name, objective.space)
+        parts = "'s encoder (decoder frozen)" if cfg.encoder_only else ""
         head_sha = save_state_dict(objective.head.state_dict(), cfg.weights_dir / head_file, {"steps": str(step)})
         record = {k: v for k, v in objective.record.items() if k != "held_out"}  # measured by the bench, not here
         raw["models"][cfg.model_name]["token_heads"][objective.space] = {
@@ -275,7 +276,7 @@ def save(
             "sha256": head_sha,
             "codec_sha256": sha,
             "steps": step,
-            "trained": f"jointly with the codec, token weight {cfg.token_weight:g}",
+            "trained": f"jointly with the codec{parts}, token weight {cfg.token_weight:g}",
         }
     write_registry(cfg.weights_dir, raw)
 
@@ -347,6 +348,8 @@ def train(cfg: TrainConfig) -> None:
     if cfg.model_name is None:
         cfg = replace(cfg, model_name=default_model_name(cfg))
     refuse_frozen(cfg.weights_dir, cfg.model_name, "train")
+    if cfg.encoder_only and cfg.entropy_only:
+        raise SemcodecError("--encoder-only and --entropy-only train disjoint parts: choose one")
     if cfg.lambdas is None:
         own = trained_lambdas(cfg.weights_dir, cfg.model_name)
         if not own and cfg.init_from is not None:
@@ -371,12 +374,17 @@ def train(cfg: TrainConfig) -> None:
     model.to(device, memory_format=torch.channels_last).train()  # 7-10% faster CPU steps than NCHW
     dtype = transform_dtype(cfg.precision, device)
     what = "entropy model only" if cfg.entropy_only else f"transforms in {dtype or torch.float32}"
+    what += ", encoder only" if cfg.encoder_only else ""
     compiled = ", compiled (the first step compiles: minutes)" if cfg.compile else ""
     tqdm.write(f"{cfg.model_name}: training on {device.type}, {what}{compiled}")
     forward, entropy_forward = training_passes(model, cfg.compile)
-    frozen = ("g_a.", "g_s.", "log_gain", "log_inv_gain") if cfg.entropy_only else ()
     aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
-    main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles") and not n.startswith(frozen)]
+    main_params = [p for n, p in model.named_parameters() if trains(cfg, n)]
+    if cfg.encoder_only:
+        model.requires_grad_(False)
+        for p in main_params:
+            p.requires_grad_(True)
+        aux_params = []  # the entropy bottleneck's quantiles are the decoder's: frozen too
     cache = LatentCache(model, bank, cfg.latent_cache, device) if cfg.entropy_only else None
     groups = [{"params": main_params, "lr_scale": 1.0}]
     if objective is not None:
@@ -384,7 +392,7 @@ def train(cfg: TrainConfig) -> None:
         groups.append({"params": head_params, "lr_scale": cfg.head_lr_scale})
         main_params = main_params + head_params
     optimizer = torch.optim.Adam(groups, lr=cfg.lr)
-    aux_optimizer = torch.optim.Adam(aux_params, lr=1e-3)
+    aux_optimizer = torch.optim.Adam(aux_params, lr=1e-3) if aux_params else None
     lambdas = torch.tensor(cfg.lambdas, device=device)
     generator = torch.Generator().manual_seed(cfg.seed + step)
     budget, last_save, run_step = Budget(cfg.steps, cfg.max_minutes), time.time(), 0
@@ -416,10 +424,11 @@ def train(cfg: TrainConfig) -> None:
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(main_params, 1.0)
         optimizer.step()
-        aux_loss = model.aux_loss()
-        aux_optimizer.zero_grad(set_to_none=True)
-        aux_loss.backward()
-        aux_optimizer.step()
+        if aux_optimizer is not None:
+            aux_loss = model.aux_loss()
+            aux_optimizer.zero_grad(set_to_none=True)
+            aux_loss.backward()
+            aux_optimizer.step()
         step += 1
         run_step += 1
         bar.update(1)
@@ -436,6 +445,17 @@ def train(cfg: TrainConfig) -> None:
             last_save = time.time()
     bar.close()
     save(model, cfg, step, time.time() - last_save, len(bank), objective)
+
+
+def trains(cfg: TrainConfig, name: str) -> bool:
+    """Whether parameter ``name`` of the codec learns in this run (the aux quantiles have their own optimizer)."""
+    if name.endswith("quantiles"):
+        return False
+    if cfg.encoder_only:
+        return name.startswith(("g_a.", "log_gain"))
+    if cfg.entropy_only:
+        return not name.startswith(("g_a.", "g_s.", "log_gain", "log_inv_gain"))
+    return True
 
 
 def default_data(root: Path) -> list[Path]:
