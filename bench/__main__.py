@@ -337,5 +337,29 @@ def effort(
         json_path.write_text(json.dumps(rows, indent=1) + "\n")
 
 
+@main.command("per-image")
+@_dataset
+@_weights
+@click.option("--quality", "qualities", type=int, multiple=True, help="Qualities (repeatable; default 2 and 4).")
+@click.option("--against", type=click.Choice(["JPEG", "WebP", "AVIF"]), default="AVIF", show_default=True)
+@_json
+def per_image(
+    dataset: Path, weights: Path | None, qualities: tuple[int, ...], against: str, json_path: Path | None
+) -> None:
+    """Per image: semcodec's PSNR gain over a classical codec at no more bytes (which images lose)."""
+    import json
+
+    from semcodec.bench import per_image as bench
+    from semcodec.bench.provenance import weights_header
+
+    chosen = list(qualities) or [2, 4]
+    rows = bench.run(dataset, chosen, against, weights)
+    click.echo(f"# {dataset} ({len(rows)} images)")
+    click.echo(weights_header(weights))
+    click.echo(bench.table(rows, chosen, against))
+    if json_path:
+        json_path.write_text(json.dumps(rows, indent=1) + "\n")
+
+
 if __name__ == "__main__":
     main()

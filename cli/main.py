@@ -35,9 +35,9 @@ _effort = click.option(
     type=click.IntRange(0, len(EFFORT_REFINE_STEPS) - 1),
     default=DEFAULT_EFFORT,
     show_default=True,
-    help="Encoder effort: 0 is one analysis pass; higher levels optimise each image's latent for "
-    f"{', '.join(map(str, EFFORT_REFINE_STEPS[1:]))} steps (about 1 s per step for a Kodak image on one core) for a "
-    "smaller file at the same quality. Same format, same decoder.",
+    help="Encoder effort: 0 is one analysis pass; levels 1 and 2 optimise each image's latent for "
+    f"{' and '.join(map(str, EFFORT_REFINE_STEPS[1:]))} steps (about 1 s a step for a Kodak image on one core) "
+    "for a smaller file at the same quality. Same format, same decoder.",
 )
 _refine_steps = click.option(
     "--refine-steps",

@@ -175,7 +175,7 @@ class Codec:
         ``refine``: spend encode time optimising the latent for this image (:mod:`semcodec.codec.refine`);
         with a tower's ``token_space``, for that tower's answer on the base layer too. Same format, same decoder.
         ``None``: :data:`~semcodec.codec.defaults.DEFAULT_REFINE_STEPS` steps, the default the CLI and
-        batch share. ``effort`` (0..3, as ``--effort``): the refinement of that level
+        batch share. ``effort`` (0..2, as ``--effort``): the refinement of that level
         (:data:`~semcodec.codec.defaults.EFFORT_REFINE_STEPS`), instead of ``refine``.
         """
         if effort is not None:
