@@ -11,9 +11,8 @@ hyperprior's means) against the frozen tower's answer on the original crop, neve
 It is the refining encoder's objective (:mod:`semcodec.codec.refine`) made a training loss, per crop:
 the split map's standardised MSE, ``1 - cosine`` and the relative MSE of the tower's tokens, plus
 (towers with a classifier) the KL divergence from the tower's output distribution on the original,
-as distillation has it. Both
-distortions trade against the rate through the same lambda, so the machine's share of the bits
-does not shrink as the quality grows.
+as distillation has it. Both distortions trade against the rate through the same lambda, so the
+machine's share of the bits does not shrink as the quality grows.
 """
 
 from __future__ import annotations
