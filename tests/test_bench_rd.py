@@ -124,3 +124,23 @@ def test_per_image_bench_records_both_files_and_marks_a_larger_classical_one(tmp
     larger = sum(size > budget for size, budget in sizes)  # tiny files: AVIF's smallest may be larger
     assert result.output.count("*") == larger + (1 if larger else 0)  # the marks and a footnote
     assert "| mean of 2 |" in result.output and "q1 dB vs AVIF" in result.output
+
+
+def test_effort_bench_measures_each_level_against_effort_0_on_the_same_images(tmp_path, tiny_weights):
+    """`bench effort`: one row per level with its refinement steps, effort 0 always included as the
+    anchor (BD-rate 0 against itself), the points of every quality."""
+    from semcodec.codec.defaults import EFFORT_REFINE_STEPS
+
+    data = tmp_path / "set"
+    data.mkdir()
+    Image.fromarray(synthetic_image(176, 176, seed=50)).save(data / "a.png")  # MS-SSIM needs > 160 px
+    args = ["effort", "--dataset", str(data), "--weights", str(tiny_weights), "--effort", "1"]
+    result = CliRunner().invoke(main, [*args, "--json", str(tmp_path / "rows.json")])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [(r["effort"], r["refine_steps"]) for r in rows] == [(0, 0), (1, EFFORT_REFINE_STEPS[1])]
+    assert rows[0]["bd_rate"] == 0 or np.isnan(rows[0]["bd_rate"])
+    assert all(len(r["points"]) == len(rows[0]["points"]) for r in rows)
+    assert all(p["enc_refine_s"] > 0 for p in rows[1]["points"])
+    bad = CliRunner().invoke(main, ["effort", "--dataset", str(data), "--effort", str(len(EFFORT_REFINE_STEPS))])
+    assert bad.exit_code != 0 and "--effort" in bad.output
