@@ -11,7 +11,9 @@ import click
 import numpy as np
 import torch
 
+from semcodec.bench.classical import EQUAL_BYTES
 from semcodec.bench.datasets import DATA_ROOT, image_paths
+from semcodec.codec.defaults import EFFORT_REFINE_STEPS
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
@@ -313,7 +315,11 @@ def reliability(cases: int, seed: int) -> None:
 @_weights
 @click.option("--limit", type=int, default=None, help="Only the first N images (a quick look, not a result).")
 @click.option(
-    "--effort", "efforts", type=int, multiple=True, help="Effort levels to measure (repeatable; default all)."
+    "--effort",
+    "efforts",
+    type=click.IntRange(0, len(EFFORT_REFINE_STEPS) - 1),
+    multiple=True,
+    help="Effort levels to measure (repeatable; default all).",
 )
 @_json
 def effort(
@@ -324,11 +330,8 @@ def effort(
 
     from semcodec.bench import effort as bench
     from semcodec.bench.provenance import weights_header
-    from semcodec.codec.defaults import EFFORT_REFINE_STEPS
 
     chosen = list(efforts) or list(range(len(EFFORT_REFINE_STEPS)))
-    if not all(0 <= e < len(EFFORT_REFINE_STEPS) for e in chosen):
-        raise click.BadParameter(f"efforts are 0..{len(EFFORT_REFINE_STEPS) - 1}", param_hint="--effort")
     rows = bench.run(dataset, chosen, weights, limit)
     click.echo(f"# {dataset} ({rows[0]['points'][0]['images']} images)")
     click.echo(weights_header(weights))
@@ -341,7 +344,7 @@ def effort(
 @_dataset
 @_weights
 @click.option("--quality", "qualities", type=int, multiple=True, help="Qualities (repeatable; default 2 and 4).")
-@click.option("--against", type=click.Choice(["JPEG", "WebP", "AVIF"]), default="AVIF", show_default=True)
+@click.option("--against", type=click.Choice(list(EQUAL_BYTES)), default="AVIF", show_default=True)
 @_json
 def per_image(
     dataset: Path, weights: Path | None, qualities: tuple[int, ...], against: str, json_path: Path | None

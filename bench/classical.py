@@ -84,3 +84,21 @@ def round_trip(encoder: Encoder, pixels: np.ndarray, setting: float) -> tuple[in
 
     with Image.open(io.BytesIO(data)) as decoded:
         return len(data), np.array(decoded.convert("RGB"))  # a writable copy
+
+
+EQUAL_BYTES: dict[str, Encoder] = {"JPEG": jpeg, "WebP": webp, "AVIF": avif}
+"""The codecs benchmarks give semcodec's bytes (:func:`at_most_bytes`): tokens at equal bytes, per-image gains."""
+
+
+def at_most_bytes(encoder: Encoder, pixels: np.ndarray, budget: int) -> tuple[int, np.ndarray]:
+    """The highest quality setting whose file fits ``budget`` bytes (binary search over 1..100);
+    the smallest file if none fits (then the classical codec gets *more* bytes than semcodec)."""
+    lo, hi, best = 1, 100, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        size, decoded = round_trip(encoder, pixels, mid)
+        if size <= budget:
+            best, lo = (size, decoded), mid + 1
+        else:
+            hi = mid - 1
+    return best if best is not None else round_trip(encoder, pixels, 1)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from semcodec.bench import kodak
 from semcodec.bench.bd import bd_rate
-from semcodec.codec.defaults import EFFORT_REFINE_STEPS
 from semcodec.codec.refine import RefineConfig
 
 
@@ -15,9 +14,9 @@ def run(dataset: Path, efforts: list[int], weights: Path | None = None, limit: i
     the BD-rate (PSNR) against effort 0 on the same images in the same run."""
     rows = []
     for effort in sorted({0, *efforts}):
-        steps = EFFORT_REFINE_STEPS[effort]
-        points = kodak.run(dataset, weights, limit, RefineConfig(steps=steps) if steps else None)
-        rows.append({"effort": effort, "refine_steps": steps, "points": points})
+        refine = RefineConfig.for_effort(effort)
+        points = kodak.run(dataset, weights, limit, refine)
+        rows.append({"effort": effort, "refine_steps": refine.steps, "points": points})
     base = rows[0]["points"]
     for row in rows:
         pts = row["points"]

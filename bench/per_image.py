@@ -7,19 +7,19 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from semcodec.bench.classical import EQUAL_BYTES, at_most_bytes
 from semcodec.bench.datasets import image_paths
 from semcodec.bench.metrics import psnr
-from semcodec.bench.tokens import CLASSICAL, at_most_bytes
 from semcodec.codec import Codec
 from semcodec.codec.image_io import read_image
 
 
 def run(dataset: Path, qualities: list[int], against: str = "AVIF", weights: Path | None = None) -> list[dict]:
     """Per image and quality: semcodec's bpp and its PSNR gain (dB) over ``against`` (a
-    :data:`~semcodec.bench.tokens.CLASSICAL` codec, speed 6 for AVIF) at the highest setting whose
+    :data:`~semcodec.bench.classical.EQUAL_BYTES` codec, speed 6 for AVIF) at the highest setting whose
     file is no larger than semcodec's, or at its smallest file where none is (then it had more bytes:
     both sizes are recorded and the table marks the row)."""
-    codec, encoder = Codec(weights), CLASSICAL[against]
+    codec, encoder = Codec(weights), EQUAL_BYTES[against]
     rows = []
     for path in tqdm(image_paths(dataset), desc="per image", unit="img", dynamic_ncols=True):
         pixels = read_image(path).pixels

@@ -26,13 +26,11 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from semcodec.bench import classical
+from semcodec.bench.classical import EQUAL_BYTES, at_most_bytes
 from semcodec.bench.provenance import header, provenance
 from semcodec.codec import Codec
 from semcodec.codec.image_io import read_image
 from semcodec.codec.refine import RefineConfig
-
-CLASSICAL = {"JPEG": classical.jpeg, "WebP": classical.webp, "AVIF": classical.avif}
 
 
 def center_crop(pixels: np.ndarray, size: int) -> np.ndarray:
@@ -44,20 +42,6 @@ def center_crop(pixels: np.ndarray, size: int) -> np.ndarray:
     )
     left, top = (img.width - size) // 2, (img.height - size) // 2
     return np.array(img.crop((left, top, left + size, top + size)))
-
-
-def at_most_bytes(encoder, pixels: np.ndarray, budget: int) -> tuple[int, np.ndarray]:
-    """The highest quality setting whose file fits ``budget`` bytes (binary search over 1..100);
-    the smallest file if none fits (then the classical codec gets *more* bytes than semcodec)."""
-    lo, hi, best = 1, 100, None
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        size, decoded = classical.round_trip(encoder, pixels, mid)
-        if size <= budget:
-            best, lo = (size, decoded), mid + 1
-        else:
-            hi = mid - 1
-    return best if best is not None else classical.round_trip(encoder, pixels, 1)
 
 
 @dataclass
@@ -173,7 +157,7 @@ def run(
                 if keep is None:
                     budgets = {"at file bytes": len(data), **budgets}
                 for (budget_name, budget), (name, encoder) in product(
-                    budgets.items() if with_classical else [], CLASSICAL.items()
+                    budgets.items() if with_classical else [], EQUAL_BYTES.items()
                 ):
                     size, decoded = at_most_bytes(encoder, crop, budget)
                     tokens = tower(torch.from_numpy(decoded).permute(2, 0, 1)[None].float() / 255)[0]

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from semcodec.codec.defaults import EFFORT_REFINE_STEPS
-from semcodec.codec.token_targets import teacher_answers, token_loss
+from semcodec.codec.token_targets import classifier_kl, teacher_answers, token_loss
 from semcodec.models.semantic_hyperprior import SemanticHyperprior
 from semcodec.models.token_head import SplitTokenHead, token_map
 from semcodec.models.towers import VisionTower
@@ -160,9 +160,7 @@ def token_fidelity(head: nn.Module, tower: VisionTower, image: Tensor, classifie
         distance = token_loss(pred, tokens)
         value = value + 1 - distance["cosine"] + distance["rel_mse"]
         if classify is not None:
-            value = value + F.kl_div(
-                F.log_softmax(classify(pred), -1), F.log_softmax(logits, -1), log_target=True, reduction="batchmean"
-            )
+            value = value + classifier_kl(classify(pred), logits).mean()
         return value
 
     return loss

@@ -30,3 +30,11 @@ def token_loss(pred: Tensor, target: Tensor) -> dict[str, Tensor]:
     rel_mse = (pred - target).pow(2).mean() / target.var().clamp_min(1e-8)
     cos = F.cosine_similarity(pred, target, dim=-1).mean()
     return {"rel_mse": rel_mse, "cosine": cos}
+
+
+def classifier_kl(logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """KL divergence (B,) from the tower's output distribution on the original (``teacher_logits``)
+    to the one on the prediction: the classifier's answer as a distortion, never the labels."""
+    return F.kl_div(
+        F.log_softmax(logits, -1), F.log_softmax(teacher_logits, -1), log_target=True, reduction="none"
+    ).sum(-1)

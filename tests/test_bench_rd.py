@@ -97,14 +97,14 @@ def test_a_bench_dataset_is_a_folder_or_a_list_of_shared_images(tmp_path):
 def test_per_image_bench_records_both_files_and_marks_a_larger_classical_one(tmp_path, tiny_weights):
     """`bench per-image`: a row per image and quality with both file sizes; a row where the classical
     codec could not go as small as semcodec is marked, so no gain is silently bought with bytes."""
-    from semcodec.bench import per_image, tokens
+    from semcodec.bench import classical, per_image
 
     data = tmp_path / "set"
     data.mkdir()
     for i in range(2):
         Image.fromarray(synthetic_image(96, 128, seed=40 + i)).save(data / f"{i}.png")
     sizes: list[tuple[int, int]] = []
-    real = tokens.at_most_bytes
+    real = classical.at_most_bytes
 
     def recording(encoder, pixels, budget):
         size, decoded = real(encoder, pixels, budget)

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from semcodec.codec.api import Codec, pad_to_stride
 from semcodec.codec.token_choice import important_tokens, latent_energy
-from semcodec.codec.token_targets import teacher_answers, token_loss
+from semcodec.codec.token_targets import classifier_kl, teacher_answers, token_loss
 from semcodec.errors import SemcodecError
 from semcodec.models.semantic_hyperprior import SemanticHyperprior
 from semcodec.models.token_head import TokenHead, build_head, token_map
@@ -172,9 +172,7 @@ def head_losses(
     if cache.logits is not None:
         logits = tower.classify(tokens)
         teacher = cache.logits[index]
-        out["kl"] = F.kl_div(
-            F.log_softmax(logits, -1), F.log_softmax(teacher, -1), log_target=True, reduction="batchmean"
-        )
+        out["kl"] = classifier_kl(logits, teacher).mean()
         out["agreement"] = (logits.argmax(-1) == teacher.argmax(-1)).float().mean()
         loss = loss + out["kl"]
     out["loss"] = loss

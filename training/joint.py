@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semcodec.codec.token_targets import teacher_answers
+from semcodec.codec.token_targets import classifier_kl, teacher_answers
 from semcodec.errors import WeightsError
 from semcodec.models.semantic_hyperprior import SemanticHyperprior
 from semcodec.models.token_head import TokenHead, build_head, token_map
@@ -100,10 +100,7 @@ def token_distortion(objective: TokenObjective, grid: Tensor, images: Tensor) ->
     parts["rel_mse"] = (pred - tokens).pow(2).flatten(1).mean(1) / tokens.flatten(1).var(1).clamp_min(1e-8)
     parts["distortion"] = parts.get("feature_mse", 0.0) + 1 - parts["cosine"] + parts["rel_mse"]
     if teacher_logits is not None:  # the tower's own output distribution, never the labels
-        logits = tower.classify(pred)
-        parts["kl"] = F.kl_div(
-            F.log_softmax(logits, -1), F.log_softmax(teacher_logits, -1), log_target=True, reduction="none"
-        ).sum(-1)
+        parts["kl"] = classifier_kl(tower.classify(pred), teacher_logits)
         parts["distortion"] = parts["distortion"] + parts["kl"]
     return parts
 
