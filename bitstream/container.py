@@ -126,12 +126,12 @@ def pack(header: Header) -> bytes:
     return head + _CRC.pack(crc32(head)) + b"".join(c.payload for c in header.chunks)
 
 
-def unpack(data: bytes, until: str | None = None) -> Header:
+def unpack(data: bytes, until: str | tuple[str, ...] | None = None) -> Header:
     """Parse and verify a semcodec file; raise a :class:`BitstreamError` subclass if it is not one.
 
-    With ``until`` (a chunk tag), only the chunks up to and including that one are read and
-    verified, and ``data`` may be just that prefix of the file: a layered decoder (tokens from the
-    base layer) needs no more bytes than that.
+    With ``until`` (a chunk tag, or tags in order of preference: the first one the file has), only
+    the chunks up to and including that one are read and verified, and ``data`` may be just that
+    prefix of the file: a layered decoder (tokens from the base layer) needs no more bytes than that.
     """
     data = bytes(data)
     if len(data) == 0:
@@ -162,10 +162,11 @@ def unpack(data: bytes, until: str | None = None) -> Header:
         raise CorruptBitstreamError(f"corrupt bitstream: malformed header ({exc})") from None
     offset = head_end + _CRC.size
     if until is not None:
-        tags = [tag for tag, _, _ in table]
-        if until not in tags:
-            raise CorruptBitstreamError(f"bitstream has no {until.strip()!r} chunk")
-        table = table[: tags.index(until) + 1]
+        stop = _stop_index(table, until)
+        if stop is None:
+            last = until if isinstance(until, str) else until[-1]
+            raise CorruptBitstreamError(f"bitstream has no {last.strip()!r} chunk")
+        table = table[: stop + 1]
     expected = offset + sum(length for _, length, _ in table)
     if len(data) < expected:
         raise TruncatedBitstreamError(f"truncated bitstream: {len(data)} of {expected} bytes")
@@ -181,7 +182,7 @@ def unpack(data: bytes, until: str | None = None) -> Header:
     return Header(**header, chunks=tuple(chunks), version=version, header_bytes=head_end + _CRC.size)
 
 
-def read_prefix(stream: BinaryIO, until: str) -> bytes:
+def read_prefix(stream: BinaryIO, until: str | tuple[str, ...]) -> bytes:
     """Read from ``stream`` only the bytes :func:`unpack` needs to reach chunk ``until``.
 
     The length fields are bounded by what the stream really holds: a lying header makes
@@ -196,10 +197,20 @@ def read_prefix(stream: BinaryIO, until: str) -> bytes:
                 _, table = _parse_body(memoryview(data)[_PREFIX.size : _PREFIX.size + body_len])
             except (struct.error, UnicodeDecodeError, BitstreamError):
                 table = []
-            tags = [tag for tag, _, _ in table]
-            if until in tags:
-                data += stream.read(sum(length for _, length, _ in table[: tags.index(until) + 1]))
+            stop = _stop_index(table, until)
+            if stop is not None:
+                data += stream.read(sum(length for _, length, _ in table[: stop + 1]))
     return data
+
+
+def _stop_index(table: list[tuple[str, int, int]], until: str | tuple[str, ...]) -> int | None:
+    """Index in ``table`` of the chunk ``until`` names: a tag, or tags in order of preference (the
+    first one the file has), ``None`` if it has none of them."""
+    tags = [tag for tag, _, _ in table]
+    for tag in (until,) if isinstance(until, str) else until:
+        if tag in tags:
+            return tags.index(tag)
+    return None
 
 
 def _parse_body(body: memoryview) -> tuple[dict, list[tuple[str, int, int]]]:

@@ -244,6 +244,11 @@ def main(ctx: click.Context, weights: Path | None) -> None:
     default=None,
     help="Code only the N most important latent tokens (token pruning as a rate knob).",
 )
+@click.option(
+    "--no-semantic-layer",
+    is_flag=True,
+    help="With --token-space: no semantic layer (the tower's map coded first); tokens then come from the base layer.",
+)
 @_effort
 @_refine_steps
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
@@ -256,6 +261,7 @@ def encode(
     quality: int | None,
     token_space: str | None,
     keep_tokens: int | None,
+    no_semantic_layer: bool,
     effort: int,
     refine_steps: int | None,
     force: bool,
@@ -277,7 +283,10 @@ def encode(
     codec = _codec(ctx)
     refine = RefineConfig(steps=steps)
     start = time.perf_counter()
-    result = codec.encode(image, quality, token_space=token_space, keep_tokens=keep_tokens, refine=refine)
+    result = codec.encode(
+        image, quality, token_space=token_space, keep_tokens=keep_tokens, refine=refine,
+        semantic_layer=not no_semantic_layer,
+    )  # fmt: skip
     seconds = time.perf_counter() - start
     for note in result.warnings:
         click.echo(f"semcodec: warning: {note}", err=True)
@@ -337,8 +346,11 @@ def decode(
 
     check_input_file(input_path)
     check_output(output_path, force, PIXEL_SUFFIXES if target == "pixels" else TOKEN_SUFFIXES, target)
-    data = _read_input(input_path, None if target == "pixels" else bitstream.BASE_CHUNK)
-    header = bitstream.unpack(data, until=None if target == "pixels" else bitstream.BASE_CHUNK)
+    # tokens read a prefix: the semantic layer if the file has one, else the base layer; another
+    # token space than the file's (--token-space) may need the base layer, which comes after it
+    until = None if target == "pixels" else bitstream.TOKENS_PREFIX if token_space is None else bitstream.BASE_CHUNK
+    data = _read_input(input_path, until)
+    header = bitstream.unpack(data, until=until)
     check_decodable(_registry(ctx), header, token_space if target == "tokens" else None)
     codec = _codec(ctx)
     if target == "pixels":
@@ -769,6 +781,81 @@ def distill(
         f"token head for {tower}: {trained}"
         + (f"; held-out images ({stats['held_out_images']}): {held_out}" if held_out else ""),
         err=True,
+    )
+
+
+@main.command("train-semantic-layer")
+@click.option("--tower", default="efficientnet-lite0", show_default=True, help="The tower whose split map is coded.")
+@click.option(
+    "--data",
+    "data_dirs",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Training image folder(s).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Checkpoint (.safetensors), overwritten as it trains; an existing one is resumed.",
+)
+@click.option("--steps", type=int, default=20000, show_default=True)
+@click.option("--max-minutes", type=float, default=None, help="Training time after the map cache is built.")
+@click.option("--batch", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--kl-weight", type=float, default=None, help="w in D = MSE + w * KL (default: the module's).")
+@click.option("--lambdas", default=None, help="lambda per quality, comma-separated (default: the module's).")
+@click.option("--crops-per-image", type=int, default=8, show_default=True)
+@click.option("--save-every", type=int, default=500, show_default=True)
+@click.option("--max-images", type=int, default=None, help="Use only the first N images.")
+@click.option("--tiny", is_flag=True, help="A tiny architecture (for tests and smoke runs).")
+def train_semantic_layer(
+    tower: str,
+    data_dirs: tuple[Path, ...],
+    out: Path,
+    steps: int,
+    max_minutes: float | None,
+    batch: int,
+    lr: float,
+    kl_weight: float | None,
+    lambdas: str | None,
+    crops_per_image: int,
+    save_every: int,
+    max_images: int | None,
+    tiny: bool,
+) -> None:
+    """Train a semantic base layer: TOWER's split map coded at the encoder (R + lambda * D)."""
+    from semcodec.training import semantic_layer as sl
+    from semcodec.training.data import list_images
+    from semcodec.weights.towers import load_tower
+
+    paths = [p for d in data_dirs for p in list_images(d)][:max_images]
+    if not paths:
+        raise SemcodecError(f"no images found in {', '.join(map(str, data_dirs))}")
+    try:
+        lambda_values = tuple(float(v) for v in lambdas.split(",")) if lambdas else sl.DEFAULT_SEMANTIC_LAMBDAS
+    except ValueError:
+        raise click.BadParameter(
+            f"{lambdas!r} is not a comma-separated list of numbers", param_hint="--lambdas"
+        ) from None
+    cfg = sl.SemanticLayerTraining(
+        tower=tower,
+        data=paths,
+        out=out,
+        steps=steps,
+        max_minutes=max_minutes,
+        batch=batch,
+        lr=lr,
+        lambdas=lambda_values,
+        kl_weight=sl.DEFAULT_KL_WEIGHT if kl_weight is None else kl_weight,
+        crops_per_image=crops_per_image,
+        save_every=save_every,
+        arch=sl.TINY_ARCH if tiny else {},
+    )
+    result = sl.run(cfg, load_tower(tower, None))
+    click.echo(
+        f"semantic layer for {tower}: {result['steps']} steps -> {out}; held out: {result['held_out']}", err=True
     )
 
 

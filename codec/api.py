@@ -40,10 +40,12 @@ from semcodec.codec.latent_walk import (
     z_symbols,
 )
 from semcodec.codec.refine import RefineConfig, refine_latent, token_fidelity
+from semcodec.codec.semantic_layer import SemanticLayerCoder
 from semcodec.codec.token_choice import important_tokens, latent_energy, symbol_energy
 from semcodec.codec.token_file import TokenOutput, token_file_bytes
 from semcodec.errors import BitstreamError, ConversionWarning, InputError, WeightsError
 from semcodec.models import ARCHITECTURES, SemanticHyperprior
+from semcodec.models.semantic_layer import SemanticLayer, SemanticLayerConfig
 from semcodec.models.token_head import SplitTokenHead, build_head, latent_tokens
 from semcodec.weights import ModelEntry, QualityLevel, Registry, load_registry, load_state_dict, load_verified
 
@@ -133,6 +135,7 @@ class Codec:
         self._models: dict[str, tuple[SemanticHyperprior, EntropyTables]] = {}
         self._heads: dict[tuple[str, str, str], tuple[nn.Module, dict]] = {}
         self._towers: dict[tuple[str, str], VisionTower] = {}
+        self._semantic: dict[str, SemanticLayerCoder] = {}
         self.progress = False
         """Show a progress bar for large images (the CLI sets it when stderr is a terminal)."""
 
@@ -165,6 +168,7 @@ class Codec:
         keep_tokens: int | None = None,
         refine: RefineConfig | None = None,
         effort: int | None = None,
+        semantic_layer: bool = True,
     ) -> EncodeResult:
         """Code ``image`` at ``quality``.
 
@@ -177,6 +181,8 @@ class Codec:
         ``None``: :data:`~semcodec.codec.defaults.DEFAULT_REFINE_STEPS` steps, the default the CLI and
         batch share. ``effort`` (0..2, as ``--effort``): the refinement of that level
         (:data:`~semcodec.codec.defaults.EFFORT_REFINE_STEPS`), instead of ``refine``.
+        ``semantic_layer``: with a tower's ``token_space`` that has a semantic layer, code the tower's own
+        map at the encoder first (what a tokens decoder then reads); ``False``: the head on the base layer.
         """
         if effort is not None:
             if refine is not None:
@@ -206,8 +212,34 @@ class Codec:
             mask = _pruned_mask(model, tables, side, y, size, keep_tokens, chosen, timer)
             y_symbols, base, enhancement = _code_latent(tables, side, y, mask, timer)
         symbols = Symbols(side.symbols, y_symbols.reshape(-1))
-        data = _pack(entry, quality, size, symbols, side.coded, mask, space, base, enhancement)
+        semantic = None
+        if semantic_layer and self.registry.semantic_layer_for(space) is not None:
+            with timer("semantic"):
+                semantic = self._semantic_chunk(space, quality, image)
+        data = _pack(entry, quality, size, symbols, side.coded, mask, space, base, enhancement, semantic)
         return EncodeResult(data, symbols, *size, notes, timer.seconds, refine.steps if refine else 0)
+
+    def _semantic_chunk(self, space: str, quality: int, image: LoadedImage) -> bytes:
+        """The semantic layer's chunk: the tower's map of ``image`` after its split block, coded."""
+        layer = self.registry.semantic_layer_for(space)
+        coder = self.semantic_coder(layer.name)
+        if quality not in layer.gain_index:
+            raise WeightsError(f"semantic layer {layer.name} has no gain for quality {quality}")
+        tower = self.tower(space, sha256=layer.tower_sha256)
+        tower.set_split(layer.split_block)
+        with torch.inference_mode():
+            features = tower.features(tower.prepare(tower_input(image.pixels, tower.input_size)))
+        return coder.encode(features, layer.gain_index[quality])
+
+    def semantic_coder(self, name: str) -> SemanticLayerCoder:
+        """Semantic layer ``name`` (sha256-checked, loaded once)."""
+        if name not in self._semantic:
+            entry = self.registry.semantic_layers[name]
+            with _ordinary_tensors():
+                layer = SemanticLayer(SemanticLayerConfig(**entry.config))
+                layer.load_state_dict(load_verified(self.registry.root / entry.file, entry.sha256))
+            self._semantic[name] = SemanticLayerCoder(layer, name, entry.short_hash)
+        return self._semantic[name]
 
     def _recorded_space(self, entry: ModelEntry, token_space: str | None) -> str:
         entry.check_token_space(token_space)
@@ -329,6 +361,12 @@ class Codec:
         ``tower_weights``: the local tower file a split head finishes with, for this call only
         (otherwise ``tower_files``; see :meth:`token_head`).
         """
+        header = bitstream.unpack(data, until=bitstream.TOKENS_PREFIX if token_space is None else bitstream.BASE_CHUNK)
+        semantic = header.find(bitstream.SEMANTIC_CHUNK)
+        if semantic is not None:
+            layer = self._semantic_layer_of(header, semantic)
+            if token_space in (None, layer.tower):
+                return self._semantic_tokens(header, layer, bitstream.unpack_semantic(semantic))
         decoded = self.decode_symbols(data, base_only=True)
         header, model = decoded.header, decoded.model
         entry = self.registry.model(header.model_id)
@@ -362,6 +400,37 @@ class Codec:
         if decoded.mask is not None:
             metadata["kept_tokens"] = str(int(decoded.mask.sum()))
         return TokenOutput(tokens.contiguous(), metadata, positions)
+
+    def _semantic_layer_of(self, header: bitstream.Header, payload: bytes):
+        """The installed semantic layer a file's chunk names (with the weights that wrote it)."""
+        self._decoder_for(header)  # the size limit and the pixel model, checked as for any decode
+        chunk = bitstream.unpack_semantic(payload)
+        return self.registry.decoding_semantic_layer(chunk.layer_id, chunk.weights_hash)
+
+    def _semantic_tokens(self, header: bitstream.Header, layer, chunk: bitstream.SemanticPayload) -> TokenOutput:
+        """Tokens from the semantic layer: the tower's map rebuilt, then the tower's own tail."""
+        coder = self.semantic_coder(layer.name)
+        tower = self.tower(layer.tower, sha256=layer.tower_sha256)
+        tower.set_split(layer.split_block)
+        features = coder.decode(chunk)
+        with torch.inference_mode():
+            tokens = tower.tail(features)[0]
+        metadata = {
+            "token_space": layer.tower,
+            "tower": layer.tower,
+            "layer": tower.layer,
+            "tower_sha256": layer.tower_sha256,
+            "grid": f"{tower.grid[0]}x{tower.grid[1]}",
+            "token_count": str(tokens.shape[0]),
+            "token_dim": str(tokens.shape[1]),
+            "source_size": f"{header.width}x{header.height}",
+            "bitstream_bytes_read": str(header.header_bytes + header.payload_bytes),
+            "layers_read": "semantic",
+            "semantic_layer": layer.name,
+            "model": header.model_id,
+            "quality": str(header.quality),
+        }
+        return TokenOutput(tokens.contiguous(), metadata)
 
     def token_head(self, model_name: str, space: str, tower_file: Path | str | None = None) -> tuple[nn.Module, dict]:
         """The distilled head of ``model_name`` for tower ``space`` (sha256-checked, loaded once).
@@ -510,13 +579,18 @@ def _pack(
     space: str,
     base: bytes,
     enhancement: bytes,
+    semantic: bytes | None = None,
 ) -> bytes:
     """The container: header, then the chunks in :mod:`semcodec.bitstream.layout`'s order."""
-    optional = []
+    first, optional = [], []
     if mask is not None:
         optional.append(bitstream.Chunk(bitstream.MASK_CHUNK, entropy.encode_mask(mask)))
     if space != entry.token_space:  # the latent space is recorded by omission
-        optional.append(bitstream.Chunk(bitstream.TOKEN_SPACE_CHUNK, space.encode()))
+        space_chunk = bitstream.Chunk(bitstream.TOKEN_SPACE_CHUNK, space.encode())
+        if semantic is None:
+            optional.append(space_chunk)
+        else:  # what a tokens decoder reads comes first
+            first = [space_chunk, bitstream.Chunk(bitstream.SEMANTIC_CHUNK, semantic)]
     header = bitstream.Header(
         model_id=entry.name,
         weights_hash=entry.short_hash,
@@ -525,6 +599,7 @@ def _pack(
         width=size[1],
         symbols_crc=symbols.crc32(),
         chunks=(
+            *first,
             bitstream.Chunk(bitstream.Z_CHUNK, z_coded),
             *optional,
             bitstream.Chunk(bitstream.BASE_CHUNK, base),
@@ -581,6 +656,18 @@ def _decode_part(part: Part, layer: entropy.GaussianDecoder, mask: np.ndarray | 
 def image_tensor(pixels: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 -> (1, 3, H, W) float in [0, 1]."""
     return torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div(255.0)
+
+
+def tower_input(pixels: np.ndarray, size: int) -> torch.Tensor:
+    """An image for a tower that squashes it to ``size`` px: a large one shrunk first (PIL, to
+    twice that) so the tower's own resize never holds a many-megapixel float copy."""
+    h, w = pixels.shape[:2]
+    if h * w > (4 * size) ** 2:
+        from PIL import Image
+
+        small = Image.fromarray(pixels).resize((2 * size, 2 * size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+        pixels = np.asarray(small)
+    return image_tensor(pixels)
 
 
 def pad_to_stride(x: torch.Tensor, multiple: int) -> torch.Tensor:

@@ -38,11 +38,12 @@ class Timer:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
-class EntropyTables:
-    """Integer tables of one model, read once: z CDFs, offsets, medians, the y std bounds and the
-    integer twins of ``h_s`` and the context nets."""
+class HyperpriorTables:
+    """Integer tables of a mean-scale hyperprior (an ``entropy_bottleneck``, a ``gaussian_conditional``
+    and an ``h_s`` of Conv/ConvTranspose/LeakyReLU), read once: z CDFs, offsets, medians, the y std
+    bounds and the integer twin of ``h_s``. Shared by the pixel codec and the semantic layer."""
 
-    def __init__(self, model: SemanticHyperprior):
+    def __init__(self, model: torch.nn.Module):
         eb = model.entropy_bottleneck
         if eb.quantized_cdf.numel() == 0:
             raise WeightsError("model weights lack frozen entropy tables (run update() before saving)")
@@ -59,6 +60,14 @@ class EntropyTables:
         # medians on the same fixed-point grid: z_hat = symbol + offset + median, exactly
         self.medians_fixed = np.round(self.medians.astype(np.float64) * self.one)
         self.scale_floor = float(model.gaussian_conditional.lower_bound_scale.bound)
+
+
+class EntropyTables(HyperpriorTables):
+    """The pixel codec's tables: the hyperprior's plus its coding schedule and the integer twins of
+    the context nets."""
+
+    def __init__(self, model: SemanticHyperprior):
+        super().__init__(model)
         self.schedule = model.schedule
         self.base_channels = model.base_channels
         self.slices = model.slices
@@ -68,7 +77,7 @@ class EntropyTables:
         self.spatial = [IntegerHyperSynthesis(net, self.h_s.frac_bits).eval() for net in spatial]
 
 
-def z_symbols(z: Tensor, tables: EntropyTables) -> np.ndarray:
+def z_symbols(z: Tensor, tables: HyperpriorTables) -> np.ndarray:
     """``round(z - median) - offset`` per channel, clamped into the channel's CDF table."""
     c = z.shape[1]
     values = torch.round(z[0].reshape(c, -1) - torch.from_numpy(tables.medians)[:, None]).to(torch.int64)
@@ -76,7 +85,7 @@ def z_symbols(z: Tensor, tables: EntropyTables) -> np.ndarray:
     return np.clip(symbols, 0, (tables.cdf_length - 3)[:, None]).astype(np.int32)
 
 
-def hyper_fixed(tables: EntropyTables, symbols: np.ndarray, shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+def hyper_fixed(tables: HyperpriorTables, symbols: np.ndarray, shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
     """``h_s(z_hat)`` as fixed-point ``(means, scales)``, exact integers (see
     IntegerHyperSynthesis): identical bits at both ends on any machine, thread count or BLAS."""
     values = (symbols.astype(np.int64) + tables.offset[:, None]) * tables.one + tables.medians_fixed[:, None]
@@ -89,7 +98,7 @@ def hyper_fixed(tables: EntropyTables, symbols: np.ndarray, shape: tuple[int, ..
 
 
 def entropy_parameters(
-    tables: EntropyTables, means_fixed: Tensor, scales_fixed: Tensor, scale_table: bool = False
+    tables: HyperpriorTables, means_fixed: Tensor, scales_fixed: Tensor, scale_table: bool = False
 ) -> tuple[Tensor, np.ndarray]:
     """Float means (1, C, h, w) and coding stds (C, h*w) from fixed-point means and scales.
 

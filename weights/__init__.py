@@ -80,6 +80,28 @@ class ModelEntry:
 
 
 @dataclass(frozen=True)
+class SemanticLayerEntry:
+    """A semantic base layer: codes tower ``tower``'s map after block ``split_block`` at the encoder
+    (:mod:`semcodec.models.semantic_layer`). Frozen like a model once released: an id names one file."""
+
+    name: str
+    file: str
+    sha256: str
+    tower: str
+    tower_sha256: str
+    split_block: int
+    config: dict
+    gain_index: dict[int, int]
+    """File quality -> this layer's gain index (the encoder's table; files record the index they used)."""
+    info: dict
+    release: str | None = None
+
+    @property
+    def short_hash(self) -> bytes:
+        return bytes.fromhex(self.sha256[:16])
+
+
+@dataclass(frozen=True)
 class Registry:
     root: Path
     models: dict[str, ModelEntry]
@@ -87,6 +109,31 @@ class Registry:
     default_quality: int
     retired: dict[str, dict] = field(default_factory=dict)
     """Released models this folder no longer ships: id -> {"sha256", "releases", ...}."""
+    semantic_layers: dict[str, SemanticLayerEntry] = field(default_factory=dict)
+    encoder_semantic_layers: dict[str, str] = field(default_factory=dict)
+    """Token space -> the semantic layer the encoder writes for it (absent: none, the head alone)."""
+
+    def semantic_layer_for(self, space: str) -> SemanticLayerEntry | None:
+        """The semantic layer the encoder writes for token space ``space``, if any."""
+        name = self.encoder_semantic_layers.get(space)
+        return self.semantic_layers[name] if name is not None else None
+
+    def decoding_semantic_layer(self, name: str, weights_hash: bytes) -> SemanticLayerEntry:
+        """The semantic layer a file names, with the weights that wrote it, or a clear refusal."""
+        from semcodec.errors import BitstreamError
+
+        entry = self.semantic_layers.get(name)
+        if entry is None:
+            raise BitstreamError(
+                f"bitstream's semantic layer {name!r} is not installed (installed: "
+                f"{', '.join(self.semantic_layers) or 'none'}); a later semcodec release has it"
+            )
+        if weights_hash != entry.short_hash:
+            raise BitstreamError(
+                f"bitstream's semantic layer {name} was written by weights {weights_hash.hex()}, "
+                f"installed weights are {entry.short_hash.hex()}"
+            )
+        return entry
 
     def quality(self, q: int) -> QualityLevel:
         if q not in self.qualities:
@@ -161,6 +208,11 @@ def load_registry(root: Path | str | None = None) -> Registry:
         models = {name: _model_entry(name, m, qualities) for name, m in raw["models"].items()}
         default = int(raw.get("default_quality", min(qualities)))
         retired = dict(raw.get("retired", {}))
+        semantic = {name: _semantic_entry(name, v) for name, v in raw.get("semantic_layers", {}).items()}
+        encoder_semantic = {str(k): str(v) for k, v in raw.get("encoder_semantic_layers", {}).items()}
+        unknown = sorted(set(encoder_semantic.values()) - set(semantic))
+        if unknown:
+            raise KeyError(f"encoder_semantic_layers names unknown layers {unknown}")
     except FileNotFoundError:
         raise WeightsError(f"no weights registry at {path}") from None
     except (ValueError, KeyError, TypeError) as exc:
@@ -173,7 +225,7 @@ def load_registry(root: Path | str | None = None) -> Registry:
                 f"weights registry {path} is malformed: quality {level.quality} disagrees with "
                 f"model {level.model!r}'s own quality table"
             )
-    return Registry(root, models, qualities, default, retired)
+    return Registry(root, models, qualities, default, retired, semantic, encoder_semantic)
 
 
 def _model_entry(name: str, m: dict, current: dict[int, QualityLevel]) -> ModelEntry:
@@ -197,6 +249,21 @@ def _model_entry(name: str, m: dict, current: dict[int, QualityLevel]) -> ModelE
         token_heads=m.get("token_heads", {}),
         qualities=own,
         release=m.get("release"),
+    )
+
+
+def _semantic_entry(name: str, v: dict) -> SemanticLayerEntry:
+    return SemanticLayerEntry(
+        name=name,
+        file=v["file"],
+        sha256=v["sha256"],
+        tower=v["tower"],
+        tower_sha256=v["tower_sha256"],
+        split_block=int(v["split_block"]),
+        config=v["config"],
+        gain_index={int(q): int(g) for q, g in v["gain_index"].items()},
+        info=v.get("info", {}),
+        release=v.get("release"),
     )
 
 

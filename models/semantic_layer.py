@@ -1,0 +1,131 @@
+"""The semantic base layer: a vision tower's own intermediate map, coded at the encoder.
+
+A token head that predicts a tower's map from the pixel codec's latent generalises poorly from
+1,100 training photos (held-out cosine 0.4, issue 40). The encoder can instead run the tower itself
+up to its split point and code that map (split computing, Matsubara et al. 2022; the survey's
+"tokens chosen at the encoder"): the decoder rebuilds the map and the tower's own tail finishes the
+tokens, so the bits the machine reads carry exactly what the machine computes.
+
+The map (EfficientNet-Lite0 block 7: 80 x 14 x 14 for any image, the tower squashes it to 224 px)
+is standardised per channel, analysed to a 7 x 7 latent with a mean-scale hyperprior (Minnen et al.
+2018) and per-quality gain vectors (Cui et al. 2021), like the pixel codec. ``h_s`` is made of
+Conv2d, ConvTranspose2d and LeakyReLU only, so the codec runs it in exact integers
+(:class:`~semcodec.models.integer_hyper.IntegerHyperSynthesis`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.models.base import CompressionModel
+from compressai.models.utils import conv, deconv
+from compressai.ops import quantize_ste
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class SemanticLayerConfig:
+    """Architecture hyper-parameters; stored next to the weights in the registry."""
+
+    feature_channels: int = 80
+    feature_grid: int = 14
+    latent_channels: int = 128
+    hyper_channels: int = 64
+    hidden: int = 192
+    num_qualities: int = 4
+    min_gain: float = 0.5
+    max_gain: float = 2.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def latent_grid(self) -> int:
+        return -(-self.feature_grid // 2)
+
+    @property
+    def hyper_grid(self) -> int:
+        return -(-self.latent_grid // 2)
+
+
+class SemanticLayer(CompressionModel):
+    """Tower map (B, C, 14, 14) -> gained latent (B, M, 7, 7) -> hyperprior -> map again."""
+
+    def __init__(self, cfg: SemanticLayerConfig):
+        super().__init__()
+        self.config = cfg
+        c, m, nh, hd = cfg.feature_channels, cfg.latent_channels, cfg.hyper_channels, cfg.hidden
+        self.register_buffer("feature_mean", torch.zeros(1, c, 1, 1))
+        self.register_buffer("feature_std", torch.ones(1, c, 1, 1))
+        self.g_a = nn.Sequential(
+            conv(c, hd, 3, 1), nn.GELU(),
+            conv(hd, hd, 3, 1), nn.GELU(),
+            conv(hd, m, 3, 2),
+        )  # fmt: skip
+        self.g_s = nn.Sequential(
+            deconv(m, hd, 3, 2), nn.GELU(),
+            conv(hd, hd, 3, 1), nn.GELU(),
+            conv(hd, hd, 3, 1), nn.GELU(),
+            conv(hd, c, 3, 1),
+        )  # fmt: skip
+        self.h_a = nn.Sequential(
+            conv(m, nh, 3, 1), nn.LeakyReLU(inplace=True),
+            conv(nh, nh, 3, 2),
+        )  # fmt: skip
+        self.h_s = nn.Sequential(
+            deconv(nh, nh, 3, 2), nn.LeakyReLU(inplace=True),
+            conv(nh, 2 * m, 3, 1),
+        )  # fmt: skip
+        self.entropy_bottleneck = EntropyBottleneck(nh)
+        self.gaussian_conditional = GaussianConditional(None)
+        start = torch.linspace(math.log(cfg.min_gain), math.log(cfg.max_gain), cfg.num_qualities)
+        self.log_gain = nn.Parameter(start[:, None].repeat(1, m))
+        self.log_inv_gain = nn.Parameter(-start[:, None].repeat(1, m))
+
+    def standardise(self, features: Tensor) -> Tensor:
+        return (features - self.feature_mean) / self.feature_std
+
+    def unstandardise(self, standardised: Tensor) -> Tensor:
+        return standardised * self.feature_std + self.feature_mean
+
+    def analysis(self, features: Tensor, quality: int | Tensor) -> Tensor:
+        """The gained latent ``y`` of a tower map."""
+        return self.g_a(self.standardise(features)) * self._gain(self.log_gain, quality)
+
+    def synthesis(self, y_hat: Tensor, quality: int | Tensor) -> Tensor:
+        """The tower map rebuilt from the decoded latent."""
+        grid = self.config.feature_grid
+        out = self.g_s(y_hat * self._gain(self.log_inv_gain, quality))
+        return self.unstandardise(out[:, :, :grid, :grid])
+
+    def hyper_synthesis(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
+        """``(means, scales)`` of ``y`` on the latent grid (``h_s`` overshoots by a row and column)."""
+        g = self.config.latent_grid
+        means, scales = self.h_s(z_hat)[:, :, :g, :g].chunk(2, dim=1)
+        return means, scales
+
+    def _gain(self, table: Tensor, quality: int | Tensor) -> Tensor:
+        if isinstance(quality, int):
+            return table[quality].exp().view(1, -1, 1, 1)
+        return table[quality].exp()[:, :, None, None]
+
+    def z_medians(self) -> Tensor:
+        return self.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)
+
+    def forward(self, features: Tensor, quality: int | Tensor) -> dict:
+        """Training pass: noisy likelihoods for the rate, straight-through rounding for the map."""
+        y = self.analysis(features, quality)
+        z = self.h_a(y)
+        _, z_likelihoods = self.entropy_bottleneck(z)
+        medians = self.z_medians()
+        z_hat = quantize_ste(z - medians) + medians
+        means, scales = self.hyper_synthesis(z_hat)
+        _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
+        y_hat = quantize_ste(y - means) + means
+        return {
+            "features": self.synthesis(y_hat, quality),
+            "likelihoods": {"y": y_likelihoods, "z": z_likelihoods},
+        }

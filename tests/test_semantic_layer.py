@@ -1,0 +1,185 @@
+"""The semantic layer: a tower's map coded at the encoder, read first by a tokens decoder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from semcodec import bitstream
+from semcodec.cli.main import main
+from semcodec.codec import Codec
+from semcodec.codec.semantic_layer import SemanticLayerCoder
+from semcodec.errors import BitstreamError
+from semcodec.models.semantic_layer import SemanticLayer, SemanticLayerConfig
+from semcodec.training.semantic_layer import TINY_ARCH, register, save_checkpoint
+from semcodec.weights import REGISTRY_FILE, WEIGHTS_DIR
+
+TOWER = "efficientnet-lite0"
+
+
+def _tiny_layer(seed: int = 0) -> SemanticLayer:
+    torch.manual_seed(seed)
+    return SemanticLayer(SemanticLayerConfig(**TINY_ARCH))
+
+
+@pytest.fixture(scope="module")
+def semantic_weights(tmp_path_factory, codec) -> Path:
+    """The packaged weights plus an untrained tiny semantic layer for efficientnet-lite0."""
+    root = tmp_path_factory.mktemp("semantic-weights")
+    raw = json.loads((WEIGHTS_DIR / REGISTRY_FILE).read_text())
+    raw.pop("semantic_layers", None)
+    raw.pop("encoder_semantic_layers", None)
+    (root / REGISTRY_FILE).write_text(json.dumps(raw))
+    for entry in raw["models"].values():
+        for file in [entry["file"], *(h["file"] for h in entry.get("token_heads", {}).values())]:
+            (root / file).symlink_to(WEIGHTS_DIR / file)
+    tower = codec.tower(TOWER)
+    info = {"tower": TOWER, "tower_sha256": tower.source_sha256, "split_block": 7}
+    save_checkpoint(_tiny_layer(), root / "tiny.ckpt.safetensors", 0, info)
+    register(root / "tiny.ckpt.safetensors", "sl-tiny", root)
+    return root
+
+
+def test_coder_round_trip_is_the_models_own_hard_rounding():
+    layer = _tiny_layer()
+    layer.update(force=True)
+    coder = SemanticLayerCoder(layer, "sl-tiny", b"\0" * 8)
+    features = torch.randn(1, 80, 14, 14) * 2
+    payload = bitstream.unpack_semantic(coder.encode(features, 1))
+    assert payload.layer_id == "sl-tiny" and payload.gain_index == 1
+    decoded = coder.decode(payload)
+    with torch.no_grad():
+        y = layer.analysis(features, 1)
+        medians = layer.z_medians()
+        means, _ = layer.hyper_synthesis(torch.round(layer.h_a(y) - medians) + medians)
+        expected = layer.synthesis(torch.round(y - means) + means, 1)
+    assert decoded.shape == (1, 80, 14, 14)
+    assert torch.allclose(decoded, expected, atol=1e-4)
+
+
+def test_a_damaged_semantic_chunk_is_refused():
+    layer = _tiny_layer()
+    layer.update(force=True)
+    coder = SemanticLayerCoder(layer, "sl-tiny", b"\0" * 8)
+    payload = bitstream.unpack_semantic(coder.encode(torch.randn(1, 80, 14, 14) * 20, 0))
+    coder.decode(payload)
+    with pytest.raises(BitstreamError, match="CRC"):
+        coder.decode(bitstream.SemanticPayload(**{**payload.__dict__, "crc": payload.crc ^ 1}))
+    with pytest.raises(BitstreamError):
+        coder.decode(bitstream.SemanticPayload(**{**payload.__dict__, "y": payload.y[:-4]}))
+    with pytest.raises(BitstreamError, match="malformed|too short"):
+        bitstream.unpack_semantic(b"\x05ab")
+
+
+def test_token_space_files_carry_the_semantic_layer_first(semantic_weights, kodak_image):
+    codec = Codec(semantic_weights)
+    crop = kodak_image[:96, :128]
+    data = codec.encode(crop, 1, token_space=TOWER).data
+    tags = [c.tag for c in bitstream.unpack(data).chunks]
+    assert tags[:3] == [bitstream.TOKEN_SPACE_CHUNK, bitstream.SEMANTIC_CHUNK, bitstream.Z_CHUNK]
+    plain = codec.encode(crop, 1, token_space=TOWER, semantic_layer=False).data
+    assert bitstream.SEMANTIC_CHUNK not in [c.tag for c in bitstream.unpack(plain).chunks]
+    # the pixels are the pixel layers' alone: the same with and without the semantic layer
+    assert np.array_equal(codec.decode(data), codec.decode(plain))
+
+    out = codec.decode_tokens(data)
+    assert out.metadata["layers_read"] == "semantic" and out.metadata["semantic_layer"] == "sl-tiny"
+    assert tuple(out.tokens.shape) == (49, 1280)
+    header = bitstream.unpack(data, until=bitstream.TOKENS_PREFIX)
+    read = header.header_bytes + header.payload_bytes
+    assert int(out.metadata["bitstream_bytes_read"]) == read
+    assert read < len(data) - len(bitstream.unpack(data).chunk(bitstream.BASE_CHUNK))
+    # the prefix alone is enough, and the tokens are the tower's tail on the coded map
+    assert torch.equal(codec.decode_tokens(data[:read]).tokens, out.tokens)
+    # another token space still reads the base layer
+    latent = codec.decode_tokens(data, token_space="semcodec-latent")
+    assert latent.metadata["layers_read"] == "base"
+
+
+def test_files_without_a_semantic_layer_read_the_base_layer(semantic_weights, kodak_image):
+    codec = Codec(semantic_weights)
+    data = codec.encode(kodak_image[:96, :128], 1, token_space=TOWER, semantic_layer=False).data
+    out = codec.decode_tokens(data)
+    assert out.metadata["layers_read"] == "base" and out.metadata["token_space"] == TOWER
+
+
+def test_cli_tokens_decode_reads_the_semantic_prefix(semantic_weights, kodak_image, tmp_path):
+    from PIL import Image
+
+    src = tmp_path / "crop.png"
+    Image.fromarray(kodak_image[:96, :128]).save(src)
+    runner = CliRunner()
+    base = ["--weights", str(semantic_weights)]
+    smc = tmp_path / "a.smc"
+    result = runner.invoke(main, [*base, "encode", str(src), str(smc), "-q", "2", "--token-space", TOWER])
+    assert result.exit_code == 0, result.output
+    tokens = tmp_path / "a.safetensors"
+    result = runner.invoke(main, [*base, "decode", str(smc), "--target", "tokens", "-o", str(tokens)])
+    assert result.exit_code == 0, result.output
+    from safetensors import safe_open
+
+    with safe_open(str(tokens), "np") as f:
+        assert f.metadata()["layers_read"] == "semantic" and f.get_tensor("tokens").shape == (49, 1280)
+    plain = tmp_path / "b.smc"
+    args = [*base, "encode", str(src), str(plain), "-q", "2", "--token-space", TOWER, "--no-semantic-layer"]
+    assert runner.invoke(main, args).exit_code == 0
+    assert plain.stat().st_size < smc.stat().st_size
+
+
+def test_a_file_naming_an_unknown_semantic_layer_is_one_clear_error(semantic_weights, kodak_image, tmp_path):
+    codec = Codec(semantic_weights)
+    data = codec.encode(kodak_image[:96, :128], 1, token_space=TOWER).data
+    header = bitstream.unpack(data)
+    chunks = []
+    for c in header.chunks:
+        if c.tag == bitstream.SEMANTIC_CHUNK:
+            p = bitstream.unpack_semantic(c.payload)
+            renamed = bitstream.SemanticPayload(**{**p.__dict__, "layer_id": "sl-future"})
+            c = bitstream.Chunk(c.tag, bitstream.pack_semantic(renamed))
+        chunks.append(c)
+    import dataclasses
+
+    other = bitstream.pack(dataclasses.replace(header, chunks=tuple(chunks)))
+    with pytest.raises(BitstreamError, match="sl-future"):
+        codec.decode_tokens(other)
+    # pixels do not need it
+    assert codec.decode(other).shape == (96, 128, 3)
+
+
+def test_register_refuses_other_weights_under_an_existing_id(semantic_weights, codec, tmp_path):
+    tower = codec.tower(TOWER)
+    info = {"tower": TOWER, "tower_sha256": tower.source_sha256, "split_block": 7}
+    save_checkpoint(_tiny_layer(seed=1), tmp_path / "other.safetensors", 0, info)
+    copy = tmp_path / "w"
+    shutil.copytree(semantic_weights, copy, symlinks=True)
+    with pytest.raises(Exception, match="new id"):
+        register(tmp_path / "other.safetensors", "sl-tiny", copy)
+
+
+def test_train_semantic_layer_cli_writes_a_resumable_checkpoint(tmp_path):
+    from PIL import Image
+
+    from tests.conftest import synthetic_image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        Image.fromarray(synthetic_image(240, 260, seed=i)).save(data / f"img{i}.png")
+    out = tmp_path / "sl.safetensors"
+    args = ["train-semantic-layer", "--data", str(data), "--out", str(out), "--tiny", "--batch", "2"]
+    args += ["--crops-per-image", "1", "--save-every", "2"]
+    result = CliRunner().invoke(main, [*args, "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    from semcodec.training.semantic_layer import load_checkpoint
+
+    layer, steps, info = load_checkpoint(out)
+    assert steps == 2 and info["tower"] == TOWER and "held_out" in info
+    result = CliRunner().invoke(main, [*args, "--steps", "3"])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(out)[1] == 3

@@ -1,0 +1,254 @@
+"""Train a semantic base layer: code a tower's split map for ``R + lambda_q * D``.
+
+``D = MSE of the standardised map + w * KL`` of the tower's classifier on the rebuilt map against
+its answer on the original (its output distribution, never the labels). The tower runs once per
+training crop to fill a cache (map + logits); a step then costs the small layer and the tower's
+tail, so CPU training is practical (no pixels are ever coded here).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from semcodec.codec.token_targets import classifier_kl
+from semcodec.models.semantic_layer import SemanticLayer, SemanticLayerConfig
+from semcodec.models.towers import VisionTower
+from semcodec.training.budget import Budget
+from semcodec.training.data import CropBank
+
+DEFAULT_SEMANTIC_LAMBDAS = (2.0, 4.0, 8.0, 16.0)
+"""lambda per quality; rate in bits per map element. Chosen by measurement (docs/experiments.md)."""
+DEFAULT_KL_WEIGHT = 1.0
+"""w in D = MSE + w * KL. Chosen by measurement (docs/experiments.md)."""
+TINY_ARCH = {"latent_channels": 8, "hyper_channels": 4, "hidden": 8}
+"""A tiny architecture for tests and smoke runs."""
+
+
+@dataclass
+class SemanticLayerTraining:
+    tower: str
+    data: list[Path]
+    out: Path
+    steps: int = 20000
+    max_minutes: float | None = None
+    batch: int = 32
+    lr: float = 1e-3
+    lambdas: tuple[float, ...] = DEFAULT_SEMANTIC_LAMBDAS
+    kl_weight: float = DEFAULT_KL_WEIGHT
+    crops_per_image: int = 8
+    zoom: tuple[float, float] = (0.3, 1.0)
+    holdout_every: int = 20
+    save_every: int = 500
+    seed: int = 0
+    arch: dict = field(default_factory=dict)
+
+
+@dataclass
+class MapCache:
+    """The tower's split maps (float16) and classifier logits of a set of crops."""
+
+    maps: Tensor  # (n, C, h, w)
+    logits: Tensor  # (n, classes)
+
+    def __len__(self) -> int:
+        return self.maps.shape[0]
+
+
+def build_map_cache(tower: VisionTower, bank: CropBank, count: int) -> MapCache:
+    maps, logits = [], []
+    with torch.no_grad():
+        for start in tqdm(range(0, count, 32), desc="tower maps", dynamic_ncols=True, leave=False):
+            x = bank.sample(min(32, count - start))
+            features = tower.features(tower.prepare(x))
+            maps.append(features.half())
+            logits.append(tower.classify(tower.tail(features)).half())
+    return MapCache(torch.cat(maps), torch.cat(logits))
+
+
+def layer_losses(
+    layer: SemanticLayer, tower: VisionTower, maps: Tensor, teacher: Tensor, quality: Tensor, lambdas: Tensor, w: float
+) -> dict[str, Tensor]:
+    """Per-batch loss terms; ``loss`` = mean over crops of ``bits / elements + lambda_q * D``."""
+    out = layer(maps, quality)
+    elements = maps[0].numel()
+    bits = sum(-torch.log2(lik).flatten(1).sum(1) for lik in out["likelihoods"].values())
+    mse = F.mse_loss(layer.standardise(out["features"]), layer.standardise(maps), reduction="none").flatten(1).mean(1)
+    logits = tower.classify(tower.tail(out["features"]))
+    kl = classifier_kl(logits, teacher)
+    loss = (bits / elements + lambdas[quality] * (mse + w * kl)).mean()
+    agreement = (logits.argmax(-1) == teacher.argmax(-1)).float().mean()
+    return {"loss": loss, "bytes": bits.mean() / 8, "mse": mse.mean(), "kl": kl.mean(), "agreement": agreement}
+
+
+def evaluate(layer: SemanticLayer, tower: VisionTower, cache: MapCache, lambdas: Tensor, w: float) -> dict[str, float]:
+    """Held-out bytes (the model's rate), map MSE and classifier agreement per quality."""
+    layer.eval()
+    report: dict[str, float] = {}
+    with torch.no_grad():
+        for q in range(len(lambdas)):
+            quality = torch.full((len(cache),), q)
+            terms = layer_losses(layer, tower, cache.maps.float(), cache.logits.float(), quality, lambdas, w)
+            report.update({f"q{q + 1}_{k}": round(v.item(), 4) for k, v in terms.items() if k != "loss"})
+    layer.train()
+    return report
+
+
+def train_semantic_layer(
+    cfg: SemanticLayerTraining,
+    tower: VisionTower,
+    layer: SemanticLayer | None = None,
+    start_step: int = 0,
+    on_save: Callable[[SemanticLayer, int, dict], None] | None = None,
+) -> dict:
+    """Train (or go on training ``layer`` from ``start_step``); ``on_save(layer, step, held_out)``
+    every ``save_every`` steps and at the end."""
+    torch.manual_seed(cfg.seed)
+    held = set(cfg.data[:: cfg.holdout_every])
+    train_paths = [p for p in cfg.data if p not in held]
+    size = tower.input_size
+    started = time.time()
+    bank = CropBank(train_paths, short_side=max(256, size), crop=size, seed=cfg.seed, zoom=cfg.zoom)
+    cache = build_map_cache(tower, bank, cfg.crops_per_image * len(bank))
+    val = build_map_cache(tower, CropBank(sorted(held), max(256, size), size, seed=cfg.seed + 1), len(held))
+    cache_seconds = time.time() - started
+    if layer is None:
+        layer = SemanticLayer(SemanticLayerConfig(feature_channels=tower.split_dim, **cfg.arch))
+        flat = cache.maps.float().transpose(0, 1).flatten(1)
+        layer.feature_mean.copy_(flat.mean(1).view(1, -1, 1, 1))
+        layer.feature_std.copy_(flat.std(1).clamp_min(1e-3).view(1, -1, 1, 1))
+    lambdas = torch.tensor(cfg.lambdas)
+    params = [p for n, p in layer.named_parameters() if not n.endswith(".quantiles")]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    aux_optimizer = torch.optim.Adam([p for n, p in layer.named_parameters() if n.endswith(".quantiles")], lr=1e-3)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    budget = Budget(cfg.steps - start_step, cfg.max_minutes)
+    bar = tqdm(total=cfg.steps, initial=start_step, desc="semantic layer", dynamic_ncols=True)
+    step = start_step
+    while step < cfg.steps:
+        progress = budget.progress(step - start_step)
+        if progress is None:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * min(1.0, (step + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        index = torch.randint(len(cache), (cfg.batch,), generator=generator)
+        quality = torch.randint(len(lambdas), (cfg.batch,), generator=generator)
+        terms = layer_losses(
+            layer, tower, cache.maps[index].float(), cache.logits[index].float(), quality, lambdas, cfg.kl_weight
+        )
+        optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        aux_optimizer.zero_grad(set_to_none=True)
+        layer.aux_loss().backward()
+        aux_optimizer.step()
+        step += 1
+        bar.update(1)
+        if step % 20 == 0:
+            bar.set_postfix(B=f"{terms['bytes'].item():.0f}", mse=f"{terms['mse'].item():.3f}",
+                            kl=f"{terms['kl'].item():.3f}", agr=f"{terms['agreement'].item():.2f}")  # fmt: skip
+        if step % cfg.save_every == 0 and on_save is not None:
+            on_save(layer, step, evaluate(layer, tower, val, lambdas, cfg.kl_weight))
+    bar.close()
+    report = evaluate(layer, tower, val, lambdas, cfg.kl_weight)
+    if on_save is not None:
+        on_save(layer, step, report)
+    return {"layer": layer, "steps": step, "held_out": report, "cache_seconds": cache_seconds, "crops": len(cache)}
+
+
+def save_checkpoint(layer: SemanticLayer, path: Path, step: int, info: dict) -> str:
+    """Write ``layer`` (entropy tables frozen first) as safetensors, its config, steps and ``info``
+    in the metadata; return the file's sha256. One file per run, overwritten: resumable from it."""
+    import json
+
+    from semcodec.weights import save_state_dict
+
+    layer.update(force=True)
+    metadata = {"config": json.dumps(layer.config.as_dict()), "steps": str(step), "info": json.dumps(info)}
+    return save_state_dict(layer.state_dict(), path, metadata=metadata)
+
+
+def load_checkpoint(path: Path) -> tuple[SemanticLayer, int, dict]:
+    """``(layer, steps, info)`` from a :func:`save_checkpoint` file."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        metadata = f.metadata()
+        state = {k: f.get_tensor(k).float() for k in f.keys()}  # noqa: SIM118
+    layer = SemanticLayer(SemanticLayerConfig(**json.loads(metadata["config"])))
+    layer.load_state_dict(state)
+    return layer, int(metadata["steps"]), json.loads(metadata["info"])
+
+
+def run(cfg: SemanticLayerTraining, tower: VisionTower) -> dict:
+    """Train into ``cfg.out``, resuming from it when it exists (its own architecture and steps)."""
+    import json
+
+    layer, step = None, 0
+    if cfg.out.exists():
+        layer, step, _ = load_checkpoint(cfg.out)
+        tqdm.write(f"resuming {cfg.out} at step {step}")
+    info = {"tower": cfg.tower, "tower_sha256": tower.source_sha256, "split_block": tower.split_block,
+            "lambdas": list(cfg.lambdas), "kl_weight": cfg.kl_weight}  # fmt: skip
+
+    def on_save(layer: SemanticLayer, step: int, report: dict) -> None:
+        save_checkpoint(layer, cfg.out, step, {**info, "held_out": report})
+        tqdm.write(f"step {step}: held out {json.dumps(report)}")
+
+    return train_semantic_layer(cfg, tower, layer, step, on_save)
+
+
+def register(
+    checkpoint: Path, layer_id: str, weights_dir: Path, encoder_default: bool = True, release: str | None = None
+) -> str:
+    """Install a checkpoint as semantic layer ``layer_id`` in ``weights_dir`` (file + registry entry),
+    the one the encoder writes for its tower when ``encoder_default``; return its sha256.
+
+    An id names one file forever: an id already registered with other weights is refused."""
+    import json
+    import shutil
+
+    from semcodec.errors import WeightsError
+    from semcodec.fileio import sha256_file
+    from semcodec.weights import REGISTRY_FILE, write_registry
+
+    layer, steps, info = load_checkpoint(checkpoint)
+    sha = sha256_file(checkpoint)
+    raw = json.loads((weights_dir / REGISTRY_FILE).read_text())
+    layers = raw.setdefault("semantic_layers", {})
+    if layer_id in layers and layers[layer_id]["sha256"] != sha:
+        raise WeightsError(f"semantic layer {layer_id} exists with other weights: ship new weights under a new id")
+    file = f"{layer_id}.safetensors"
+    if checkpoint.resolve() != (weights_dir / file).resolve():
+        shutil.copyfile(checkpoint, weights_dir / file)
+    qualities = sorted(int(q) for q in raw["qualities"])
+    layers[layer_id] = {
+        "file": file,
+        "sha256": sha,
+        "tower": info["tower"],
+        "tower_sha256": info["tower_sha256"],
+        "split_block": info["split_block"],
+        "config": layer.config.as_dict(),
+        "gain_index": {str(q): min(i, layer.config.num_qualities - 1) for i, q in enumerate(qualities)},
+        "info": {
+            "steps": steps,
+            **{k: v for k, v in info.items() if k not in ("tower", "tower_sha256", "split_block")},
+        },
+    }
+    if release is not None:
+        layers[layer_id]["release"] = release
+    if encoder_default:
+        raw.setdefault("encoder_semantic_layers", {})[info["tower"]] = layer_id
+    write_registry(weights_dir, raw)
+    return sha
