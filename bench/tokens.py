@@ -166,8 +166,10 @@ def run(
                     )
     served = sorted({codec.registry.quality(q).model for q in qualities})
     head = {m: codec.registry.model(m).token_heads.get(tower_name, {}).get("sha256") for m in served}
+    layer = codec.registry.semantic_layer_for(tower_name)
+    semantic = {"id": layer.name, "sha256": layer.sha256, "steps": layer.info.get("steps")} if layer else None
     return {
-        "provenance": {**provenance(codec.registry, served), "heads": head},
+        "provenance": {**provenance(codec.registry, served), "heads": head, "semantic_layer": semantic},
         "images": len(files),
         "tower": tower_name,
         "semantic_weight": weight,

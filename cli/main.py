@@ -383,6 +383,12 @@ def info(ctx: click.Context, input_path: str) -> None:
         f"header:      {len(data) - header.payload_bytes} bytes",
     ]
     lines += [f"chunk {c.tag.strip():<6} {len(c.payload)} bytes" for c in header.chunks]
+    semantic = header.find(bitstream.SEMANTIC_CHUNK)
+    if semantic is not None:
+        layer = bitstream.unpack_semantic(semantic)
+        lines.append(
+            f"semantic:    layer {layer.layer_id} (weights {layer.weights_hash.hex()}), gain {layer.gain_index}"
+        )
     lines.append(f"symbols crc: {header.symbols_crc:08x}")
     click.echo("\n".join(lines))
 
@@ -807,6 +813,12 @@ def distill(
 @click.option("--kl-weight", type=float, default=None, help="w in D = MSE + w * KL (default: the module's).")
 @click.option("--lambdas", default=None, help="lambda per quality, comma-separated (default: the module's).")
 @click.option("--crops-per-image", type=int, default=8, show_default=True)
+@click.option(
+    "--cache",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Keep the tower's maps of the training crops in this file (and reuse it when it exists).",
+)
 @click.option("--save-every", type=int, default=500, show_default=True)
 @click.option("--max-images", type=int, default=None, help="Use only the first N images.")
 @click.option("--tiny", is_flag=True, help="A tiny architecture (for tests and smoke runs).")
@@ -821,6 +833,7 @@ def train_semantic_layer(
     kl_weight: float | None,
     lambdas: str | None,
     crops_per_image: int,
+    cache: Path | None,
     save_every: int,
     max_images: int | None,
     tiny: bool,
@@ -852,6 +865,7 @@ def train_semantic_layer(
         crops_per_image=crops_per_image,
         save_every=save_every,
         arch=sl.TINY_ARCH if tiny else {},
+        cache=cache,
     )
     result = sl.run(cfg, load_tower(tower, None))
     click.echo(

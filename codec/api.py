@@ -199,6 +199,10 @@ class Codec:
         if keep_tokens is not None and not 1 <= keep_tokens <= total:
             raise InputError(f"keep_tokens={keep_tokens}: a {size[1]}x{size[0]} image has 1..{total} latent tokens")
         refine = _refinement(refine, size, notes)
+        # with a semantic layer the tokens come from the tower's own map, so a refining encoder
+        # steers the pixel latent for pixels alone
+        writes_semantic = semantic_layer and self.registry.semantic_layer_for(space) is not None
+        steer_for = entry.token_space if writes_semantic else space
 
         x, y = self._analyse(model, level, image, timer)
         chosen = None  # a refining encoder fixes the pruned file's tokens first, then refines them
@@ -206,14 +210,14 @@ class Codec:
             with timer("refine"):
                 if keep_tokens is not None:
                     chosen = _choose_tokens(model, y, size, keep_tokens)
-                y = self._refine(model, entry.name, level, space, x, y, size, refine, chosen)
+                y = self._refine(model, entry.name, level, steer_for, x, y, size, refine, chosen)
         with torch.inference_mode():
             side = _side_information(model, tables, y, timer)
             mask = _pruned_mask(model, tables, side, y, size, keep_tokens, chosen, timer)
             y_symbols, base, enhancement = _code_latent(tables, side, y, mask, timer)
         symbols = Symbols(side.symbols, y_symbols.reshape(-1))
         semantic = None
-        if semantic_layer and self.registry.semantic_layer_for(space) is not None:
+        if writes_semantic:
             with timer("semantic"):
                 semantic = self._semantic_chunk(space, quality, image)
         data = _pack(entry, quality, size, symbols, side.coded, mask, space, base, enhancement, semantic)
@@ -424,7 +428,7 @@ class Codec:
             "token_count": str(tokens.shape[0]),
             "token_dim": str(tokens.shape[1]),
             "source_size": f"{header.width}x{header.height}",
-            "bitstream_bytes_read": str(header.header_bytes + header.payload_bytes),
+            "bitstream_bytes_read": str(header.header_bytes + _bytes_through(header, bitstream.SEMANTIC_CHUNK)),
             "layers_read": "semantic",
             "semantic_layer": layer.name,
             "model": header.model_id,
@@ -610,6 +614,16 @@ def _pack(
 
 
 # ------------------------------------------------------------------- decoder stages
+def _bytes_through(header: bitstream.Header, tag: str) -> int:
+    """Payload bytes of the chunks up to and including ``tag``: what a decoder that stops there reads."""
+    total = 0
+    for chunk in header.chunks:
+        total += len(chunk.payload)
+        if chunk.tag == tag:
+            break
+    return total
+
+
 def _decode_side_information(
     model: SemanticHyperprior, tables: EntropyTables, header: bitstream.Header, timer: Timer
 ) -> _SideInformation:

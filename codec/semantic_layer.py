@@ -37,7 +37,7 @@ class SemanticLayerCoder:
         with torch.inference_mode():
             y = self.layer.analysis(features, gain_index)
             z_syms = z_symbols(self.layer.h_a(y), self.tables)
-            means, stds = self._parameters(z_syms)
+            means, stds = self.parameters(z_syms)
             symbols = residuals(y, means)
         y_coded = entropy.encode_gaussian(symbols, stds)
         payload = bitstream.SemanticPayload(
@@ -56,7 +56,7 @@ class SemanticLayerCoder:
             raise BitstreamError(f"corrupt bitstream: semantic layer gain index {payload.gain_index}")
         g = self.y_grid
         z_syms = entropy.decode_factorized(payload.z, self.tables.pmfs, self.z_shape[2] * self.z_shape[3])
-        means, stds = self._parameters(z_syms)
+        means, stds = self.parameters(z_syms)
         symbols = entropy.decode_gaussian(payload.y, stds).reshape(means.shape[1], -1)
         if _crc(z_syms, symbols) != payload.crc:
             raise BitstreamError(
@@ -67,7 +67,7 @@ class SemanticLayerCoder:
             y_hat = torch.from_numpy(symbols.astype(np.float32)).reshape(1, -1, g, g) + means
             return self.layer.synthesis(y_hat, payload.gain_index)
 
-    def _parameters(self, z_syms: np.ndarray) -> tuple[Tensor, np.ndarray]:
+    def parameters(self, z_syms: np.ndarray) -> tuple[Tensor, np.ndarray]:
         """Float means (1, M, g, g) and coding stds (M, g*g), exact at both ends."""
         g = self.y_grid
         means_fixed, scales_fixed = hyper_fixed(self.tables, z_syms, self.z_shape)

@@ -25,6 +25,8 @@ from compressai.models.utils import conv, deconv
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
+LATENT_INIT_SCALE = 20.0
+
 
 @dataclass(frozen=True)
 class SemanticLayerConfig:
@@ -81,6 +83,11 @@ class SemanticLayer(CompressionModel):
         )  # fmt: skip
         self.entropy_bottleneck = EntropyBottleneck(nh)
         self.gaussian_conditional = GaussianConditional(None)
+        with torch.no_grad():  # start the latent at a codable scale: PyTorch's default init shrinks a
+            # standardised map ~20x over three layers, and a latent that rounds to its mean everywhere
+            # learns slowly (measured: map MSE still 1.06 after 220 steps)
+            self.g_a[-1].weight.mul_(LATENT_INIT_SCALE)
+            self.g_a[-1].bias.mul_(LATENT_INIT_SCALE)
         start = torch.linspace(math.log(cfg.min_gain), math.log(cfg.max_gain), cfg.num_qualities)
         self.log_gain = nn.Parameter(start[:, None].repeat(1, m))
         self.log_inv_gain = nn.Parameter(-start[:, None].repeat(1, m))

@@ -44,6 +44,11 @@ def test_every_released_model_has_a_conformance_set():
     assert released <= {folder.name for folder in SETS}
 
 
+def test_every_released_semantic_layer_has_a_conformance_set():
+    released = {name for name, entry in load_registry().semantic_layers.items() if entry.release}
+    assert released <= {folder.name for folder in SETS}
+
+
 def test_the_set_of_the_first_release_was_written_by_that_release():
     manifest = json.loads((CONFORMANCE / "vit-hp-192" / MANIFEST).read_text())
     assert "44b6c2d" in manifest["written_by"]
@@ -56,6 +61,9 @@ def test_conformance_stream_decodes_as_recorded(codec, folder: Path, name: str):
     record = next(s for s in manifest["streams"] if s["file"] == name)
     entry = codec.registry.model(manifest["model"])
     assert entry.sha256 == manifest["weights_sha256"], "a released model's weights changed"
+    if "semantic_layer" in manifest:
+        layer = codec.registry.semantic_layers[manifest["semantic_layer"]]
+        assert layer.sha256 == manifest["semantic_layer_sha256"], "a released semantic layer's weights changed"
     out = decode_outputs(codec, (folder / name).read_bytes())
 
     assert symbols_sha256(out.symbols) == record["symbols_sha256"]  # bit-exact on every machine

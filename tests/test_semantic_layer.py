@@ -47,6 +47,8 @@ def semantic_weights(tmp_path_factory, codec) -> Path:
 
 
 def test_coder_round_trip_is_the_models_own_hard_rounding():
+    from semcodec.codec.latent_walk import z_symbols
+
     layer = _tiny_layer()
     layer.update(force=True)
     coder = SemanticLayerCoder(layer, "sl-tiny", b"\0" * 8)
@@ -56,11 +58,11 @@ def test_coder_round_trip_is_the_models_own_hard_rounding():
     decoded = coder.decode(payload)
     with torch.no_grad():
         y = layer.analysis(features, 1)
-        medians = layer.z_medians()
-        means, _ = layer.hyper_synthesis(torch.round(layer.h_a(y) - medians) + medians)
-        expected = layer.synthesis(torch.round(y - means) + means, 1)
-    assert decoded.shape == (1, 80, 14, 14)
-    assert torch.allclose(decoded, expected, atol=1e-4)
+        means, _ = coder.parameters(z_symbols(layer.h_a(y), coder.tables))  # the exact integer path
+        assert torch.equal(decoded, layer.synthesis(torch.round(y - means) + means, 1))
+        medians = layer.z_medians()  # the float path it approximates (means within 2^-10)
+        float_means, _ = layer.hyper_synthesis(torch.round(layer.h_a(y) - medians) + medians)
+        assert (float_means - means).abs().max() < 2**-10
 
 
 def test_a_damaged_semantic_chunk_is_refused():
@@ -98,6 +100,8 @@ def test_token_space_files_carry_the_semantic_layer_first(semantic_weights, koda
     # the prefix alone is enough, and the tokens are the tower's tail on the coded map
     assert torch.equal(codec.decode_tokens(data[:read]).tokens, out.tokens)
     # another token space still reads the base layer
+    named = codec.decode_tokens(data, token_space=TOWER)  # asked for by name: the same prefix counted
+    assert named.metadata["bitstream_bytes_read"] == out.metadata["bitstream_bytes_read"]
     latent = codec.decode_tokens(data, token_space="semcodec-latent")
     assert latent.metadata["layers_read"] == "base"
 
@@ -126,6 +130,8 @@ def test_cli_tokens_decode_reads_the_semantic_prefix(semantic_weights, kodak_ima
 
     with safe_open(str(tokens), "np") as f:
         assert f.metadata()["layers_read"] == "semantic" and f.get_tensor("tokens").shape == (49, 1280)
+    info = runner.invoke(main, [*base, "info", str(smc)])
+    assert "chunk SEM" in info.output and "semantic:    layer sl-tiny" in info.output
     plain = tmp_path / "b.smc"
     args = [*base, "encode", str(src), str(plain), "-q", "2", "--token-space", TOWER, "--no-semantic-layer"]
     assert runner.invoke(main, args).exit_code == 0
@@ -173,7 +179,7 @@ def test_train_semantic_layer_cli_writes_a_resumable_checkpoint(tmp_path):
         Image.fromarray(synthetic_image(240, 260, seed=i)).save(data / f"img{i}.png")
     out = tmp_path / "sl.safetensors"
     args = ["train-semantic-layer", "--data", str(data), "--out", str(out), "--tiny", "--batch", "2"]
-    args += ["--crops-per-image", "1", "--save-every", "2"]
+    args += ["--crops-per-image", "1", "--save-every", "2", "--cache", str(tmp_path / "maps.pt")]
     result = CliRunner().invoke(main, [*args, "--steps", "2"])
     assert result.exit_code == 0, result.output
     from semcodec.training.semantic_layer import load_checkpoint
@@ -182,4 +188,4 @@ def test_train_semantic_layer_cli_writes_a_resumable_checkpoint(tmp_path):
     assert steps == 2 and info["tower"] == TOWER and "held_out" in info
     result = CliRunner().invoke(main, [*args, "--steps", "3"])
     assert result.exit_code == 0, result.output
-    assert load_checkpoint(out)[1] == 3
+    assert load_checkpoint(out)[1] == 3 and (tmp_path / "maps.pt").exists()

@@ -32,10 +32,14 @@ def main() -> None:
     parser.add_argument(
         "--include", type=Path, nargs="*", default=[], help="existing streams of this model to add as they are"
     )
+    parser.add_argument("--semantic-layer", default=None, help="write this released semantic layer's set instead")
     parser.add_argument("--kodak", type=Path, default=KODAK)
     parser.add_argument("--out", type=Path, default=CONFORMANCE)
     args = parser.parse_args()
-    write_set(args.model, args.out, args.kodak, args.written_by, args.encoder_build, args.include)
+    write_set(
+        args.model, args.out, args.kodak, args.written_by, args.encoder_build, args.include,
+        semantic_layer=args.semantic_layer,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -75,6 +75,13 @@ def cases(qualities: list[int], token_spaces: list[str]) -> list[Case]:
     return out
 
 
+def semantic_cases(qualities: list[int], tower: str) -> list[Case]:
+    """A semantic layer's set: its tower's token-space file at every quality, of both sources."""
+    return [
+        Case(f"{s.name}-q{q}-{tower}", s, ("-q", str(q), "--token-space", tower)) for s in SOURCES for q in qualities
+    ]
+
+
 def run_cli(build: Path | None, *args: str, weights_dir: Path | None = None) -> None:
     """``semcodec ARGS``: in this process for this checkout, else in a subprocess that imports ``build``'s
     package with its own packaged weights (``weights_dir``: another weights folder)."""
@@ -116,29 +123,39 @@ def write_set(
     build: Path | None = None,
     include: list[Path] | tuple[Path, ...] = (),
     weights_dir: Path | None = None,
+    semantic_layer: str | None = None,
 ) -> Path:
     """Encode, decode and record the set of ``model_id`` in ``out/<model_id>``; refuse to overwrite.
 
     Streams are encoded by ``semcodec encode`` of ``build`` (a folder holding an earlier build's
-    package; ``None``: this checkout), which must write with ``model_id``."""
+    package; ``None``: this checkout), which must write with ``model_id``. ``semantic_layer``: the
+    set of that released semantic layer instead (``out/<layer id>``: its tower's token-space files
+    of ``model_id`` at every quality, which carry the layer)."""
     import torch
 
     from semcodec import __version__, bitstream
     from semcodec.codec import Codec
     from semcodec.codec.conformance import MANIFEST, REFERENCE, decode_outputs_with_threads
 
-    target = out / model_id
+    target = out / (semantic_layer or model_id)
     if target.exists():
         raise SystemExit(f"{target} exists: conformance sets are written once and never regenerated")
     codec = Codec(weights_dir)
     entry = codec.registry.model(model_id)
     if not entry.frozen:
         raise SystemExit(f"{model_id} is not released (no 'release' in the registry): ship it first")
+    layer = codec.registry.semantic_layers.get(semantic_layer) if semantic_layer else None
+    if semantic_layer and (layer is None or layer.release is None):
+        raise SystemExit(f"semantic layer {semantic_layer} is not released: ship it first")
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{model_id}.", dir=out))
     streams, arrays = [], {}
     try:
-        planned = cases(sorted(entry.qualities), sorted(entry.token_heads))
+        planned = (
+            semantic_cases(sorted(entry.qualities), layer.tower)
+            if layer
+            else cases(sorted(entry.qualities), sorted(entry.token_heads))
+        )
         for case in planned:
             source = case.source.write(kodak, work)
             run_cli(build, "encode", str(source), str(work / f"{case.stream}.smc"), *case.args, weights_dir=weights_dir)
@@ -150,6 +167,9 @@ def write_set(
         for path, case in zip(files, [*planned, *[None] * len(include)], strict=True):
             data = path.read_bytes()
             header = bitstream.unpack(data)
+            chunk = header.find(bitstream.SEMANTIC_CHUNK)
+            if layer and (chunk is None or bitstream.unpack_semantic(chunk).weights_hash != layer.short_hash):
+                raise SystemExit(f"{path.name} does not carry semantic layer {layer.name}")
             if header.model_id != model_id or header.weights_hash != entry.short_hash:
                 raise SystemExit(
                     f"{path.name} was written by {header.model_id} {header.weights_hash.hex()}, not {model_id}"
@@ -186,6 +206,7 @@ def write_set(
             "model": model_id,
             "weights_sha256": entry.sha256,
             "release": entry.release,
+            **({"semantic_layer": layer.name, "semantic_layer_sha256": layer.sha256} if layer else {}),
             "written_by": written_by,
             "recorded_by": f"semcodec {__version__}",
             "recorded_on": {

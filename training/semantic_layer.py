@@ -50,6 +50,7 @@ class SemanticLayerTraining:
     save_every: int = 500
     seed: int = 0
     arch: dict = field(default_factory=dict)
+    cache: Path | None = None  # the tower's maps of the crops, kept here to start the next run at once
 
 
 @dataclass
@@ -116,9 +117,14 @@ def train_semantic_layer(
     train_paths = [p for p in cfg.data if p not in held]
     size = tower.input_size
     started = time.time()
-    bank = CropBank(train_paths, short_side=max(256, size), crop=size, seed=cfg.seed, zoom=cfg.zoom)
-    cache = build_map_cache(tower, bank, cfg.crops_per_image * len(bank))
-    val = build_map_cache(tower, CropBank(sorted(held), max(256, size), size, seed=cfg.seed + 1), len(held))
+    if cfg.cache is not None and cfg.cache.exists():
+        cache, val = (MapCache(**parts) for parts in torch.load(cfg.cache))
+    else:
+        bank = CropBank(train_paths, short_side=max(256, size), crop=size, seed=cfg.seed, zoom=cfg.zoom)
+        cache = build_map_cache(tower, bank, cfg.crops_per_image * len(bank))
+        val = build_map_cache(tower, CropBank(sorted(held), max(256, size), size, seed=cfg.seed + 1), len(held))
+        if cfg.cache is not None:
+            torch.save([vars(cache), vars(val)], cfg.cache)
     cache_seconds = time.time() - started
     if layer is None:
         layer = SemanticLayer(SemanticLayerConfig(feature_channels=tower.split_dim, **cfg.arch))
