@@ -52,14 +52,19 @@ def main() -> None:
 @_dataset
 @_weights
 @click.option("--limit", type=int, default=None, help="Only the first N images.")
+@click.option(
+    "--token-space", default=None, help="Encode as `encode --token-space` does (the file's bytes count its tokens)."
+)
 @_json
-def kodak(dataset: Path, weights: Path | None, limit: int | None, json_path: Path | None) -> None:
+def kodak(
+    dataset: Path, weights: Path | None, limit: int | None, token_space: str | None, json_path: Path | None
+) -> None:
     """Mean bpp / PSNR / MS-SSIM and per-stage seconds per image, for every quality."""
     from semcodec.bench import kodak as bench
     from semcodec.bench.provenance import weights_header
 
-    rows = bench.run(dataset, weights, limit)
-    click.echo(f"# {dataset} ({rows[0]['images']} images)")
+    rows = bench.run(dataset, weights, limit, token_space=token_space)
+    click.echo(f"# {dataset} ({rows[0]['images']} images){f', --token-space {token_space}' if token_space else ''}")
     click.echo(weights_header(weights))
     click.echo(bench.table(rows))
     if json_path:

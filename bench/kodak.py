@@ -17,9 +17,14 @@ from semcodec.codec.refine import RefineConfig
 
 
 def run(
-    dataset: Path, weights: Path | None = None, limit: int | None = None, refine: RefineConfig | None = None
+    dataset: Path,
+    weights: Path | None = None,
+    limit: int | None = None,
+    refine: RefineConfig | None = None,
+    token_space: str | None = None,
 ) -> list[dict]:
-    """One row per quality: means over the images; ``refine``: encoder latent refinement for each."""
+    """One row per quality: means over the images; ``refine``: encoder latent refinement for each;
+    ``token_space``: files for that token space (with its semantic layer, if the registry has one)."""
     codec = Codec(weights)
     paths = image_paths(dataset)[:limit]
     images = [read_image(p).pixels for p in paths]
@@ -30,7 +35,7 @@ def run(
         per_image = []
         for pixels in tqdm(images, desc=f"semcodec q{q}", unit="img", leave=False, dynamic_ncols=True):
             start = time.perf_counter()
-            result = codec.encode(pixels, q, refine=refine)
+            result = codec.encode(pixels, q, token_space=token_space, refine=refine)
             enc = time.perf_counter() - start
             start = time.perf_counter()
             decoded, dec_stages = codec.decode_pixels(result.data)

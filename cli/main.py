@@ -187,6 +187,11 @@ def _version_text(weights_dir: Path | None = None) -> str:
         release = f"released in {entry.release}" if entry.release else "unreleased checkpoint"
         role = ", encodes" if name == encoder else ", decodes"
         lines.append(f"model {name} ({release}, weights {entry.sha256[:16]}{role})")
+    writes = set(registry.encoder_semantic_layers.values())
+    for name, layer in registry.semantic_layers.items():
+        release = f"released in {layer.release}" if layer.release else "unreleased checkpoint"
+        role = f", encodes --token-space {layer.tower}" if name in writes else ", decodes"
+        lines.append(f"semantic layer {name} ({release}, weights {layer.sha256[:16]}{role})")
     return "\n".join(lines)
 
 
