@@ -202,6 +202,8 @@ class Codec:
         # with a semantic layer the tokens come from the tower's own map, so a refining encoder
         # steers the pixel latent for pixels alone
         writes_semantic = semantic_layer and self.registry.semantic_layer_for(space) is not None
+        if not writes_semantic and space != entry.token_space and space not in entry.token_heads:
+            raise WeightsError(f"model {entry.name} has no token head for {space!r}: only its semantic layer serves it")
         steer_for = entry.token_space if writes_semantic else space
 
         x, y = self._analyse(model, level, image, timer)
@@ -246,7 +248,7 @@ class Codec:
         return self._semantic[name]
 
     def _recorded_space(self, entry: ModelEntry, token_space: str | None) -> str:
-        entry.check_token_space(token_space)
+        self.registry.check_encode_space(entry.name, token_space)
         return token_space or entry.token_space
 
     def _analyse(

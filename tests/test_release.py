@@ -14,7 +14,8 @@ from PIL import Image
 from semcodec import bitstream
 from semcodec.cli.main import main
 from semcodec.codec import Codec
-from semcodec.codec.conformance import MANIFEST, decode_outputs
+from semcodec.codec.conformance import MANIFEST, decode_outputs_with_threads
+from semcodec.errors import WeightsError
 from semcodec.training.release import ReleasePaths, next_minor, ship
 from semcodec.training.train import next_model_id
 from semcodec.weights import REGISTRY_FILE, load_registry
@@ -86,7 +87,8 @@ def _train(data: Path, out: Path, weights: Path, *args: str):
 def _assert_set_decodes_as_recorded(folder: Path, codec: Codec) -> int:
     manifest = json.loads((folder / MANIFEST).read_text())
     for record in manifest["streams"]:
-        out = decode_outputs(codec, (folder / record["file"]).read_bytes())
+        # the thread count the set was recorded with: a tower tail's float32 tokens depend on it
+        out = decode_outputs_with_threads(codec, (folder / record["file"]).read_bytes(), 2)
         assert out.hashes == {k: record[k] for k in out.hashes}, record["file"]
     return len(manifest["streams"])
 
@@ -169,3 +171,37 @@ def test_a_release_that_would_lose_a_token_space_is_refused(tiny_weights, releas
     with pytest.raises(SystemExit, match="no head fitted to its weights for efficientnet-lite0"):
         ship(tiny_weights, load_registry(tiny_weights).quality(1).model, "", release_paths)
     assert json.loads((release_paths.weights / REGISTRY_FILE).read_text()) == registry
+
+
+def test_shipping_a_semantic_layer_writes_its_set_and_keeps_the_model(tiny_weights, release_paths, tmp_path):
+    import torch
+
+    from semcodec.models.semantic_layer import SemanticLayer, SemanticLayerConfig
+    from semcodec.training.release import ship_semantic_layer
+    from semcodec.training.semantic_layer import TINY_ARCH, save_checkpoint
+
+    first = load_registry(tiny_weights).quality(1).model
+    ship(tiny_weights, first, "the first model", release_paths)
+    torch.manual_seed(0)
+    codec = Codec(release_paths.weights)
+    tower = codec.tower("efficientnet-lite0")
+    checkpoint = tmp_path / "sl.safetensors"
+    info = {"tower": "efficientnet-lite0", "tower_sha256": tower.source_sha256, "split_block": 7}
+    save_checkpoint(SemanticLayer(SemanticLayerConfig(**TINY_ARCH)), checkpoint, 5, info)
+    assert ship_semantic_layer(checkpoint, "sl-test", "", release_paths) == "0.3.0"
+    registry = load_registry(release_paths.weights)
+    assert registry.semantic_layers["sl-test"].release == "0.3.0"
+    assert registry.semantic_layer_for("efficientnet-lite0").name == "sl-test"
+    assert registry.model(first).release == "0.2.0"  # the pixel model is untouched
+    folder = release_paths.conformance / "sl-test"
+    assert _assert_set_decodes_as_recorded(folder, Codec(release_paths.weights)) >= 4
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["semantic_layer"] == "sl-test" and manifest["model"] == first
+    assert "`sl-test`" in release_paths.changelog.read_text()
+    with pytest.raises(SystemExit, match="released before"):
+        ship_semantic_layer(checkpoint, "sl-test", "", release_paths)
+    # the tiny model has no head: without its semantic layer the token space has nothing to serve it
+    with pytest.raises(WeightsError, match="no token head"):
+        Codec(release_paths.weights).encode(
+            synthetic_image(64, 64), 1, token_space="efficientnet-lite0", semantic_layer=False
+        )

@@ -339,12 +339,18 @@ def _set_version(version_file: Path, version: str) -> None:
 
 def _add_changelog_entry(changelog: Path, version: str, model_id: str, sha256: str, notes: str) -> None:
     """Turn ``[Unreleased]`` into the release's section (Keep a Changelog), the model listed first."""
-    text = changelog.read_text() if changelog.exists() else "# Changelog\n\n## [Unreleased]\n"
     line = (
-        f"- Model `{model_id}` (weights sha256 `{sha256[:16]}...`), now the encoder's model at every quality; "
-        f"its conformance set is `tests/conformance/{model_id}/`. Every earlier model still decodes.\n"
-        + (f"- {notes}\n" if notes else "")
+        f"Model `{model_id}` (weights sha256 `{sha256[:16]}...`), now the encoder's model at every quality; "
+        f"its conformance set is `tests/conformance/{model_id}/`. Every earlier model still decodes."
+        + (f"\n- {notes}" if notes else "")
     )
+    _add_changelog_line(changelog, version, line)
+
+
+def _add_changelog_line(changelog: Path, version: str, line: str) -> None:
+    """``[Unreleased]`` becomes the release's section with ``line`` first under "Added"."""
+    text = changelog.read_text() if changelog.exists() else "# Changelog\n\n## [Unreleased]\n"
+    line = f"- {line}\n"
     unreleased = re.search(r"^## \[Unreleased\]\n", text, re.MULTILINE)
     if unreleased is None:
         text = text.rstrip("\n") + "\n\n## [Unreleased]\n"
@@ -358,3 +364,42 @@ def _add_changelog_entry(changelog: Path, version: str, model_id: str, sha256: s
         body = f"### Added\n\n{line}" + (f"\n{body}" if body else "")
     section = f"## [{version}] - {datetime.date.today().isoformat()}\n\n{body.rstrip()}\n\n"
     write_text_atomic(changelog, text[: unreleased.end()] + "\n" + section + text[end:])
+
+
+def ship_semantic_layer(checkpoint: Path, layer_id: str, notes: str, paths: ReleasePaths = ReleasePaths()) -> str:
+    """Release a semantic-layer checkpoint as ``layer_id`` (never used before), the layer the encoder
+    writes for its tower from now on; bump the minor version, add the CHANGELOG line and write the
+    layer's conformance set with the current model. Return the new version."""
+    from semcodec.training.semantic_layer import register
+    from semcodec.weights import REGISTRY_FILE, load_registry
+
+    raw = json.loads((paths.weights / REGISTRY_FILE).read_text())
+    if layer_id in raw.get("semantic_layers", {}) or (paths.weights / f"{layer_id}.safetensors").exists():
+        raise SystemExit(f"semantic layer {layer_id} was released before: an id names one set of weights forever")
+    version = next_minor(current_version(paths.version_file))
+    originals = {
+        path: path.read_text() if path.exists() else None
+        for path in (paths.weights / REGISTRY_FILE, paths.version_file, paths.changelog)
+    }
+    try:
+        sha = register(checkpoint, layer_id, paths.weights, encoder_default=True, release=version)
+        registry = load_registry(paths.weights)
+        model_id = registry.quality(registry.default_quality).model
+        _set_version(paths.version_file, version)
+        tower = registry.semantic_layers[layer_id].tower
+        line = (
+            f"Semantic layer `{layer_id}` (weights sha256 `{sha[:16]}...`): `--token-space {tower}` files carry "
+            f"the tower's own map, coded at the encoder; its conformance set is `tests/conformance/{layer_id}/`."
+        )
+        _add_changelog_line(paths.changelog, version, line + (f"\n- {notes}" if notes else ""))
+        written_by = f"semcodec {version} (its release build: this checkout)"
+        write_set(
+            model_id, paths.conformance, paths.kodak, written_by, weights_dir=paths.weights, semantic_layer=layer_id
+        )
+    except BaseException:
+        for path, text in originals.items():
+            if text is not None:
+                write_text_atomic(path, text)
+        (paths.weights / f"{layer_id}.safetensors").unlink(missing_ok=True)
+        raise
+    return version

@@ -71,9 +71,10 @@ class ModelEntry:
         """The gain index and lambda of ``quality`` in this model's own table, or ``None``."""
         return self.qualities.get(quality)
 
-    def check_token_space(self, space: str | None) -> None:
-        """``space`` (if given) is this model's latent space or one it has a head for, else one clear line."""
-        spaces = [self.token_space, *self.token_heads]
+    def check_token_space(self, space: str | None, semantic: tuple[str, ...] = ()) -> None:
+        """``space`` (if given) is this model's latent space, one it has a head for or one of the
+        ``semantic`` layers' towers, else one clear line."""
+        spaces = [self.token_space, *self.token_heads, *(t for t in semantic if t not in self.token_heads)]
         if space is not None and space not in spaces:
             choices = ", ".join(spaces)
             raise WeightsError(f"unknown token space {space!r} for model {self.name} (choose from {choices})")
@@ -112,6 +113,10 @@ class Registry:
     semantic_layers: dict[str, SemanticLayerEntry] = field(default_factory=dict)
     encoder_semantic_layers: dict[str, str] = field(default_factory=dict)
     """Token space -> the semantic layer the encoder writes for it (absent: none, the head alone)."""
+
+    def check_encode_space(self, model_name: str, space: str | None) -> None:
+        """``space`` can be encoded with ``model_name``: its own spaces or one a semantic layer serves."""
+        self.model(model_name).check_token_space(space, tuple(self.encoder_semantic_layers))
 
     def semantic_layer_for(self, space: str) -> SemanticLayerEntry | None:
         """The semantic layer the encoder writes for token space ``space``, if any."""

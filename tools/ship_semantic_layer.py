@@ -1,0 +1,28 @@
+"""Release a trained semantic layer: ``python tools/ship_semantic_layer.py CHECKPOINT LAYER_ID``.
+
+Copies the checkpoint (``semcodec train-semantic-layer --out``) into ``weights/`` as
+``<LAYER_ID>.safetensors``, lists it as released and as the layer the encoder writes for its tower,
+bumps the minor version, adds a CHANGELOG line and writes ``tests/conformance/<LAYER_ID>/``. Refuses
+an id that was released before. Then: run the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from semcodec.training.release import ship_semantic_layer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("layer_id", help="a new id, e.g. sl-lite0-b7")
+    parser.add_argument("--notes", default="", help="one line for the CHANGELOG")
+    args = parser.parse_args()
+    version = ship_semantic_layer(args.checkpoint, args.layer_id, args.notes)
+    print(f"released semantic layer {args.layer_id} in semcodec {version}")
+
+
+if __name__ == "__main__":
+    main()
