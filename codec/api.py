@@ -708,14 +708,19 @@ def _codec(weights_dir: Path | str | None) -> Codec:
 
 
 def encode(
-    image: ImageInput, quality: int | None = None, weights_dir: Path | str | None = None, effort: int = 0
+    image: ImageInput,
+    quality: int | None = None,
+    weights_dir: Path | str | None = None,
+    effort: int = 0,
+    token_space: str | None = None,
 ) -> bytes:
     """Image (path, file bytes, PIL.Image or numpy array; see :func:`~semcodec.codec.image_io.load_image`)
     -> semcodec bitstream bytes. Conversions warn with :class:`~semcodec.errors.ConversionWarning`.
-    ``effort``: as ``semcodec encode --effort`` (0, the default: one analysis pass)."""
+    ``effort``: as ``semcodec encode --effort`` (0, the default: one analysis pass); ``token_space``:
+    as ``--token-space`` (with the tower's semantic layer when the registry has one)."""
     import warnings
 
-    result = _codec(weights_dir).encode(image, quality, effort=effort)
+    result = _codec(weights_dir).encode(image, quality, token_space=token_space, effort=effort)
     for note in result.warnings:
         warnings.warn(note, ConversionWarning, stacklevel=2)
     return result.data
