@@ -682,7 +682,7 @@ def tower_input(pixels: np.ndarray, size: int) -> torch.Tensor:
         from PIL import Image
 
         small = Image.fromarray(pixels).resize((2 * size, 2 * size), Image.Resampling.BICUBIC, reducing_gap=3.0)
-        pixels = np.asarray(small)
+        pixels = np.array(small)  # writable: torch.from_numpy warns on a read-only array
     return image_tensor(pixels)
 
 

@@ -73,7 +73,10 @@ def test_semantic_term_is_a_distortion_weighed_by_lambda(codec, crop):
 
 @needs_tower
 def test_refined_pruned_file_decodes_its_tokens_and_pixels(codec, crop):
-    result = codec.encode(crop, 1, token_space=TOWER, keep_tokens=24, refine=RefineConfig(steps=3))
+    # the head's tokens (no semantic layer): refinement steers the pruned latent for them
+    result = codec.encode(
+        crop, 1, token_space=TOWER, keep_tokens=24, refine=RefineConfig(steps=3), semantic_layer=False
+    )
     assert "refine" in result.seconds
     out = codec.decode_tokens(result.data)
     assert out.metadata["kept_tokens"] == "24" and out.metadata["token_space"] == TOWER
@@ -139,11 +142,11 @@ def test_refinement_after_a_decode_in_inference_mode(crop):
     """Modules first loaded by a decoder (inside inference mode) still serve a refining encoder."""
     from semcodec.codec import Codec
 
-    fresh = Codec()
-    data = fresh.encode(crop, 1, token_space=TOWER).data
+    fresh = Codec()  # the head's tokens (no semantic layer): decoding loads the head and the tower
+    data = fresh.encode(crop, 1, token_space=TOWER, semantic_layer=False).data
     with torch.inference_mode():
         fresh.decode_tokens(data)
-    refined = fresh.encode(crop, 1, token_space=TOWER, refine=RefineConfig(steps=1))
+    refined = fresh.encode(crop, 1, token_space=TOWER, refine=RefineConfig(steps=1), semantic_layer=False)
     assert fresh.decode_tokens(refined.data).tokens.shape == (49, 1280)
 
 
@@ -179,6 +182,9 @@ def test_api_cli_and_batch_write_the_same_file(tmp_path, codec, crop):
     batch = CliRunner().invoke(main, ["batch", "encode", str(src), str(tmp_path / "out"), *settings])
     assert batch.exit_code == 0, batch.output
     assert (tmp_path / "a.smc").read_bytes() == api == (tmp_path / "out" / "a.png.smc").read_bytes()
+    from semcodec import bitstream
+
+    assert bitstream.SEMANTIC_CHUNK in [c.tag for c in bitstream.unpack(api).chunks]  # the shipped layer
 
 
 def test_effort_levels_are_refinement_and_agree_across_api_cli_and_batch(tmp_path, codec, crop):

@@ -106,28 +106,6 @@ def test_token_space_files_carry_the_semantic_layer_first(semantic_weights, koda
     assert latent.metadata["layers_read"] == "base"
 
 
-def test_the_api_cli_and_batch_write_the_same_token_space_file(semantic_weights, kodak_image, tmp_path):
-    """One default everywhere: the semantic layer, no refinement."""
-    from PIL import Image
-
-    import semcodec
-
-    src = tmp_path / "in" / "crop.png"
-    src.parent.mkdir()
-    Image.fromarray(kodak_image[:96, :128]).save(src)
-    api = semcodec.encode(src, 2, weights_dir=semantic_weights, token_space=TOWER)
-    base = ["--weights", str(semantic_weights)]
-    runner = CliRunner()
-    cli = [*base, "encode", str(src), str(tmp_path / "c.smc"), "-q", "2", "--token-space", TOWER]
-    assert runner.invoke(main, cli).exit_code == 0
-    args = [*base, "batch", "encode", str(src.parent), str(tmp_path / "out"), "-q", "2", "--token-space", TOWER]
-    result = runner.invoke(main, [*args, "--workers", "1"])
-    assert result.exit_code == 0, result.output
-    (batch_file,) = (tmp_path / "out").rglob("*.smc")
-    assert bitstream.SEMANTIC_CHUNK in [c.tag for c in bitstream.unpack(api).chunks]
-    assert (tmp_path / "c.smc").read_bytes() == api == batch_file.read_bytes()
-
-
 def test_files_without_a_semantic_layer_read_the_base_layer(semantic_weights, kodak_image):
     codec = Codec(semantic_weights)
     data = codec.encode(kodak_image[:96, :128], 1, token_space=TOWER, semantic_layer=False).data
