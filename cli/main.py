@@ -414,6 +414,16 @@ def _model_release(model_id: str, weights_hash: bytes, weights_dir: Path | None)
     return f"semcodec {entry.release} (installed)" if entry.release else "an unreleased checkpoint (installed)"
 
 
+def _training_images(data_dirs: tuple[Path, ...], max_images: int | None = None) -> list[Path]:
+    """The images of ``data_dirs`` (the first ``max_images``), or one clear error when there are none."""
+    from semcodec.training.data import list_images
+
+    paths = [p for d in data_dirs for p in list_images(d)][:max_images]
+    if not paths:
+        raise SemcodecError(f"no images found in {', '.join(map(str, data_dirs))}")
+    return paths
+
+
 TRAIN_DEFAULTS = TrainConfig(data=[], weights_dir=Path("."))
 """``semcodec train`` shows and passes TrainConfig's defaults: one source for both."""
 
@@ -595,13 +605,10 @@ def train(
 ) -> None:
     """Train (or resume) a variable-rate codec; writes weights + registry every --save-every steps."""
     from semcodec.training.config import TINY_ARCH
-    from semcodec.training.data import list_images
     from semcodec.training.train import train as run_training
     from semcodec.weights import default_weights_dir
 
-    paths = [p for d in data_dirs for p in list_images(d)]
-    if not paths:
-        raise SemcodecError(f"no images found in {', '.join(map(str, data_dirs))}")
+    paths = _training_images(data_dirs)
     cfg = TrainConfig(
         data=paths,
         weights_dir=weights_dir,
@@ -756,13 +763,10 @@ def distill(
     device: str,
 ) -> None:
     """Distil a token head (codec frozen) so `--target tokens` yields TOWER's tokens."""
-    from semcodec.training.data import list_images
     from semcodec.training.distill import DistillConfig
     from semcodec.training.distill import distill as run_distill
 
-    paths = [p for d in data_dirs for p in list_images(d)][:max_images]
-    if not paths:
-        raise SemcodecError(f"no images found in {', '.join(map(str, data_dirs))}")
+    paths = _training_images(data_dirs, max_images)
     cfg = DistillConfig(
         tower=tower,
         tower_weights=tower_weights,
@@ -845,12 +849,9 @@ def train_semantic_layer(
 ) -> None:
     """Train a semantic base layer: TOWER's split map coded at the encoder (R + lambda * D)."""
     from semcodec.training import semantic_layer as sl
-    from semcodec.training.data import list_images
     from semcodec.weights.towers import load_tower
 
-    paths = [p for d in data_dirs for p in list_images(d)][:max_images]
-    if not paths:
-        raise SemcodecError(f"no images found in {', '.join(map(str, data_dirs))}")
+    paths = _training_images(data_dirs, max_images)
     try:
         lambda_values = tuple(float(v) for v in lambdas.split(",")) if lambdas else sl.DEFAULT_SEMANTIC_LAMBDAS
     except ValueError:

@@ -47,7 +47,15 @@ from semcodec.errors import BitstreamError, ConversionWarning, InputError, Weigh
 from semcodec.models import ARCHITECTURES, SemanticHyperprior
 from semcodec.models.semantic_layer import SemanticLayer, SemanticLayerConfig
 from semcodec.models.token_head import SplitTokenHead, build_head, latent_tokens
-from semcodec.weights import ModelEntry, QualityLevel, Registry, load_registry, load_state_dict, load_verified
+from semcodec.weights import (
+    ModelEntry,
+    QualityLevel,
+    Registry,
+    SemanticLayerEntry,
+    load_registry,
+    load_state_dict,
+    load_verified,
+)
 
 if TYPE_CHECKING:
     from semcodec.models.towers import VisionTower
@@ -370,9 +378,10 @@ class Codec:
         header = bitstream.unpack(data, until=bitstream.TOKENS_PREFIX if token_space is None else bitstream.BASE_CHUNK)
         semantic = header.find(bitstream.SEMANTIC_CHUNK)
         if semantic is not None:
-            layer = self._semantic_layer_of(header, semantic)
+            chunk = bitstream.unpack_semantic(semantic)
+            layer = self._semantic_layer_of(header, chunk)
             if token_space in (None, layer.tower):
-                return self._semantic_tokens(header, layer, bitstream.unpack_semantic(semantic))
+                return self._semantic_tokens(header, layer, chunk)
         decoded = self.decode_symbols(data, base_only=True)
         header, model = decoded.header, decoded.model
         entry = self.registry.model(header.model_id)
@@ -407,13 +416,14 @@ class Codec:
             metadata["kept_tokens"] = str(int(decoded.mask.sum()))
         return TokenOutput(tokens.contiguous(), metadata, positions)
 
-    def _semantic_layer_of(self, header: bitstream.Header, payload: bytes):
+    def _semantic_layer_of(self, header: bitstream.Header, chunk: bitstream.SemanticPayload) -> SemanticLayerEntry:
         """The installed semantic layer a file's chunk names (with the weights that wrote it)."""
         self._decoder_for(header)  # the size limit and the pixel model, checked as for any decode
-        chunk = bitstream.unpack_semantic(payload)
         return self.registry.decoding_semantic_layer(chunk.layer_id, chunk.weights_hash)
 
-    def _semantic_tokens(self, header: bitstream.Header, layer, chunk: bitstream.SemanticPayload) -> TokenOutput:
+    def _semantic_tokens(
+        self, header: bitstream.Header, layer: SemanticLayerEntry, chunk: bitstream.SemanticPayload
+    ) -> TokenOutput:
         """Tokens from the semantic layer: the tower's map rebuilt, then the tower's own tail."""
         coder = self.semantic_coder(layer.name)
         tower = self.tower(layer.tower, sha256=layer.tower_sha256)

@@ -86,15 +86,23 @@ def build_map_cache(tower: VisionTower, bank: CropBank, count: int) -> MapCache:
 
 
 def layer_losses(
-    layer: SemanticLayer, tower: VisionTower, maps: Tensor, teacher: Tensor, quality: Tensor, lambdas: Tensor, w: float
+    layer: SemanticLayer,
+    tower: VisionTower,
+    maps: Tensor,
+    teacher: Tensor,
+    quality: Tensor,
+    lambdas: Tensor,
+    w: float,
+    with_tower: bool = False,
 ) -> dict[str, Tensor]:
-    """Per-batch loss terms; ``loss`` = mean over crops of ``bits / elements + lambda_q * D``."""
+    """Per-batch loss terms; ``loss`` = mean over crops of ``bits / elements + lambda_q * D``. The
+    tower's tail runs when ``w > 0`` or ``with_tower`` (then KL and agreement are reported too)."""
     out = layer(maps, quality)
     elements = maps[0].numel()
     bits = sum(-torch.log2(lik).flatten(1).sum(1) for lik in out["likelihoods"].values())
     mse = F.mse_loss(layer.standardise(out["features"]), layer.standardise(maps), reduction="none").flatten(1).mean(1)
     terms = {"bytes": bits.mean() / 8, "mse": mse.mean()}
-    if w == 0:  # the map alone: no pass through the tower's tail (5x faster a step on the CPU)
+    if w == 0 and not with_tower:  # the map alone: no pass through the tower's tail (2.4x the steps/s)
         return {"loss": (bits / elements + lambdas[quality] * mse).mean(), **terms}
     logits = tower.classify(tower.tail(out["features"]))
     kl = classifier_kl(logits, teacher)
@@ -110,7 +118,8 @@ def evaluate(layer: SemanticLayer, tower: VisionTower, cache: MapCache, lambdas:
     with torch.no_grad():
         for q in range(len(lambdas)):
             quality = torch.full((len(cache),), q)
-            terms = layer_losses(layer, tower, cache.maps.float(), cache.logits.float(), quality, lambdas, w)
+            maps, logits = cache.maps.float(), cache.logits.float()
+            terms = layer_losses(layer, tower, maps, logits, quality, lambdas, w, with_tower=True)
             report.update({f"q{q + 1}_{k}": round(v.item(), 4) for k, v in terms.items() if k != "loss"})
     layer.train()
     return report
