@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from semcodec.errors import InputError
+from semcodec.shared_data import DATA_ROOT
 from semcodec.training.data import list_images
 
-DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-"""The workplace's read-only data (``../shared/data`` beside the repository)."""
 SETS = Path(__file__).resolve().parent / "sets"
 """Named evaluation sets kept as lists (``structured.txt``: issue 43's structured photos)."""
 

@@ -12,9 +12,10 @@ import pytest
 warnings.filterwarnings("ignore", category=FutureWarning)
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-REPO = Path(__file__).resolve().parents[1]
-_DATA_CANDIDATES = [os.environ.get("SEMCODEC_DATA"), REPO.parent / "shared" / "data", "/work/shared/data"]
-DATA = next((Path(p) for p in _DATA_CANDIDATES if p and (Path(p) / "kodak").is_dir()), REPO.parent / "shared" / "data")
+from semcodec.shared_data import DATA_ROOT  # noqa: E402 (after the thread setting)
+
+# a clone away from the workplace (CI may clone elsewhere) still finds the shared data
+DATA = next((p for p in (DATA_ROOT, Path("/work/shared/data")) if (p / "kodak").is_dir()), DATA_ROOT)
 KODAK = DATA / "kodak"
 
 

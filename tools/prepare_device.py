@@ -31,6 +31,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from semcodec.shared_data import DATA_ROOT
 from semcodec.training.data import list_images, shrink_to_short_side
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,7 +105,7 @@ def working_tree_bytes() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=sorted(STAGE_JPEG_QUALITY))
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "train")
+    parser.add_argument("--data", type=Path, default=DATA_ROOT / "train")
     parser.add_argument("--short-side", type=int, default=256, help="training shrinks photos to 256 px")
     parser.add_argument("--jpeg-quality", type=int, help="default: 92 for codec, 85 for head")
     parser.add_argument("--python-version", default="3.12", help="the device image's python3")

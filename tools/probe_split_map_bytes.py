@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from semcodec.bench.datasets import DATA_ROOT
 from semcodec.bench.tokens import center_crop
 from semcodec.codec import Codec
 from semcodec.codec.image_io import read_image
+from semcodec.shared_data import DATA_ROOT
 from semcodec.training.data import list_images
 
 STEPS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0)

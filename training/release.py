@@ -24,12 +24,13 @@ import numpy as np
 from PIL import Image
 
 from semcodec.fileio import write_text_atomic
+from semcodec.shared_data import DATA_ROOT
 from semcodec.sysinfo import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository root (the ``semcodec`` package in an editable install)."""
 CONFORMANCE = ROOT / "tests" / "conformance"
-KODAK = ROOT.parent / "shared" / "data" / "kodak"
+KODAK = DATA_ROOT / "kodak"
 
 
 @dataclass(frozen=True)
