@@ -189,11 +189,17 @@ def _fraction(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def _semantic_note(layer: dict | None) -> str:
+    """Which semantic layer wrote the tokens rows, when the files carry one."""
+    return f"; semantic layer {layer['id']} (sha256 {layer['sha256'][:12]})" if layer else ""
+
+
 def table(result: dict) -> str:
     o = result["original"]
     lines = [
         *([header(result["provenance"])] if "provenance" in result else []),
-        f"tower {result['tower']} on {result['images']} images: original top-1 {_fraction(o['top1'])}",
+        f"tower {result['tower']} on {result['images']} images: original top-1 {_fraction(o['top1'])}"
+        + _semantic_note(result.get("provenance", {}).get("semantic_layer")),
         "",
         "| quality | coded tokens | refine steps | method | bytes | token cosine | token rel. MSE | top-1 "
         "| agreement | decode s |",
