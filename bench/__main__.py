@@ -350,9 +350,12 @@ def effort(
 @_weights
 @click.option("--quality", "qualities", type=int, multiple=True, help="Qualities (repeatable; default 2 and 4).")
 @click.option("--against", type=click.Choice(list(EQUAL_BYTES)), default="AVIF", show_default=True)
+@click.option(
+    "--shrink", type=click.IntRange(min=1), default=1, show_default=True, help="Downscale each image by N first."
+)
 @_json
 def per_image(
-    dataset: Path, weights: Path | None, qualities: tuple[int, ...], against: str, json_path: Path | None
+    dataset: Path, weights: Path | None, qualities: tuple[int, ...], against: str, shrink: int, json_path: Path | None
 ) -> None:
     """Per image: semcodec's PSNR gain over a classical codec at no more bytes (which images lose)."""
     import json
@@ -361,8 +364,8 @@ def per_image(
     from semcodec.bench.provenance import weights_header
 
     chosen = list(qualities) or [2, 4]
-    rows = bench.run(dataset, chosen, against, weights)
-    click.echo(f"# {dataset} ({len(rows)} images)")
+    rows = bench.run(dataset, chosen, against, weights, shrink)
+    click.echo(f"# {dataset} ({len(rows)} images{f', shrunk {shrink}x' if shrink > 1 else ''})")
     click.echo(weights_header(weights))
     click.echo(bench.table(rows, chosen, against))
     if json_path:

@@ -126,6 +126,22 @@ def test_per_image_bench_records_both_files_and_marks_a_larger_classical_one(tmp
     assert "| mean of 2 |" in result.output and "q1 dB vs AVIF" in result.output
 
 
+def test_per_image_bench_shrinks_each_image_first(tmp_path, tiny_weights):
+    """`bench per-image --shrink 2` codes every image at half its size (bpp over the shrunk pixels)."""
+    from semcodec.bench.per_image import shrunk
+
+    image = synthetic_image(97, 130, seed=3)
+    assert shrunk(image, 1) is image and shrunk(image, 2).shape == (48, 65, 3)
+    data = tmp_path / "set"
+    data.mkdir()
+    Image.fromarray(image).save(data / "a.png")
+    args = ["per-image", "--dataset", str(data), "--weights", str(tiny_weights), "--quality", "1", "--shrink", "2"]
+    result = CliRunner().invoke(main, [*args, "--json", str(tmp_path / "rows.json")])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads((tmp_path / "rows.json").read_text())
+    assert row["megapixels"] == 48 * 65 / 1e6 and "shrunk 2x" in result.output
+
+
 def test_effort_bench_measures_each_level_against_effort_0_on_the_same_images(tmp_path, tiny_weights):
     """`bench effort`: one row per level with its refinement steps, effort 0 always included as the
     anchor (BD-rate 0 against itself), the points of every quality."""
