@@ -8,8 +8,6 @@ tokens after it) is float32.
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 import torch
 from torch import Tensor
@@ -75,5 +73,5 @@ class SemanticLayerCoder:
 
 
 def _crc(z_syms: np.ndarray, y_syms: np.ndarray) -> int:
-    data = np.ascontiguousarray(z_syms, dtype="<i4").tobytes() + np.ascontiguousarray(y_syms, dtype="<i4").tobytes()
-    return zlib.crc32(data) & 0xFFFFFFFF
+    """The symbols' CRC as the pixel layers record theirs: z then y, int32 little-endian."""
+    return bitstream.symbols_crc(z_syms.astype("<i4").tobytes() + y_syms.astype("<i4").tobytes())

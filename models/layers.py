@@ -38,6 +38,12 @@ class BandedGDN(GDN):
         return out
 
 
+def gain_vector(table: Tensor, quality: Tensor | int) -> Tensor:
+    """Per-channel gains ``exp(table[q])`` as (B, C, 1, 1) for quality indices ``quality`` (an int: B = 1)."""
+    q = torch.as_tensor(quality, device=table.device).reshape(-1)
+    return table[q].exp()[:, :, None, None]
+
+
 def replicate_pad(x: Tensor, bottom: int, right: int) -> Tensor:
     """``F.pad(x, (0, right, 0, bottom), mode="replicate")`` by concatenation: the same values, but
     torch 2.14's inductor gets ``replication_pad2d_backward``'s strides wrong (``train --compile``

@@ -15,7 +15,7 @@ from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
 from semcodec.models.channel_context import ChannelContext
-from semcodec.models.layers import BandedGDN, WindowedTransformer, start_as_identity
+from semcodec.models.layers import BandedGDN, WindowedTransformer, gain_vector, start_as_identity
 from semcodec.schedule import CodingSchedule
 
 ANALYSIS_TRANSFORMER = 7
@@ -149,8 +149,7 @@ class SemanticHyperprior(CompressionModel):
         return key.startswith(prefix) and int(key[len(prefix) :].split(".")[0]) >= depth
 
     def _gain(self, table: Tensor, quality: Tensor | int) -> Tensor:
-        q = torch.as_tensor(quality, device=table.device).reshape(-1)
-        return table[q].exp()[:, :, None, None]
+        return gain_vector(table, quality)
 
     def synthesis_token_stage(self) -> nn.Module:
         """A copy of ``g_s``'s stride-16 part (projection + ViT blocks) that token heads may start

@@ -25,6 +25,8 @@ from compressai.models.utils import conv, deconv
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
+from semcodec.models.layers import gain_vector
+
 LATENT_INIT_SCALE = 20.0
 
 
@@ -100,12 +102,12 @@ class SemanticLayer(CompressionModel):
 
     def analysis(self, features: Tensor, quality: int | Tensor) -> Tensor:
         """The gained latent ``y`` of a tower map."""
-        return self.g_a(self.standardise(features)) * self._gain(self.log_gain, quality)
+        return self.g_a(self.standardise(features)) * gain_vector(self.log_gain, quality)
 
     def synthesis(self, y_hat: Tensor, quality: int | Tensor) -> Tensor:
         """The tower map rebuilt from the decoded latent."""
         grid = self.config.feature_grid
-        out = self.g_s(y_hat * self._gain(self.log_inv_gain, quality))
+        out = self.g_s(y_hat * gain_vector(self.log_inv_gain, quality))
         return self.unstandardise(out[:, :, :grid, :grid])
 
     def hyper_synthesis(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
@@ -113,11 +115,6 @@ class SemanticLayer(CompressionModel):
         g = self.config.latent_grid
         means, scales = self.h_s(z_hat)[:, :, :g, :g].chunk(2, dim=1)
         return means, scales
-
-    def _gain(self, table: Tensor, quality: int | Tensor) -> Tensor:
-        if isinstance(quality, int):
-            return table[quality].exp().view(1, -1, 1, 1)
-        return table[quality].exp()[:, :, None, None]
 
     def z_medians(self) -> Tensor:
         return self.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)

@@ -17,6 +17,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -296,11 +298,7 @@ def ship(
     for name in files:
         if (paths.weights / name).exists():
             raise SystemExit(f"{paths.weights / name} exists: a released file is never overwritten")
-    originals = {
-        path: path.read_text() if path.exists() else None
-        for path in (paths.weights / REGISTRY_FILE, paths.version_file, paths.changelog)
-    }
-    try:
+    with _all_or_nothing(paths, [paths.weights / name for name in files]):
         for name, sha in files.items():
             shutil.copyfile(checkpoints / name, paths.weights / name)
             if sha256_file(paths.weights / name) != sha:
@@ -323,14 +321,28 @@ def ship(
         _add_changelog_entry(paths.changelog, version, model_id, source.sha256, notes)
         written_by = f"semcodec {version} (its release build: this checkout)"
         write_set(model_id, paths.conformance, paths.kodak, written_by, weights_dir=paths.weights)
-    except BaseException:  # a half-done release is no release: put every file back as it was
+    return version
+
+
+@contextmanager
+def _all_or_nothing(paths: ReleasePaths, new_files: list[Path]) -> Iterator[None]:
+    """A half-done release is no release: on any failure inside, the registry, version file and
+    changelog get their texts back and ``new_files`` are removed."""
+    from semcodec.weights import REGISTRY_FILE
+
+    originals = {
+        path: path.read_text() if path.exists() else None
+        for path in (paths.weights / REGISTRY_FILE, paths.version_file, paths.changelog)
+    }
+    try:
+        yield
+    except BaseException:
         for path, text in originals.items():
             if text is not None:
                 write_text_atomic(path, text)
-        for name in files:
-            (paths.weights / name).unlink(missing_ok=True)
+        for path in new_files:
+            path.unlink(missing_ok=True)
         raise
-    return version
 
 
 def _set_version(version_file: Path, version: str) -> None:
@@ -378,11 +390,7 @@ def ship_semantic_layer(checkpoint: Path, layer_id: str, notes: str, paths: Rele
     if layer_id in raw.get("semantic_layers", {}) or (paths.weights / f"{layer_id}.safetensors").exists():
         raise SystemExit(f"semantic layer {layer_id} was released before: an id names one set of weights forever")
     version = next_minor(current_version(paths.version_file))
-    originals = {
-        path: path.read_text() if path.exists() else None
-        for path in (paths.weights / REGISTRY_FILE, paths.version_file, paths.changelog)
-    }
-    try:
+    with _all_or_nothing(paths, [paths.weights / f"{layer_id}.safetensors"]):
         sha = register(checkpoint, layer_id, paths.weights, encoder_default=True, release=version)
         registry = load_registry(paths.weights)
         model_id = registry.quality(registry.default_quality).model
@@ -397,10 +405,4 @@ def ship_semantic_layer(checkpoint: Path, layer_id: str, notes: str, paths: Rele
         write_set(
             model_id, paths.conformance, paths.kodak, written_by, weights_dir=paths.weights, semantic_layer=layer_id
         )
-    except BaseException:
-        for path, text in originals.items():
-            if text is not None:
-                write_text_atomic(path, text)
-        (paths.weights / f"{layer_id}.safetensors").unlink(missing_ok=True)
-        raise
     return version
