@@ -27,6 +27,7 @@ from semcodec.bitstream.layout import (
     pack_semantic,
     symbols_crc,
     token_space_of,
+    tokens_prefix,
     unpack_base,
     unpack_semantic,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "pack_semantic",
     "symbols_crc",
     "token_space_of",
+    "tokens_prefix",
     "unpack_base",
     "unpack_semantic",
     "FORMAT_VERSION",

@@ -27,6 +27,14 @@ SEMANTIC_CHUNK = "SEM "
 TOKENS_PREFIX = (SEMANTIC_CHUNK, BASE_CHUNK)
 """What a tokens decoder reads up to: the semantic layer when the file has one, else the base layer."""
 
+
+def tokens_prefix(token_space: str | None) -> str | tuple[str, ...]:
+    """The chunk a tokens decoder reads up to (``until`` of :func:`~semcodec.bitstream.unpack`):
+    :data:`TOKENS_PREFIX` for the space the file serves; the base layer, which comes after a
+    semantic layer, when another ``token_space`` is asked for (it may need the latent)."""
+    return TOKENS_PREFIX if token_space is None else BASE_CHUNK
+
+
 BASE_PREFIX = struct.Struct("<HI")
 """Before the base layer's coded symbols: its channel count and the CRC32 of its symbols."""
 

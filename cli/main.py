@@ -351,9 +351,7 @@ def decode(
 
     check_input_file(input_path)
     check_output(output_path, force, PIXEL_SUFFIXES if target == "pixels" else TOKEN_SUFFIXES, target)
-    # tokens read a prefix: the semantic layer if the file has one, else the base layer; another
-    # token space than the file's (--token-space) may need the base layer, which comes after it
-    until = None if target == "pixels" else bitstream.TOKENS_PREFIX if token_space is None else bitstream.BASE_CHUNK
+    until = None if target == "pixels" else bitstream.tokens_prefix(token_space)  # tokens read a prefix
     data = _read_input(input_path, until)
     header = bitstream.unpack(data, until=until)
     check_decodable(_registry(ctx), header, token_space if target == "tokens" else None)

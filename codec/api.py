@@ -311,8 +311,11 @@ class Codec:
         ``base_only`` reads the base layer alone (``data`` may be just that prefix of the file);
         the enhancement channels of ``y_hat`` are then the hyperprior's means.
         """
+        return self._decode_parsed(bitstream.unpack(data, until=bitstream.BASE_CHUNK if base_only else None), base_only)
+
+    def _decode_parsed(self, header: bitstream.Header, base_only: bool) -> Decoded:
+        """:meth:`decode_symbols` of a parsed file (with its chunks through the base layer, at least)."""
         timer = Timer()
-        header = bitstream.unpack(data, until=bitstream.BASE_CHUNK if base_only else None)
         entry, level = self._decoder_for(header)
         model, tables = self.model(entry.name)
         with torch.inference_mode():
@@ -375,14 +378,15 @@ class Codec:
         ``tower_weights``: the local tower file a split head finishes with, for this call only
         (otherwise ``tower_files``; see :meth:`token_head`).
         """
-        header = bitstream.unpack(data, until=bitstream.TOKENS_PREFIX if token_space is None else bitstream.BASE_CHUNK)
+        header = bitstream.unpack(data, until=bitstream.tokens_prefix(token_space))
         semantic = header.find(bitstream.SEMANTIC_CHUNK)
         if semantic is not None:
             chunk = bitstream.unpack_semantic(semantic)
             layer = self._semantic_layer_of(header, chunk)
             if token_space in (None, layer.tower):
                 return self._semantic_tokens(header, layer, chunk)
-        decoded = self.decode_symbols(data, base_only=True)
+        # not served by a semantic layer: this parse reached the base layer, decode it as it is
+        decoded = self._decode_parsed(header, base_only=True)
         header, model = decoded.header, decoded.model
         entry = self.registry.model(header.model_id)
         space = token_space or bitstream.token_space_of(header) or entry.token_space
