@@ -55,18 +55,40 @@ def main() -> None:
 @click.option(
     "--token-space", default=None, help="Encode as `encode --token-space` does (the file's bytes count its tokens)."
 )
+@click.option(
+    "--against",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="An earlier `bench rd` JSON of the same images: also BD-rate these rows against its curves.",
+)
 @_json
 def kodak(
-    dataset: Path, weights: Path | None, limit: int | None, token_space: str | None, json_path: Path | None
+    dataset: Path,
+    weights: Path | None,
+    limit: int | None,
+    token_space: str | None,
+    against: Path | None,
+    json_path: Path | None,
 ) -> None:
     """Mean bpp / PSNR / MS-SSIM and per-stage seconds per image, for every quality."""
+    import json
+
     from semcodec.bench import kodak as bench
     from semcodec.bench.provenance import weights_header
 
+    rd_run = json.loads(against.read_text()) if against else None
     rows = bench.run(dataset, weights, limit, token_space=token_space)
     click.echo(f"# {dataset} ({rows[0]['images']} images){f', --token-space {token_space}' if token_space else ''}")
     click.echo(weights_header(weights))
     click.echo(bench.table(rows))
+    if rd_run is not None:
+        try:
+            table = bench.bd_against(rows, rd_run)
+        except ValueError as error:
+            raise click.UsageError(f"--against {against}: {error}") from None
+        click.echo(f"\nBD-rate (PSNR) against the curves of {against.name}:\n")
+        click.echo("| curve | BD-rate |\n|---|---:|")
+        click.echo("\n".join(f"| {name} | {value:+.2f}% |" for name, value in table.items()))
     if json_path:
         bench.save(rows, json_path)
 

@@ -74,3 +74,17 @@ def table(rows: list[dict]) -> str:
 
 def save(rows: list[dict], path: Path) -> None:
     path.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def bd_against(rows: list[dict], rd_run: dict) -> dict[str, float]:
+    """BD-rate (PSNR) of ``rows`` against every curve of an earlier ``bench rd`` run on the same images.
+
+    The classical codecs are deterministic, so a candidate model is weighed against the anchors (and the
+    model) of a saved run without re-running them: the quick check between a training run and the full
+    ``bench rd`` of a release. The saved semcodec curve appears as ``semcodec (that run)``."""
+    from semcodec.bench.rd import bd_table
+
+    saved = rd_run["semcodec"]
+    if saved and saved[0].get("images") != rows[0]["images"]:
+        raise ValueError(f"that rd run measured {saved[0].get('images')} images, this one {rows[0]['images']}")
+    return bd_table(rows, {"semcodec (that run)": saved, **rd_run["classical"]})

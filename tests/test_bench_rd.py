@@ -160,3 +160,24 @@ def test_effort_bench_measures_each_level_against_effort_0_on_the_same_images(tm
     assert all(p["enc_refine_s"] > 0 for p in rows[1]["points"])
     bad = CliRunner().invoke(main, ["effort", "--dataset", str(data), "--effort", str(len(EFFORT_REFINE_STEPS))])
     assert bad.exit_code != 0 and "--effort" in bad.output
+
+
+def test_kodak_bench_weighs_a_model_against_a_saved_rd_run(tmp_path, tiny_weights):
+    """`bench kodak --against rd.json` BD-rates the new rows against the saved run's curves (its own
+    semcodec curve included) and refuses a run of another image count."""
+    data = tmp_path / "set"
+    data.mkdir()
+    Image.fromarray(synthetic_image(176, 176, seed=7)).save(data / "a.png")
+    base = ["kodak", "--dataset", str(data), "--weights", str(tiny_weights)]
+    first = CliRunner().invoke(main, [*base, "--json", str(tmp_path / "rows.json")])
+    assert first.exit_code == 0, first.output
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    twice_the_bytes = [{**r, "bpp": 2 * r["bpp"]} for r in rows]
+    saved = tmp_path / "rd.json"
+    saved.write_text(json.dumps({"semcodec": rows, "classical": {"Twice": twice_the_bytes}}))
+    result = CliRunner().invoke(main, [*base, "--against", str(saved)])
+    assert result.exit_code == 0, result.output
+    assert "| semcodec (that run) | +0.00% |" in result.output and "| Twice | -50.00% |" in result.output
+    saved.write_text(json.dumps({"semcodec": [{**r, "images": 24} for r in rows], "classical": {}}))
+    refused = CliRunner().invoke(main, [*base, "--against", str(saved)])
+    assert refused.exit_code != 0 and "measured 24 images, this one 1" in refused.output
