@@ -71,21 +71,21 @@ def kodak(
     json_path: Path | None,
 ) -> None:
     """Mean bpp / PSNR / MS-SSIM and per-stage seconds per image, for every quality."""
-    import json
-
     from semcodec.bench import kodak as bench
     from semcodec.bench.provenance import weights_header
 
-    rd_run = json.loads(against.read_text()) if against else None
+    rd_run = None
+    if against:
+        try:
+            rd_run = bench.load_rd_run(against, len(image_paths(dataset)[:limit]))
+        except ValueError as error:
+            raise click.UsageError(f"--against {against}: {error}") from None
     rows = bench.run(dataset, weights, limit, token_space=token_space)
     click.echo(f"# {dataset} ({rows[0]['images']} images){f', --token-space {token_space}' if token_space else ''}")
     click.echo(weights_header(weights))
     click.echo(bench.table(rows))
     if rd_run is not None:
-        try:
-            table = bench.bd_against(rows, rd_run)
-        except ValueError as error:
-            raise click.UsageError(f"--against {against}: {error}") from None
+        table = bench.bd_against(rows, rd_run)
         click.echo(f"\nBD-rate (PSNR) against the curves of {against.name}:\n")
         click.echo("| curve | BD-rate |\n|---|---:|")
         click.echo("\n".join(f"| {name} | {value:+.2f}% |" for name, value in table.items()))

@@ -76,15 +76,29 @@ def save(rows: list[dict], path: Path) -> None:
     path.write_text(json.dumps(rows, indent=1) + "\n")
 
 
+def load_rd_run(path: Path, images: int) -> dict:
+    """A saved ``bench rd`` JSON to weigh ``images`` images against, checked before minutes of coding.
+
+    Raises ValueError (one line) for a file that is not such a run or measured another image count."""
+    try:
+        rd_run = json.loads(path.read_text())
+        saved, classical = rd_run["semcodec"], rd_run["classical"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"not a bench rd JSON ({type(error).__name__}: {error})") from None
+    if not saved or not isinstance(classical, dict):
+        raise ValueError("not a bench rd JSON (no semcodec curve)")
+    if saved[0].get("images") != images:
+        raise ValueError(f"that rd run measured {saved[0].get('images')} images, this one {images}")
+    return rd_run
+
+
 def bd_against(rows: list[dict], rd_run: dict) -> dict[str, float]:
-    """BD-rate (PSNR) of ``rows`` against every curve of an earlier ``bench rd`` run on the same images.
+    """BD-rate (PSNR) of ``rows`` against every curve of an earlier ``bench rd`` run on the same images
+    (:func:`load_rd_run`).
 
     The classical codecs are deterministic, so a candidate model is weighed against the anchors (and the
     model) of a saved run without re-running them: the quick check between a training run and the full
     ``bench rd`` of a release. The saved semcodec curve appears as ``semcodec (that run)``."""
     from semcodec.bench.rd import bd_table
 
-    saved = rd_run["semcodec"]
-    if saved and saved[0].get("images") != rows[0]["images"]:
-        raise ValueError(f"that rd run measured {saved[0].get('images')} images, this one {rows[0]['images']}")
-    return bd_table(rows, {"semcodec (that run)": saved, **rd_run["classical"]})
+    return bd_table(rows, {"semcodec (that run)": rd_run["semcodec"], **rd_run["classical"]})

@@ -181,3 +181,7 @@ def test_kodak_bench_weighs_a_model_against_a_saved_rd_run(tmp_path, tiny_weight
     saved.write_text(json.dumps({"semcodec": [{**r, "images": 24} for r in rows], "classical": {}}))
     refused = CliRunner().invoke(main, [*base, "--against", str(saved)])
     assert refused.exit_code != 0 and "measured 24 images, this one 1" in refused.output
+    assert "semcodec q1" not in refused.output  # refused before coding anything
+    (tmp_path / "rows.json").write_text("[]")
+    not_rd = CliRunner().invoke(main, [*base, "--against", str(tmp_path / "rows.json")])
+    assert not_rd.exit_code != 0 and "not a bench rd JSON" in not_rd.output
