@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from semcodec.bench.datasets import image_paths
 from semcodec.bench.metrics import msssim, psnr
+from semcodec.bench.rd import bd_table
 from semcodec.codec import Codec
 from semcodec.codec.image_io import read_image
 from semcodec.codec.refine import RefineConfig
@@ -99,6 +100,4 @@ def bd_against(rows: list[dict], rd_run: dict) -> dict[str, float]:
     The classical codecs are deterministic, so a candidate model is weighed against the anchors (and the
     model) of a saved run without re-running them: the quick check between a training run and the full
     ``bench rd`` of a release. The saved semcodec curve appears as ``semcodec (that run)``."""
-    from semcodec.bench.rd import bd_table
-
     return bd_table(rows, {"semcodec (that run)": rd_run["semcodec"], **rd_run["classical"]})

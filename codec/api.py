@@ -72,11 +72,7 @@ class Symbols:
     y: np.ndarray  # (channels * h * w,) int32, round(y - mean) clamped to the symbol bound
 
     def crc32(self) -> int:
-        return bitstream.symbols_crc(self.z.astype("<i4").tobytes() + self.y.astype("<i4").tobytes())
-
-
-def _crc(symbols: np.ndarray) -> int:
-    return bitstream.symbols_crc(np.ascontiguousarray(symbols).astype("<i4").tobytes())
+        return entropy.symbols_crc32(self.z, self.y)
 
 
 @dataclass
@@ -326,7 +322,7 @@ class Codec:
             for part in walk.parts(base_only):
                 walk.give(_decode_part(part, layers[part.slice.end > model.base_channels], mask, timer))
             symbols = Symbols(side.symbols, walk.symbols.reshape(-1))
-            if _crc(walk.symbols[: model.base_channels]) != base_crc or (
+            if entropy.symbols_crc32(walk.symbols[: model.base_channels]) != base_crc or (
                 not base_only and symbols.crc32() != header.symbols_crc
             ):
                 raise BitstreamError(
@@ -571,7 +567,7 @@ def _code_latent(
     for part in walk.parts():
         walk.give(_encode_part(part, y, layers[part.slice.end > cb], mask, timer))
     with timer("entropy"):
-        base = bitstream.pack_base(cb, _crc(walk.symbols[:cb]), layers[0].data())
+        base = bitstream.pack_base(cb, entropy.symbols_crc32(walk.symbols[:cb]), layers[0].data())
         enhancement = layers[1].data()
     return walk.symbols, base, enhancement
 

@@ -11,11 +11,18 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
+from semcodec import bitstream
 from semcodec.errors import CorruptBitstreamError
 
 SYMBOL_BOUND = 255
 """Latent symbols are clamped to [-SYMBOL_BOUND, SYMBOL_BOUND] at the encoder (no escape code)."""
 CDF_PRECISION = 16
+
+
+def symbols_crc32(*symbols: np.ndarray) -> int:
+    """The CRC a file records for its symbols: :func:`~semcodec.bitstream.symbols_crc` of each array
+    as little-endian int32 (C order), one after another (z then y for a layer's whole set)."""
+    return bitstream.symbols_crc(b"".join(np.asarray(s).astype("<i4").tobytes() for s in symbols))
 
 
 def _words(data: bytes) -> np.ndarray:

@@ -42,7 +42,7 @@ class SemanticLayerCoder:
             self.layer_id,
             self.weights_hash,
             gain_index,
-            _crc(z_syms, symbols),
+            entropy.symbols_crc32(z_syms, symbols),
             entropy.encode_factorized(z_syms, self.tables.pmfs),
             y_coded,
         )
@@ -56,7 +56,7 @@ class SemanticLayerCoder:
         z_syms = entropy.decode_factorized(payload.z, self.tables.pmfs, self.z_shape[2] * self.z_shape[3])
         means, stds = self.parameters(z_syms)
         symbols = entropy.decode_gaussian(payload.y, stds).reshape(means.shape[1], -1)
-        if _crc(z_syms, symbols) != payload.crc:
+        if entropy.symbols_crc32(z_syms, symbols) != payload.crc:
             raise BitstreamError(
                 "decoded semantic-layer symbols fail their CRC: the file is corrupt or the semantic layer "
                 "here differs from the encoder's"
@@ -70,8 +70,3 @@ class SemanticLayerCoder:
         g = self.y_grid
         means_fixed, scales_fixed = hyper_fixed(self.tables, z_syms, self.z_shape)
         return entropy_parameters(self.tables, means_fixed[:, :, :g, :g], scales_fixed[:, :, :g, :g].contiguous())
-
-
-def _crc(z_syms: np.ndarray, y_syms: np.ndarray) -> int:
-    """The symbols' CRC as the pixel layers record theirs: z then y, int32 little-endian."""
-    return bitstream.symbols_crc(z_syms.astype("<i4").tobytes() + y_syms.astype("<i4").tobytes())

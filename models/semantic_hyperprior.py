@@ -148,9 +148,6 @@ class SemanticHyperprior(CompressionModel):
         prefix = f"g_a.{ANALYSIS_TRANSFORMER}.blocks."
         return key.startswith(prefix) and int(key[len(prefix) :].split(".")[0]) >= depth
 
-    def _gain(self, table: Tensor, quality: Tensor | int) -> Tensor:
-        return gain_vector(table, quality)
-
     def synthesis_token_stage(self) -> nn.Module:
         """A copy of ``g_s``'s stride-16 part (projection + ViT blocks) that token heads may start
         from: the decoder's own reading of the latent grid, before any pixel is made."""
@@ -158,14 +155,14 @@ class SemanticHyperprior(CompressionModel):
 
     def quality_gain(self, quality: Tensor | int) -> Tensor:
         """The per-channel gain (B, C, 1, 1) that ``analysis`` applies for ``quality``."""
-        return self._gain(self.log_gain, quality)
+        return gain_vector(self.log_gain, quality)
 
     def analysis(self, x: Tensor, quality: Tensor | int) -> Tensor:
         """``y = g_a(x) * gain[q]``: the gained semantic token grid that is quantized."""
         return self.g_a(x) * self.quality_gain(quality)
 
     def synthesis(self, y_hat: Tensor, quality: Tensor | int) -> Tensor:
-        return self.g_s(y_hat * self._gain(self.log_inv_gain, quality))
+        return self.g_s(self.synthesis_input(y_hat, quality))
 
     def analysis_stages(self) -> tuple[nn.Module, nn.Module]:
         """``g_a`` as (the convolutional stem, full resolution -> 1/16; the token stage on the 1/16 grid):
@@ -178,11 +175,11 @@ class SemanticHyperprior(CompressionModel):
 
     def synthesis_input(self, y_hat: Tensor, quality: Tensor | int) -> Tensor:
         """``y_hat`` with the quality's gain undone: what ``g_s`` reads."""
-        return y_hat * self._gain(self.log_inv_gain, quality)
+        return y_hat * gain_vector(self.log_inv_gain, quality)
 
     def semantic_grid(self, y_hat: Tensor, quality: Tensor | int, height: int, width: int) -> Tensor:
         """The quality-independent token grid: gain undone, cropped to the image (no padding tokens)."""
-        grid = y_hat * self._gain(self.log_inv_gain, quality)
+        grid = self.synthesis_input(y_hat, quality)
         stride = self.latent_stride
         return grid[:, :, : -(-height // stride), : -(-width // stride)]
 
