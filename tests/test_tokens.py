@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from semcodec.cli.main import main
 from semcodec.codec import Codec
 from semcodec.errors import WeightsError
+from semcodec.training.train import ENCODER_PARTS
 from semcodec.weights import sha256_file
 from semcodec.weights.towers import load_tower, register_tower_configs
 from tests.conftest import synthetic_image
@@ -318,7 +319,7 @@ def test_encoder_only_joint_training_leaves_the_decoder_bit_exact(distilled, tow
     before_weights = load_file(work / "vit-hp-small.safetensors")
     before, after = _joint_run(work, tower_file, tmp_path, "--encoder-only")
     after_weights = load_file(work / after["file"])
-    encoder = [k for k in before_weights if k.startswith(("g_a.", "log_gain"))]
+    encoder = [k for k in before_weights if k.startswith(ENCODER_PARTS)]
     assert any(not torch.equal(before_weights[k], after_weights[k]) for k in encoder)
     assert all(torch.equal(before_weights[k], after_weights[k]) for k in before_weights if k not in encoder)
     head = after["token_heads"][TINY]

@@ -60,7 +60,7 @@ class TrainConfig:
     entropy_only: bool = False
     """Train only the entropy model (hyperprior + context) on cached latents; transforms frozen."""
     encoder_only: bool = False
-    """Train only the encoder (``g_a`` and its quality gains; with ``token_space`` the head too): the
+    """Train only the encoder (``g_a``, its quality gains and ``h_a``; with ``token_space`` the head too): the
     synthesis and the entropy model stay the starting model's, so its decoder reads the new files
     exactly as its own. Joint training this way is the refining encoder amortised: the encoder
     learns where the machine's bits go without the pixels' decoder moving."""

@@ -447,12 +447,17 @@ def train(cfg: TrainConfig) -> None:
     save(model, cfg, step, time.time() - last_save, len(bank), objective)
 
 
+ENCODER_PARTS = ("g_a.", "h_a.", "log_gain")
+"""Parameters only an encoder runs: the analysis, its quality gains and the hyper-analysis (a decoder
+reads ``z_hat`` through the entropy bottleneck and ``h_s``, never ``h_a``)."""
+
+
 def trains(cfg: TrainConfig, name: str) -> bool:
     """Whether parameter ``name`` of the codec learns in this run (the aux quantiles have their own optimizer)."""
     if name.endswith("quantiles"):
         return False
     if cfg.encoder_only:
-        return name.startswith(("g_a.", "log_gain"))
+        return name.startswith(ENCODER_PARTS)
     if cfg.entropy_only:
         return not name.startswith(("g_a.", "g_s.", "log_gain", "log_inv_gain"))
     return True
