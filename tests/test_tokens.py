@@ -310,8 +310,8 @@ def test_joint_token_distortion_reads_the_base_layer_only(distilled, tower_file)
 
 
 def test_encoder_only_joint_training_leaves_the_decoder_bit_exact(distilled, tower_file, tmp_path):
-    """`train --token-space --encoder-only`: the encoder and the head learn, every tensor a pixel
-    decoder reads (synthesis, hyperprior, entropy tables) stays the starting model's."""
+    """`train --token-space --encoder-only`: the encoder (``h_a`` too) and the head learn, every tensor
+    a pixel decoder reads (synthesis, hyperprior synthesis, entropy tables) stays the starting model's."""
     from safetensors.torch import load_file
 
     work = tmp_path / "w"
@@ -321,6 +321,7 @@ def test_encoder_only_joint_training_leaves_the_decoder_bit_exact(distilled, tow
     after_weights = load_file(work / after["file"])
     encoder = [k for k in before_weights if k.startswith(ENCODER_PARTS)]
     assert any(not torch.equal(before_weights[k], after_weights[k]) for k in encoder)
+    assert any(not torch.equal(before_weights[k], after_weights[k]) for k in encoder if k.startswith("h_a."))
     assert all(torch.equal(before_weights[k], after_weights[k]) for k in before_weights if k not in encoder)
     head = after["token_heads"][TINY]
     assert head["sha256"] != before["token_heads"][TINY]["sha256"] and "encoder" in head["trained"]
