@@ -1,4 +1,4 @@
-"""Binary layout of a semcodec file (format versions 1 and 2).
+"""Binary layout of a semcodec file (format versions 1 to 3).
 
 All integers little-endian::
 
@@ -16,9 +16,11 @@ All integers little-endian::
     ...     4     CRC32 of everything above (magic through chunk table)
     ...           chunk payloads, concatenated in table order
 
-Versions 1 and 2 share this layout and differ in how the codec models the latent: version 1
-rounded each std up to the model's scale table, version 2 codes with the exact fixed-point std.
-This module writes version 2 and reads both; :attr:`Header.version` tells the codec which.
+Versions 1 to 3 share this layout and differ in how the codec models the latent: version 1
+rounded each std up to the model's scale table, version 2 codes with the exact fixed-point std,
+version 3 also leaves out the latent tokens wholly in the padding to the stride (their pixels are
+cropped away; the decoder fills them with the mean). This module writes version 3 and reads all
+three; :attr:`Header.version` tells the codec which.
 
 The header is self-describing (tfc's habit): decoding needs no model flag. Anything that does not
 fit this layout raises a subclass of :class:`~semcodec.errors.BitstreamError`; nothing is
@@ -40,14 +42,16 @@ from semcodec.errors import (
 )
 
 MAGIC = b"SMCD"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """The version :func:`pack` writes by default."""
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
+PADDING_UNCODED_FROM = 3
+"""The first format version whose files do not code the latent tokens wholly in the padding."""
 MAX_SIDE = 1 << 16
 """Largest height/width a header may declare; larger sizes are refused before any allocation."""
 
 KNOWN_FLAGS = 0
-"""Format versions 1 and 2 define no flag bits (layers and masks are chunks); any set bit is refused."""
+"""Format versions 1 to 3 define no flag bits (layers and masks are chunks); any set bit is refused."""
 WEIGHTS_HASH_BYTES = 8
 _PREFIX = struct.Struct("<4sHH")
 _FIXED = struct.Struct(f"<{WEIGHTS_HASH_BYTES}sIII")  # weights hash, height, width, symbols crc

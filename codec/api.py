@@ -41,7 +41,7 @@ from semcodec.codec.latent_walk import (
 )
 from semcodec.codec.refine import RefineConfig, refine_latent, token_fidelity
 from semcodec.codec.semantic_layer import SemanticLayerCoder
-from semcodec.codec.token_choice import important_tokens, latent_energy, symbol_energy
+from semcodec.codec.token_choice import content_tokens, important_tokens, latent_energy, symbol_energy
 from semcodec.codec.token_file import TokenOutput, token_file_bytes
 from semcodec.errors import BitstreamError, ConversionWarning, InputError, WeightsError
 from semcodec.models import ARCHITECTURES, SemanticHyperprior
@@ -211,16 +211,21 @@ class Codec:
         steer_for = entry.token_space if writes_semantic else space
 
         x, y = self._analyse(model, level, image, timer)
+        content = content_tokens(tuple(y.shape[2:]), size, model.latent_stride)
         chosen = None  # a refining encoder fixes the pruned file's tokens first, then refines them
         if refine is not None:
             with timer("refine"):
                 if keep_tokens is not None:
                     chosen = _choose_tokens(model, y, size, keep_tokens)
-                y = self._refine(model, entry.name, level, steer_for, x, y, size, refine, chosen)
+                scored = chosen  # the tokens the file codes: the refinement scores the others as free means
+                if scored is None and content is not None:
+                    scored = torch.from_numpy(content).reshape(y.shape[2:])
+                y = self._refine(model, entry.name, level, steer_for, x, y, size, refine, scored)
         with torch.inference_mode():
             side = _side_information(model, tables, y, timer)
             mask = _pruned_mask(model, tables, side, y, size, keep_tokens, chosen, timer)
-            y_symbols, base, enhancement = _code_latent(tables, side, y, mask, timer)
+            coded = _coded_tokens(mask, content)
+            y_symbols, base, enhancement = _code_latent(tables, side, y, coded, timer)
         symbols = Symbols(side.symbols, y_symbols.reshape(-1))
         semantic = None
         if writes_semantic:
@@ -316,11 +321,15 @@ class Codec:
         model, tables = self.model(entry.name)
         with torch.inference_mode():
             side = _decode_side_information(model, tables, header, timer)
-            mask = _token_mask(header, side.means_fixed.shape[2] * side.means_fixed.shape[3])
+            grid = tuple(side.means_fixed.shape[2:])
+            mask = _token_mask(header, grid[0] * grid[1])
+            coded = mask
+            if header.version >= bitstream.PADDING_UNCODED_FROM:
+                coded = _coded_tokens(mask, content_tokens(grid, (header.height, header.width), model.latent_stride))
             base_crc, layers = _layer_decoders(header, model, base_only)
             walk = LatentWalk(tables, side.means_fixed, side.scales_fixed, timer, scale_table=header.version == 1)
             for part in walk.parts(base_only):
-                walk.give(_decode_part(part, layers[part.slice.end > model.base_channels], mask, timer))
+                walk.give(_decode_part(part, layers[part.slice.end > model.base_channels], coded, timer))
             symbols = Symbols(side.symbols, walk.symbols.reshape(-1))
             if entropy.symbols_crc32(walk.symbols[: model.base_channels]) != base_crc or (
                 not base_only and symbols.crc32() != header.symbols_crc
@@ -555,6 +564,14 @@ def _pruned_mask(
         grid = tuple(means.shape[2:])
         energy = symbol_energy(residuals(y, means), stds, grid)
         return important_tokens(energy, torch.tensor([keep_tokens]), size, model.latent_stride)[0].reshape(-1).numpy()
+
+
+def _coded_tokens(pruned: np.ndarray | None, content: np.ndarray | None) -> np.ndarray | None:
+    """Flat bool mask of the tokens a file codes (``None``: all): a pruned file's kept tokens, and
+    (format version 3 on) never those wholly in the padding (:func:`content_tokens`)."""
+    if content is None:
+        return pruned
+    return content if pruned is None else pruned & content
 
 
 def _code_latent(

@@ -31,6 +31,19 @@ def important_tokens(energy: Tensor, keep: Tensor, size: tuple[int, int], stride
     return (rank < keep[:, None]).reshape(energy.shape) & content
 
 
+def content_tokens(grid: tuple[int, int], size: tuple[int, int], stride: int) -> np.ndarray | None:
+    """Flat bool (h*w,) of the tokens of latent ``grid`` that cover some of the image (``size`` at
+    ``stride``); ``None`` when all do. The others lie wholly in the padding to the stride: their own
+    pixels are cropped away, so a file (format version 3 on) does not code them and the decoder
+    fills them with the mean, which its neighbours' pixels barely notice."""
+    rows, cols = -(-size[0] // stride), -(-size[1] // stride)
+    if rows >= grid[0] and cols >= grid[1]:
+        return None
+    content = np.zeros(grid, dtype=bool)
+    content[:rows, :cols] = True
+    return content.reshape(-1)
+
+
 def symbol_energy(symbols: np.ndarray, stds: np.ndarray, grid: tuple[int, int]) -> Tensor:
     """The encoder's energy (1, h, w) from its coded symbols and stds (C, h*w)."""
     return torch.from_numpy(((symbols / stds) ** 2).sum(axis=0).reshape(1, *grid))

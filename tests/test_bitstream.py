@@ -91,7 +91,7 @@ def test_version_1_files_still_parse_and_say_so():
     data = bitstream.pack(header)
     assert struct.unpack_from("<H", data, 4)[0] == 1
     assert bitstream.unpack(data).version == 1
-    assert bitstream.unpack(bitstream.pack(make_header())).version == bitstream.FORMAT_VERSION == 2
+    assert bitstream.unpack(bitstream.pack(make_header())).version == bitstream.FORMAT_VERSION == 3
 
 
 def test_version_0_is_refused_with_re_encode():
@@ -103,7 +103,7 @@ def test_version_0_is_refused_with_re_encode():
 
 def test_pack_refuses_an_unknown_version():
     with pytest.raises(ValueError, match="format version"):
-        bitstream.pack(make_header(version=3))
+        bitstream.pack(make_header(version=bitstream.FORMAT_VERSION + 1))
 
 
 def test_every_single_bit_flip_is_detected():

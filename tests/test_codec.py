@@ -135,7 +135,48 @@ def test_coded_stds_are_the_exact_fixed_point_scales(codec, monkeypatch):
     stds = np.concatenate([s.reshape(-1) for s in seen])
     unclipped = stds[stds > tables.scale_floor]  # the floor is a table entry whichever rule codes
     assert unclipped.size > 100 and np.mean(~np.isin(unclipped, tables.scale_table)) > 0.5
-    assert bitstream.unpack(data).version == 2
+    assert bitstream.unpack(data).version == bitstream.FORMAT_VERSION
+
+
+def test_tokens_wholly_in_the_padding_are_not_coded(codec, monkeypatch):
+    """Format version 3: 100x76 pads to an 8x8 token grid of which 5x7 tokens cover the image; the
+    others draw only pixels that are cropped away, so the file leaves them out (symbols zero, the
+    decoder fills in the mean) and is smaller than one that codes them."""
+    import semcodec.codec.api as api
+
+    image = synthetic_image(76, 100, seed=5)
+    result = codec.encode(image, 2)
+    decoded = codec.decode_symbols(result.data)
+    assert decoded.header.version == 3 and decoded.mask is None  # no mask chunk: the size says it all
+    grid = tuple(decoded.y_hat.shape[2:])
+    symbols = decoded.symbols.y.reshape(-1, *grid)
+    assert grid == (8, 8) and symbols[:, :5, :7].any()
+    assert not symbols[:, 5:].any() and not symbols[:, :, 7:].any()
+    assert codec.decode(result.data).shape == image.shape
+
+    monkeypatch.setattr(api, "content_tokens", lambda grid, size, stride: None)  # every token coded
+    coding_padding = codec.encode(image, 2)
+    assert coding_padding.symbols.y.reshape(-1, *grid)[:, 5:].any()
+    assert len(coding_padding.data) > len(result.data)
+
+
+VERSION_2_FILE = Path(__file__).parent / "conformance" / "vit-hp-192" / "kodim05-100x76-q1.smc"
+"""A format version 2 file of an image with padding tokens (100x76), which version 2 coded."""
+
+
+@pytest.mark.parametrize(("data_of", "other"), [("v2", 3), ("v3", 2)])
+def test_the_format_version_says_whether_padding_tokens_are_coded(codec, data_of, other):
+    """Version 2 files (every token coded) still decode; read under the other version's rule, a
+    file fails its CRC or its range decode instead of decoding to a wrong image."""
+    if data_of == "v2":
+        data = VERSION_2_FILE.read_bytes()
+    else:
+        data = codec.encode(synthetic_image(76, 100, seed=5), 1).data
+    assert bitstream.unpack(data).version == 5 - other
+    assert codec.decode(data).shape == (76, 100, 3)
+    relabelled = bitstream.pack(dataclasses.replace(bitstream.unpack(data), version=other))
+    with pytest.raises(BitstreamError, match="CRC|does not decode"):
+        codec.decode(relabelled)
 
 
 def test_corrupted_payload_is_refused(codec, encoded):

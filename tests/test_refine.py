@@ -107,12 +107,30 @@ def test_cli_says_when_an_image_is_too_large_to_refine(tmp_path):
     assert default.exit_code == 0 and "refine" not in default.stderr
 
 
+def test_refinement_scores_the_padding_tokens_as_the_file_does(codec, crop, monkeypatch):
+    """224x224 pads to a 16x16 token grid; the file leaves out the tokens wholly in the padding, so
+    the refinement must count them as free means (its ``keep``), not spend effort and rate on them."""
+    import semcodec.codec.api as api
+
+    seen = []
+
+    def spy(model, x, y, gain_index, lmbda, size, config, semantic=None, keep=None, progress=False):
+        seen.append(keep)
+        return y, []
+
+    monkeypatch.setattr(api, "refine_latent", spy)
+    codec.encode(crop, 2, refine=RefineConfig(steps=1))
+    (keep,) = seen
+    assert keep.shape == (1, 1, 16, 16) and keep[0, 0, :14, :14].all() and int(keep.sum()) == 14 * 14
+
+
 def test_refined_file_is_decoded_by_the_unchanged_decoder(codec, crop):
-    plain = codec.encode(crop, 2)
-    refined = codec.encode(crop, 2, refine=RefineConfig(steps=3))
+    square = np.ascontiguousarray(crop[:128, :128])  # no padding tokens: every step moves coded tokens
+    plain = codec.encode(square, 2)
+    refined = codec.encode(square, 2, refine=RefineConfig(steps=3))
     assert refined.data != plain.data
     pixels = codec.decode(refined.data)
-    assert pixels.shape == crop.shape and pixels.dtype == np.uint8
+    assert pixels.shape == square.shape and pixels.dtype == np.uint8
 
 
 @needs_tower

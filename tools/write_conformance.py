@@ -12,6 +12,9 @@ with both thread counts (README, "Determinism").
 
     python tools/write_conformance.py --model vit-hp-192 \\
         --encoder-build /tmp/old-build --written-by "semcodec 0.1.0 (commit 44b6c2d)"
+
+A new format version adds its own streams to each earlier release's set (``--add-format-version``),
+leaving the set's earlier streams as they are.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from semcodec.training.release import CONFORMANCE, KODAK, write_set
+from semcodec.training.release import CONFORMANCE, KODAK, add_format_streams, write_set
 
 
 def main() -> None:
@@ -35,7 +38,15 @@ def main() -> None:
     parser.add_argument("--semantic-layer", default=None, help="write this released semantic layer's set instead")
     parser.add_argument("--kodak", type=Path, default=KODAK)
     parser.add_argument("--out", type=Path, default=CONFORMANCE)
+    parser.add_argument(
+        "--add-format-version",
+        action="store_true",
+        help="add streams in this build's format version to the model's existing set",
+    )
     args = parser.parse_args()
+    if args.add_format_version:
+        add_format_streams(args.model, args.out, args.kodak, args.written_by)
+        return
     write_set(
         args.model, args.out, args.kodak, args.written_by, args.encoder_build, args.include,
         semantic_layer=args.semantic_layer,

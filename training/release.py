@@ -231,6 +231,84 @@ def write_set(
     return target
 
 
+def format_cases(qualities: list[int], version: int) -> list[Case]:
+    """The streams a new format version adds to an earlier release's set: both padded sources at the
+    middle quality, and the pruned file (padding and pruning masks together)."""
+    middle = qualities[len(qualities) // 2]
+    plain = [Case(f"format-v{version}-{s.name}-q{middle}", s, ("-q", str(middle))) for s in SOURCES]
+    pruned = Case(
+        f"format-v{version}-{SOURCES[0].name}-q{middle}-tokens12", SOURCES[0], ("-q", str(middle), "--tokens", "12")
+    )
+    return [*plain, pruned]
+
+
+def add_format_streams(model_id: str, out: Path, kodak: Path, written_by: str) -> Path:
+    """Add streams in this build's format version to the existing set of ``model_id``, so files of the
+    new version written with an earlier release's weights are pinned too. The set's earlier streams,
+    their records and reference arrays stay exactly as they are; refuses a version the set already has."""
+    import torch
+
+    from semcodec import bitstream
+    from semcodec.codec import Codec
+    from semcodec.codec.conformance import MANIFEST, REFERENCE, decode_outputs_with_threads
+
+    target = out / model_id
+    manifest = json.loads((target / MANIFEST).read_text())
+    version = bitstream.FORMAT_VERSION
+    if any(s["format_version"] == version for s in manifest["streams"]):
+        raise SystemExit(f"{target} already has format version {version} streams: sets are never rewritten")
+    codec = Codec()
+    entry = codec.registry.model(model_id)
+    if entry.sha256 != manifest["weights_sha256"]:
+        raise SystemExit(f"{model_id}'s weights differ from those its set was written with")
+    with np.load(target / REFERENCE) as existing:
+        arrays = dict(existing)
+    work = Path(tempfile.mkdtemp(prefix=f".{model_id}.v{version}.", dir=out))
+    added = []
+    try:
+        for case in format_cases(sorted(entry.qualities), version):
+            source = case.source.write(kodak, work)
+            path = work / f"{case.stream}.smc"
+            run_cli(None, "encode", str(source), str(path), *case.args)
+            source.unlink()
+            data = path.read_bytes()
+            two = decode_outputs_with_threads(codec, data, 2)
+            one = decode_outputs_with_threads(codec, data, 1)
+            added.append(
+                {
+                    "file": path.name,
+                    "format_version": bitstream.unpack(data).version,
+                    "quality": bitstream.unpack(data).quality,
+                    "size": [bitstream.unpack(data).width, bitstream.unpack(data).height],
+                    "bytes": len(data),
+                    "token_space": two.token_space,
+                    **two.hashes,
+                    "same_with_1_thread": {
+                        k.removesuffix("_sha256"): one.hashes[k] == v for k, v in two.hashes.items()
+                    },
+                    "encode": f"semcodec encode {case.source.name}.png {path.name} {' '.join(case.args)}",
+                    "source": f"{case.source.file} cropped to {case.source.box} (left, top, right, bottom)",
+                    "added_by": f"{written_by} (format version {version}), on {datetime.date.today().isoformat()}, "
+                    f"{platform.machine()} {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+                }
+            )
+            arrays[f"{path.name}/pixels"] = two.pixels
+            arrays[f"{path.name}/tokens"] = two.tokens.astype(np.float16)
+        np.savez_compressed(work / REFERENCE, **arrays)
+        for record in added:
+            if (target / record["file"]).exists():
+                raise SystemExit(f"{target / record['file']} exists: sets are never rewritten")
+        manifest["streams"] += added
+        for record in added:
+            shutil.copyfile(work / record["file"], target / record["file"])
+        os.replace(work / REFERENCE, target / REFERENCE)
+        write_text_atomic(target / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"added {len(added)} format version {version} streams to {target}")
+    return target
+
+
 VERSION_FILE = ROOT / "__init__.py"
 CHANGELOG = ROOT / "CHANGELOG.md"
 _VERSION = re.compile(r'^__version__ = "(\d+)\.(\d+)\.(\d+)"$', re.MULTILINE)
