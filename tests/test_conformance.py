@@ -106,6 +106,40 @@ def test_conformance_writer_refuses_an_existing_set(tmp_path):
     assert (tmp_path / "vit-hp-192" / "keep.smc").read_bytes() == b"old"
 
 
+def test_a_new_format_version_adds_streams_and_keeps_the_old_ones(tmp_path):
+    """``--add-format-version`` appends this build's format to a set: the earlier streams, records and
+    reference arrays stay byte for byte; asked again, it refuses before any work."""
+    import shutil
+
+    from semcodec import bitstream
+    from semcodec.training.release import KODAK, add_format_streams
+
+    if not KODAK.is_dir():
+        pytest.skip("the Kodak images are not in the shared data")
+    source = CONFORMANCE / "vit-hp-192"
+    manifest, reference = load_set(source)
+    earlier = [s for s in manifest["streams"] if s["format_version"] < bitstream.FORMAT_VERSION]
+    target = tmp_path / "vit-hp-192"
+    target.mkdir()
+    for record in earlier:
+        shutil.copyfile(source / record["file"], target / record["file"])
+    kept = {k: v for k, v in reference.items() if k.split("/")[0] in {s["file"] for s in earlier}}
+    np.savez_compressed(target / "reference.npz", **kept)
+    (target / MANIFEST).write_text(json.dumps({**manifest, "streams": earlier}))
+
+    add_format_streams("vit-hp-192", tmp_path, KODAK, "test build")
+    after, arrays = load_set(target)
+    assert after["streams"][: len(earlier)] == earlier
+    added = after["streams"][len(earlier) :]
+    assert len(added) == 3 and all(s["format_version"] == bitstream.FORMAT_VERSION for s in added)
+    assert all(np.array_equal(arrays[k], v) for k, v in kept.items())
+    for record in added:
+        data = (target / record["file"]).read_bytes()
+        assert bitstream.unpack(data).version == bitstream.FORMAT_VERSION and "test build" in record["added_by"]
+    with pytest.raises(SystemExit, match="never rewritten"):
+        add_format_streams("vit-hp-192", tmp_path, KODAK, "test build")
+
+
 def _with_header(data: bytes, **changes) -> bytes:
     import dataclasses
 
