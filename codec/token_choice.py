@@ -24,11 +24,17 @@ def important_tokens(energy: Tensor, keep: Tensor, size: tuple[int, int], stride
     """
     if int(keep.min()) < 1:
         raise ValueError("keep_tokens must be at least 1")
+    rows, cols = token_extent(size, stride)
     content = torch.zeros_like(energy, dtype=torch.bool)
-    content[:, : -(-size[0] // stride), : -(-size[1] // stride)] = True
+    content[:, :rows, :cols] = True
     order = torch.where(content, energy, -1.0).flatten(1).argsort(dim=1, descending=True, stable=True)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))
     return (rank < keep[:, None]).reshape(energy.shape) & content
+
+
+def token_extent(size: tuple[int, int], stride: int) -> tuple[int, int]:
+    """(rows, columns) of latent tokens that cover some of an image of ``size`` at ``stride``."""
+    return -(-size[0] // stride), -(-size[1] // stride)
 
 
 def content_tokens(grid: tuple[int, int], size: tuple[int, int], stride: int) -> np.ndarray | None:
@@ -36,7 +42,7 @@ def content_tokens(grid: tuple[int, int], size: tuple[int, int], stride: int) ->
     ``stride``); ``None`` when all do. The others lie wholly in the padding to the stride: their own
     pixels are cropped away, so a file (format version 3 on) does not code them and the decoder
     fills them with the mean, which its neighbours' pixels barely notice."""
-    rows, cols = -(-size[0] // stride), -(-size[1] // stride)
+    rows, cols = token_extent(size, stride)
     if rows >= grid[0] and cols >= grid[1]:
         return None
     content = np.zeros(grid, dtype=bool)

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -28,6 +29,11 @@ from PIL import Image
 from semcodec.fileio import write_text_atomic
 from semcodec.shared_data import DATA_ROOT
 from semcodec.sysinfo import cpu_name
+
+if TYPE_CHECKING:
+    from semcodec import bitstream
+    from semcodec.codec import Codec
+    from semcodec.codec.conformance import DecodedOutputs
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository root (the ``semcodec`` package in an editable install)."""
@@ -138,7 +144,7 @@ def write_set(
 
     from semcodec import __version__, bitstream
     from semcodec.codec import Codec
-    from semcodec.codec.conformance import MANIFEST, REFERENCE, decode_outputs_with_threads
+    from semcodec.codec.conformance import MANIFEST, REFERENCE
 
     target = out / (semantic_layer or model_id)
     if target.exists():
@@ -177,29 +183,13 @@ def write_set(
                 raise SystemExit(
                     f"{path.name} was written by {header.model_id} {header.weights_hash.hex()}, not {model_id}"
                 )
-            two = decode_outputs_with_threads(codec, data, 2)
-            one = decode_outputs_with_threads(codec, data, 1)
-            record = {
-                "file": path.name,
-                "format_version": header.version,
-                "quality": header.quality,
-                "size": [header.width, header.height],
-                "bytes": len(data),
-                "token_space": two.token_space,
-                **two.hashes,
-                "same_with_1_thread": {k.removesuffix("_sha256"): one.hashes[k] == v for k, v in two.hashes.items()},
-            }
-            if case is not None:
-                record["encode"] = f"semcodec encode {case.source.name}.png {path.name} {' '.join(case.args)}"
-                record["source"] = f"{case.source.file} cropped to {case.source.box} (left, top, right, bottom)"
+            record, two = _record_stream(codec, path.name, data, header, case, arrays)
             if build is not None:
                 pixels, tokens = decode_with_build(build, path, work, weights_dir)
                 if not (np.array_equal(pixels, two.pixels) and np.array_equal(tokens, two.tokens)):
                     raise SystemExit(f"{path.name}: the earlier build decodes it differently from this one")
                 record["earlier_build_decodes_identically"] = True
             streams.append(record)
-            arrays[f"{path.name}/pixels"] = two.pixels
-            arrays[f"{path.name}/tokens"] = two.tokens.astype(np.float16)
         for leftover in work.glob("*.png"):
             leftover.unlink()
         for leftover in work.glob("*.safetensors"):
@@ -231,6 +221,33 @@ def write_set(
     return target
 
 
+def _record_stream(
+    codec: Codec, name: str, data: bytes, header: bitstream.Header, case: Case | None, arrays: dict[str, np.ndarray]
+) -> tuple[dict, DecodedOutputs]:
+    """A stream's manifest record (what it decodes to with 2 and 1 threads); its reference pixels and
+    tokens go into ``arrays``."""
+    from semcodec.codec.conformance import decode_outputs_with_threads
+
+    two = decode_outputs_with_threads(codec, data, 2)
+    one = decode_outputs_with_threads(codec, data, 1)
+    record = {
+        "file": name,
+        "format_version": header.version,
+        "quality": header.quality,
+        "size": [header.width, header.height],
+        "bytes": len(data),
+        "token_space": two.token_space,
+        **two.hashes,
+        "same_with_1_thread": {k.removesuffix("_sha256"): one.hashes[k] == v for k, v in two.hashes.items()},
+    }
+    if case is not None:
+        record["encode"] = f"semcodec encode {case.source.name}.png {name} {' '.join(case.args)}"
+        record["source"] = f"{case.source.file} cropped to {case.source.box} (left, top, right, bottom)"
+    arrays[f"{name}/pixels"] = two.pixels
+    arrays[f"{name}/tokens"] = two.tokens.astype(np.float16)
+    return record, two
+
+
 def format_cases(qualities: list[int], version: int) -> list[Case]:
     """The streams a new format version adds to an earlier release's set: both padded sources at the
     middle quality, and the pruned file (padding and pruning masks together)."""
@@ -250,7 +267,7 @@ def add_format_streams(model_id: str, out: Path, kodak: Path, written_by: str) -
 
     from semcodec import bitstream
     from semcodec.codec import Codec
-    from semcodec.codec.conformance import MANIFEST, REFERENCE, decode_outputs_with_threads
+    from semcodec.codec.conformance import MANIFEST, REFERENCE
 
     target = out / model_id
     manifest = json.loads((target / MANIFEST).read_text())
@@ -272,28 +289,12 @@ def add_format_streams(model_id: str, out: Path, kodak: Path, written_by: str) -
             run_cli(None, "encode", str(source), str(path), *case.args)
             source.unlink()
             data = path.read_bytes()
-            two = decode_outputs_with_threads(codec, data, 2)
-            one = decode_outputs_with_threads(codec, data, 1)
-            added.append(
-                {
-                    "file": path.name,
-                    "format_version": bitstream.unpack(data).version,
-                    "quality": bitstream.unpack(data).quality,
-                    "size": [bitstream.unpack(data).width, bitstream.unpack(data).height],
-                    "bytes": len(data),
-                    "token_space": two.token_space,
-                    **two.hashes,
-                    "same_with_1_thread": {
-                        k.removesuffix("_sha256"): one.hashes[k] == v for k, v in two.hashes.items()
-                    },
-                    "encode": f"semcodec encode {case.source.name}.png {path.name} {' '.join(case.args)}",
-                    "source": f"{case.source.file} cropped to {case.source.box} (left, top, right, bottom)",
-                    "added_by": f"{written_by} (format version {version}), on {datetime.date.today().isoformat()}, "
-                    f"{platform.machine()} {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-                }
+            record, _ = _record_stream(codec, path.name, data, bitstream.unpack(data), case, arrays)
+            record["added_by"] = (
+                f"{written_by} (format version {version}), on {datetime.date.today().isoformat()}, "
+                f"{platform.machine()} {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
             )
-            arrays[f"{path.name}/pixels"] = two.pixels
-            arrays[f"{path.name}/tokens"] = two.tokens.astype(np.float16)
+            added.append(record)
         np.savez_compressed(work / REFERENCE, **arrays)
         for record in added:
             if (target / record["file"]).exists():
