@@ -221,7 +221,14 @@ def _quality_range(text: str) -> tuple[int, int]:
 @click.option("--limit", type=int, default=None, help="Evenly spaced subset of N images.")
 @click.option("--quality", "qualities", type=int, multiple=True, help="Qualities to run (default: all).")
 @click.option("--no-classical", is_flag=True, help="Skip the JPEG/WebP/AVIF equal-bytes columns.")
-@click.option("--keep", "keeps", type=int, multiple=True, help="Also code only N latent tokens (repeatable).")
+@click.option(
+    "--keep",
+    "keeps",
+    type=int,
+    multiple=True,
+    help="Also encode for N tokens (repeatable): the tower's N in a file with a semantic layer "
+    "(and those N pruned from the decoded tokens), N latent tokens in one without.",
+)
 @click.option(
     "--refine-steps",
     type=int,

@@ -7,10 +7,13 @@ semcodec's decoded pixels, (c) the tower on JPEG / WebP / AVIF decodes at equal 
 reachable larger) byte counts. Reports cosine and relative MSE of tokens, top-1 accuracy against
 the label, agreement with the original prediction, bytes, and decode-to-tokens time.
 
-Bytes: (a) counts what the tokens target reads (header + base layer: a machine-only receiver
-needs nothing more), (b) the whole file. Classical codecs are matched to both budgets, so each
-semcodec row has classical rows at its own byte count (files pruned with ``--keep N``: at the
-token bytes only).
+Bytes: (a) counts what the tokens target reads (header + semantic layer, or header + base layer
+in a file without one: a machine-only receiver needs nothing more), (b) the whole file. With
+``keeps``, a file with a semantic layer is also encoded for N tokens (``--tokens N``: the encoder
+keeps N and the layer codes only what they need), and (d) prunes the unpruned file's decoded
+tokens to N by the same importance: the same tokens for every byte of the layer. Classical codecs
+are matched to both budgets, so each semcodec row has classical rows at its own byte count (files
+pruned with ``--keep N``: at the token bytes only).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from semcodec.bench.provenance import header, provenance
 from semcodec.codec import Codec
 from semcodec.codec.image_io import read_image
 from semcodec.codec.refine import RefineConfig
+from semcodec.codec.semantic_tokens import kept_tokens, token_importance
 
 
 def center_crop(pixels: np.ndarray, size: int) -> np.ndarray:
@@ -142,9 +146,22 @@ def run(
                 out = codec.decode_tokens(data, token_space=tower_name)
                 t_tokens = time.perf_counter() - start
                 token_bytes = int(out.metadata["bitstream_bytes_read"])
+                semantic = out.metadata.get("layers_read") == "semantic"
+                # a pruned semantic layer's tokens are the kept ones: compared with those of the original
+                kept_reference = reference[out.positions] if semantic and out.positions is not None else reference
                 tallies.setdefault((q, keep, steps, "semcodec tokens (a)"), Tally()).add(
-                    out.tokens, reference, logits_of(out.tokens), label, ref_pred, token_bytes, t_tokens
+                    out.tokens, kept_reference, logits_of(out.tokens), label, ref_pred, token_bytes, t_tokens
                 )
+                if semantic and keep is None:  # the other way to N tokens: decode them all, then prune
+                    importance = token_importance(out.tokens, getattr(tower, "classifier", None))
+                    for n in (k for k in keeps if k is not None and k <= len(out.tokens)):
+                        index = torch.tensor(kept_tokens(importance, n))
+                        pruned = out.tokens[index]
+                        tallies.setdefault((q, n, steps, "semcodec tokens, pruned after decoding (d)"), Tally()).add(
+                            pruned, reference[index], logits_of(pruned), label, ref_pred, token_bytes
+                        )
+                if semantic and keep is not None:
+                    continue  # its pixel layers are the unpruned file's: rows (b) and (c) are the same
                 start = time.perf_counter()
                 pixels = codec.decode(data)
                 tokens = tower(torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255)[0]

@@ -1,4 +1,4 @@
-"""The chunks of a semcodec file (format versions 1 and 2) and the base layer's prefix.
+"""The chunks of a semcodec file (format versions 1 to 4) and the base layer's prefix.
 
 A file is ``header | Z | [MASK] | [TSPC] | YB | YE``: the side information, the kept-token mask of a
 pruned file, the token space the encoder chose (absent: the codec's latent space), the base layer
@@ -14,7 +14,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from semcodec.bitstream.container import Header
+from semcodec.bitstream.container import SEMANTIC_GEOMETRY_FROM, Header
 from semcodec.errors import BitstreamError
 
 Z_CHUNK = "Z   "
@@ -69,11 +69,22 @@ def token_space_of(header: Header) -> str | None:
 
 _SEMANTIC_FIXED = struct.Struct("<8sBII")
 """After the semantic layer's id: its weights hash, gain index, symbols CRC32 and the z stream's length."""
+_SEMANTIC_GEOMETRY = struct.Struct("<BBBB")
+"""Format 4 on, after those: the tower map's grid (rows, columns), the reach and whether a kept-token
+bitmap follows (1) or every token is kept (0)."""
+SQUARE_MAP_GRID = (14, 14)
+"""The map grid of every format-3 semantic layer (the tower squashed the photo to 224 x 224)."""
 
 
 @dataclass(frozen=True)
 class SemanticPayload:
-    """A semantic-layer chunk: which layer (id, weights hash) at which gain wrote the two streams."""
+    """A semantic-layer chunk: which layer (id, weights hash) at which gain wrote the two streams.
+
+    From format 4 it also says the tower map's grid (the photo's shape, ``map_grid``) and, for a file
+    encoded with ``--tokens N``, which of the tower's output tokens the machine gets (``kept``: flat
+    row-major indices on the token grid, half the map's in each direction). Then only the latent
+    positions within ``reach`` (Chebyshev distance on the latent grid, which is the token grid) of a
+    kept token are coded; the others are the prior's means."""
 
     layer_id: str
     weights_hash: bytes
@@ -81,23 +92,71 @@ class SemanticPayload:
     crc: int
     z: bytes
     y: bytes
+    map_grid: tuple[int, int] = SQUARE_MAP_GRID
+    kept: tuple[int, ...] | None = None
+    reach: int = 0
+
+    @property
+    def token_grid(self) -> tuple[int, int]:
+        return -(-self.map_grid[0] // 2), -(-self.map_grid[1] // 2)
 
 
-def pack_semantic(p: SemanticPayload) -> bytes:
+def pack_semantic(p: SemanticPayload, version: int) -> bytes:
     name = p.layer_id.encode("utf-8")
     if len(name) > 255 or len(p.weights_hash) != 8:
         raise ValueError("semantic layer id must fit 255 bytes and its hash 8")
-    return bytes([len(name)]) + name + _SEMANTIC_FIXED.pack(p.weights_hash, p.gain_index, p.crc, len(p.z)) + p.z + p.y
+    fixed = bytes([len(name)]) + name + _SEMANTIC_FIXED.pack(p.weights_hash, p.gain_index, p.crc, len(p.z))
+    if version < SEMANTIC_GEOMETRY_FROM:
+        if p.map_grid != SQUARE_MAP_GRID or p.kept is not None:
+            raise ValueError(f"format version {version} has only square, unpruned semantic layers")
+        return fixed + p.z + p.y
+    rows, cols = p.map_grid
+    if not (0 < rows < 256 and 0 < cols < 256 and 0 <= p.reach < 256):
+        raise ValueError("semantic map grid and reach must each fit one byte")
+    geometry = _SEMANTIC_GEOMETRY.pack(rows, cols, p.reach, p.kept is not None)
+    if p.kept is not None:
+        geometry += _pack_bitmap(p.kept, p.token_grid[0] * p.token_grid[1])
+    return fixed + geometry + p.z + p.y
 
 
-def unpack_semantic(payload: bytes) -> SemanticPayload:
+def unpack_semantic(payload: bytes, version: int) -> SemanticPayload:
     try:
         end = 1 + payload[0]
         name = payload[1:end].decode("utf-8")
         weights_hash, gain, crc, z_len = _SEMANTIC_FIXED.unpack_from(payload, end)
+        start = end + _SEMANTIC_FIXED.size
+        map_grid, kept, reach = SQUARE_MAP_GRID, None, 0
+        if version >= SEMANTIC_GEOMETRY_FROM:
+            rows, cols, reach, pruned = _SEMANTIC_GEOMETRY.unpack_from(payload, start)
+            start += _SEMANTIC_GEOMETRY.size
+            if rows == 0 or cols == 0 or pruned > 1:
+                raise BitstreamError("corrupt bitstream: semantic layer geometry is malformed")
+            map_grid = (rows, cols)
+            if pruned:
+                count = -(-rows // 2) * -(-cols // 2)
+                size = -(-count // 8)
+                if start + size > len(payload):
+                    raise IndexError
+                kept = _unpack_bitmap(payload[start : start + size], count)
+                start += size
     except (IndexError, struct.error, UnicodeDecodeError):
         raise BitstreamError("corrupt bitstream: semantic layer chunk is malformed") from None
-    start = end + _SEMANTIC_FIXED.size
     if start + z_len > len(payload):
         raise BitstreamError("corrupt bitstream: semantic layer chunk is too short")
-    return SemanticPayload(name, weights_hash, gain, crc, payload[start : start + z_len], payload[start + z_len :])
+    z, y = payload[start : start + z_len], payload[start + z_len :]
+    return SemanticPayload(name, weights_hash, gain, crc, z, y, map_grid, kept, reach)
+
+
+def _pack_bitmap(indices: tuple[int, ...], count: int) -> bytes:
+    """Flat indices < ``count`` as a little-endian bitmap of ``ceil(count / 8)`` bytes."""
+    if not indices or len(set(indices)) != len(indices) or not all(0 <= i < count for i in indices):
+        raise ValueError(f"kept tokens must be 1..{count} distinct indices below {count}")
+    bits = sum(1 << i for i in indices)
+    return bits.to_bytes(-(-count // 8), "little")
+
+
+def _unpack_bitmap(data: bytes, count: int) -> tuple[int, ...]:
+    bits = int.from_bytes(data, "little")
+    if bits == 0 or bits >> count:
+        raise BitstreamError("corrupt bitstream: semantic layer kept-token bitmap is malformed")
+    return tuple(i for i in range(count) if bits >> i & 1)

@@ -227,6 +227,14 @@ def main(ctx: click.Context, weights: Path | None) -> None:
     ctx.obj["weights"] = weights
 
 
+def _writes_semantic_layer(registry, token_space: str | None, no_semantic_layer: bool) -> bool:
+    """Whether an encode with these settings writes a semantic layer (torch-free)."""
+    from semcodec.codec.defaults import PIXELS_ONLY
+
+    space = registry.default_token_space if token_space is None else token_space
+    return not no_semantic_layer and space != PIXELS_ONLY and registry.semantic_layer_for(space) is not None
+
+
 @main.command()
 @click.argument("input_path", metavar="INPUT")
 @click.argument("output_path", metavar="OUTPUT")
@@ -240,14 +248,17 @@ def main(ctx: click.Context, weights: Path | None) -> None:
 @click.option(
     "--token-space",
     default=None,
-    help="Token space to record for `decode --target tokens` (a distilled tower; default: latent tokens).",
+    help="The tower whose tokens `decode --target tokens` gets: its semantic layer is coded first. "
+    "Default: the shipped tower's (efficientnet-lite0); 'none': a pixel-only file (tokens: the latent's).",
 )
 @click.option(
     "--tokens",
     "keep_tokens",
     type=click.IntRange(min=1),
     default=None,
-    help="Code only the N most important latent tokens (token pruning as a rate knob).",
+    help="Token pruning as a rate knob. With a semantic layer: the N tower tokens the machine gets "
+    "(the layer codes only what they need; pixels stay whole). Pixel-only files: the N most "
+    "important latent tokens are coded, the others are the prior's mean.",
 )
 @click.option(
     "--no-semantic-layer",
@@ -279,8 +290,10 @@ def encode(
     steps = refinement_steps(effort, refine_steps)
     check_input_file(input_path)
     check_output(output_path, force)
-    check_encode_settings(_registry(ctx), quality, token_space)
-    check_token_count(input_path, keep_tokens)
+    registry = _registry(ctx)
+    check_encode_settings(registry, quality, token_space)
+    if not _writes_semantic_layer(registry, token_space, no_semantic_layer):  # else the tower counts them
+        check_token_count(input_path, keep_tokens)
     image = read_image(_read_input(input_path) if input_path == "-" else input_path)
 
     from semcodec.codec.refine import RefineConfig  # torch from here on
@@ -388,9 +401,12 @@ def info(ctx: click.Context, input_path: str) -> None:
     lines += [f"chunk {c.tag.strip():<6} {len(c.payload)} bytes" for c in header.chunks]
     semantic = header.find(bitstream.SEMANTIC_CHUNK)
     if semantic is not None:
-        layer = bitstream.unpack_semantic(semantic)
+        layer = bitstream.unpack_semantic(semantic, header.version)
+        rows, cols = layer.token_grid
+        kept = f", {len(layer.kept)} of {rows * cols} tokens kept" if layer.kept is not None else ""
         lines.append(
-            f"semantic:    layer {layer.layer_id} (weights {layer.weights_hash.hex()}), gain {layer.gain_index}"
+            f"semantic:    layer {layer.layer_id} (weights {layer.weights_hash.hex()}), gain {layer.gain_index}, "
+            f"token grid {rows}x{cols}{kept}"
         )
     lines.append(f"symbols crc: {header.symbols_crc:08x}")
     click.echo("\n".join(lines))
@@ -680,6 +696,11 @@ def _parse_arch(items: tuple[str, ...]) -> dict:
                 raise click.BadParameter(f"{item!r}: {key} cannot be none", param_hint="--arch")
             arch[key] = None
             continue
+        if base is bool:
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise click.BadParameter(f"{item!r}: {key} is true or false", param_hint="--arch")
+            arch[key] = value.lower() in ("true", "1")
+            continue
         if base not in (int, float):
             raise click.BadParameter(f"{item!r}: {key} is not a number field", param_hint="--arch")
         try:
@@ -921,8 +942,8 @@ _engine = click.option(
 @click.argument("src")
 @click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
 @click.option("-q", "--quality", type=int, default=None)
-@click.option("--tokens", "keep_tokens", type=click.IntRange(min=1), default=None)
-@click.option("--token-space", default=None, help="As `encode --token-space`.")
+@click.option("--tokens", "keep_tokens", type=click.IntRange(min=1), default=None, help="As `encode --tokens`.")
+@click.option("--token-space", default=None, help="As `encode --token-space` (default: the shipped tower's layer).")
 @_effort
 @_refine_steps
 @_workers
@@ -948,7 +969,9 @@ def batch_encode(
     check_encode_settings(registry, quality, token_space)
     # the manifest records the effective settings, so a default and the same value given explicitly agree
     quality = registry.default_quality if quality is None else quality
-    token_space = token_space or registry.model(registry.quality(quality).model).token_space
+    token_space = (
+        token_space or registry.default_token_space or registry.model(registry.quality(quality).model).token_space
+    )
     jobs = plan_jobs(src, "encode", quality, keep_tokens, token_space, refinement_steps(effort, refine_steps))
     _run_batch(ctx, jobs, dst, workers, engine, "encoded")
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from semcodec import bitstream
 from semcodec.codec import entropy, tiling
-from semcodec.codec.defaults import DEFAULT_REFINE_STEPS
+from semcodec.codec.defaults import DEFAULT_REFINE_STEPS, PIXELS_ONLY, SEMANTIC_FIT_STEPS, SEMANTIC_REACH
 from semcodec.codec.image_io import MAX_PIXELS, ImageInput, LoadedImage, encode_png, latent_token_count, load_image
 from semcodec.codec.latent_walk import (
     EntropyTables,
@@ -40,7 +40,8 @@ from semcodec.codec.latent_walk import (
     z_symbols,
 )
 from semcodec.codec.refine import RefineConfig, refine_latent, token_fidelity
-from semcodec.codec.semantic_layer import SemanticLayerCoder
+from semcodec.codec.semantic_layer import KeptTokensFit, SemanticLayerCoder
+from semcodec.codec.semantic_tokens import kept_tokens, token_importance, tower_geometry
 from semcodec.codec.token_choice import content_tokens, important_tokens, latent_energy, symbol_energy
 from semcodec.codec.token_file import TokenOutput, token_file_bytes
 from semcodec.errors import BitstreamError, ConversionWarning, InputError, WeightsError
@@ -154,8 +155,8 @@ class Codec:
                 model.load_state_dict(load_state_dict(self.registry, name))
             model.eval()
             # oneDNN's (transposed) convolutions ran 2-3x faster on channels-last maps (2-core CPU)
-            model.g_a.to(memory_format=torch.channels_last)
-            model.g_s.to(memory_format=torch.channels_last)
+            for stage in (*model.analysis_stages(), *model.synthesis_stages()):
+                stage.to(memory_format=torch.channels_last)
             self._models[name] = (model, EntropyTables(model))
         return self._models[name]
 
@@ -176,10 +177,15 @@ class Codec:
     ) -> EncodeResult:
         """Code ``image`` at ``quality``.
 
-        ``token_space`` (a distilled tower; default: the codec's latent space, recorded by omission
-        at zero bytes) is recorded for ``--target tokens`` decoders, which may still ask for another.
-        ``keep_tokens=N`` codes only the N most important latent tokens (token pruning as rate
-        allocation) plus a compact mask; the decoder fills the others with the prior's (context-refined) mean.
+        ``token_space``: the tower whose tokens a ``--target tokens`` decoder gets. Default: the
+        registry's (:attr:`Registry.default_token_space`: every default file carries that tower's
+        semantic layer); ``"none"``: a pixel-only file (the codec's latent space, recorded by
+        omission at zero bytes); another tower: its semantic layer, else its distilled head.
+        ``keep_tokens=N``: token pruning as rate allocation. In a file with a semantic layer, the N
+        of the tower's output tokens the machine gets (by class evidence,
+        :mod:`semcodec.codec.semantic_tokens`): the layer codes only what they need and a tokens
+        decoder returns those N. In a file without one, the N most important latent tokens plus a
+        compact mask; the decoder fills the others with the prior's (context-refined) mean.
         ``refine``: spend encode time optimising the latent for this image (:mod:`semcodec.codec.refine`);
         with a tower's ``token_space``, for that tower's answer on the base layer too. Same format, same decoder.
         ``None``: :data:`~semcodec.codec.defaults.DEFAULT_REFINE_STEPS` steps, the default the CLI and
@@ -197,11 +203,10 @@ class Codec:
         level = self.registry.quality(quality)
         entry = self.registry.model(level.model)
         model, tables = self.model(level.model)
-        space = self._recorded_space(entry, token_space)
+        if token_space is None:
+            token_space = self.registry.default_token_space
+        space = self._recorded_space(entry, None if token_space == PIXELS_ONLY else token_space)
         size, timer, notes = (image.height, image.width), Timer(), list(image.warnings)
-        total = latent_token_count(*size, model.latent_stride)
-        if keep_tokens is not None and not 1 <= keep_tokens <= total:
-            raise InputError(f"keep_tokens={keep_tokens}: a {size[1]}x{size[0]} image has 1..{total} latent tokens")
         refine = _refinement(refine, size, notes)
         # with a semantic layer the tokens come from the tower's own map, so a refining encoder
         # steers the pixel latent for pixels alone
@@ -209,6 +214,14 @@ class Codec:
         if not writes_semantic and space != entry.token_space and space not in entry.token_heads:
             raise WeightsError(f"model {entry.name} has no token head for {space!r}: only its semantic layer serves it")
         steer_for = entry.token_space if writes_semantic else space
+        semantic = None
+        if writes_semantic:  # first: a wrong keep_tokens is refused before the pixels are coded
+            with timer("semantic"):
+                semantic = self._semantic_chunk(space, quality, image, keep_tokens)
+            keep_tokens = None  # the pixel layers are whole
+        total = latent_token_count(*size, model.latent_stride)
+        if keep_tokens is not None and not 1 <= keep_tokens <= total:
+            raise InputError(f"keep_tokens={keep_tokens}: a {size[1]}x{size[0]} image has 1..{total} latent tokens")
 
         x, y = self._analyse(model, level, image, timer)
         content = content_tokens(tuple(y.shape[2:]), size, model.latent_stride)
@@ -227,24 +240,33 @@ class Codec:
             coded = _coded_tokens(mask, content)
             y_symbols, base, enhancement = _code_latent(tables, side, y, coded, timer)
         symbols = Symbols(side.symbols, y_symbols.reshape(-1))
-        semantic = None
-        if writes_semantic:
-            with timer("semantic"):
-                semantic = self._semantic_chunk(space, quality, image)
         data = _pack(entry, quality, size, symbols, side.coded, mask, space, base, enhancement, semantic)
         return EncodeResult(data, symbols, *size, notes, timer.seconds, refine.steps if refine else 0)
 
-    def _semantic_chunk(self, space: str, quality: int, image: LoadedImage) -> bytes:
-        """The semantic layer's chunk: the tower's map of ``image`` after its split block, coded."""
+    def _semantic_chunk(self, space: str, quality: int, image: LoadedImage, keep_tokens: int | None) -> bytes:
+        """The semantic layer's chunk: the tower's map of ``image`` (at its own shape) after its split
+        block, coded; with ``keep_tokens``, only for the tokens the machine gets."""
         layer = self.registry.semantic_layer_for(space)
         coder = self.semantic_coder(layer.name)
-        if quality not in layer.gain_index:
+        gain = layer.encoder_gain_for(quality)
+        if gain is None:
             raise WeightsError(f"semantic layer {layer.name} has no gain for quality {quality}")
         tower = self.tower(space, sha256=layer.tower_sha256)
         tower.set_split(layer.split_block)
+        shape = tower_geometry(image.height, image.width, tower.input_size, 2 * tower.split_stride)
+        kept, fit = None, None
         with torch.inference_mode():
-            features = tower.features(tower.prepare(tower_input(image.pixels, tower.input_size)))
-        return coder.encode(features, layer.gain_index[quality])
+            features = tower.features(tower.prepare(tower_input(image.pixels, shape), shape))
+            if keep_tokens is not None:
+                tokens = tower.tail(features)[0]
+                if not 1 <= keep_tokens <= len(tokens):
+                    raise InputError(
+                        f"keep_tokens={keep_tokens}: the {space} tower gives this image 1..{len(tokens)} tokens"
+                    )
+                kept = kept_tokens(token_importance(tokens, tower.classifier), keep_tokens)
+                fit = KeptTokensFit(tower.tail, tokens.clone(), SEMANTIC_FIT_STEPS)
+        features = features.clone()  # out of inference mode: the fit runs autograd through it
+        return coder.encode(features, gain, kept, SEMANTIC_REACH, fit=fit)
 
     def semantic_coder(self, name: str) -> SemanticLayerCoder:
         """Semantic layer ``name`` (sha256-checked, loaded once)."""
@@ -386,7 +408,7 @@ class Codec:
         header = bitstream.unpack(data, until=bitstream.tokens_prefix(token_space))
         semantic = header.find(bitstream.SEMANTIC_CHUNK)
         if semantic is not None:
-            chunk = bitstream.unpack_semantic(semantic)
+            chunk = bitstream.unpack_semantic(semantic, header.version)
             layer = self._semantic_layer_of(header, chunk)
             if token_space in (None, layer.tower):
                 return self._semantic_tokens(header, layer, chunk)
@@ -433,19 +455,25 @@ class Codec:
     def _semantic_tokens(
         self, header: bitstream.Header, layer: SemanticLayerEntry, chunk: bitstream.SemanticPayload
     ) -> TokenOutput:
-        """Tokens from the semantic layer: the tower's map rebuilt, then the tower's own tail."""
+        """Tokens from the semantic layer: the tower's map rebuilt, then the tower's own tail (only
+        the kept tokens, with their positions, when the encoder kept some)."""
         coder = self.semantic_coder(layer.name)
         tower = self.tower(layer.tower, sha256=layer.tower_sha256)
         tower.set_split(layer.split_block)
         features = coder.decode(chunk)
+        positions = None
         with torch.inference_mode():
             tokens = tower.tail(features)[0]
+            if chunk.kept is not None:
+                positions = torch.tensor(chunk.kept, dtype=torch.int64)
+                tokens = tokens[positions]
+        grid = chunk.token_grid
         metadata = {
             "token_space": layer.tower,
             "tower": layer.tower,
             "layer": tower.layer,
             "tower_sha256": layer.tower_sha256,
-            "grid": f"{tower.grid[0]}x{tower.grid[1]}",
+            "grid": f"{grid[0]}x{grid[1]}",
             "token_count": str(tokens.shape[0]),
             "token_dim": str(tokens.shape[1]),
             "source_size": f"{header.width}x{header.height}",
@@ -455,7 +483,9 @@ class Codec:
             "model": header.model_id,
             "quality": str(header.quality),
         }
-        return TokenOutput(tokens.contiguous(), metadata)
+        if chunk.kept is not None:
+            metadata["kept_tokens"] = str(len(chunk.kept))
+        return TokenOutput(tokens.contiguous(), metadata, positions)
 
     def token_head(self, model_name: str, space: str, tower_file: Path | str | None = None) -> tuple[nn.Module, dict]:
         """The distilled head of ``model_name`` for tower ``space`` (sha256-checked, loaded once).
@@ -701,14 +731,14 @@ def image_tensor(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div(255.0)
 
 
-def tower_input(pixels: np.ndarray, size: int) -> torch.Tensor:
-    """An image for a tower that squashes it to ``size`` px: a large one shrunk first (PIL, to
-    twice that) so the tower's own resize never holds a many-megapixel float copy."""
+def tower_input(pixels: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """An image for a tower that resizes it to ``size`` (rows, columns): a large one shrunk first
+    (PIL, to twice that) so the tower's own resize never holds a many-megapixel float copy."""
     h, w = pixels.shape[:2]
-    if h * w > (4 * size) ** 2:
+    if h * w > 16 * size[0] * size[1]:
         from PIL import Image
 
-        small = Image.fromarray(pixels).resize((2 * size, 2 * size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+        small = Image.fromarray(pixels).resize((2 * size[1], 2 * size[0]), Image.Resampling.BICUBIC, reducing_gap=3.0)
         pixels = np.array(small)  # writable: torch.from_numpy warns on a read-only array
     return image_tensor(pixels)
 

@@ -22,3 +22,16 @@ kodim01-03, 2026-12-06, docs/results.md): 10 steps -0.4% BD-rate, 40 steps -1.4%
 for four times 40's encode time, so the levels stop at 40: beyond it the straight-through refinement
 has settled (it spends more bits at quality 4 for PSNR worth about as much)."""
 DEFAULT_EFFORT = 0
+
+PIXELS_ONLY = "none"
+"""``--token-space none`` / ``token_space="none"``: a file without a semantic layer (pixels only)."""
+
+SEMANTIC_REACH = 0
+"""In a file encoded for N tokens (``--tokens N`` with a semantic layer), the layer codes the latent
+positions within this Chebyshev distance of a kept token (its latent grid is the token grid): 0, the
+kept tokens' own positions. The tower's tail mixes neighbours (its receptive field spans the whole
+7 x 7 grid), so the encoder fits those positions' latent to the kept tokens (:data:`SEMANTIC_FIT_STEPS`)
+rather than coding the neighbours: docs/tokens.md has the measurement that chose both."""
+
+SEMANTIC_FIT_STEPS = 40
+"""Adam steps of the pruned semantic layer's fit (about 1 s on one core for a 224 px crop)."""

@@ -4,19 +4,63 @@ Same entropy coding as the pixel codec's latent: z against the frozen integer CD
 fixed-point means and stds from the integer twin of ``h_s`` (:mod:`semcodec.codec.latent_walk`), so
 the symbols are bit for bit the same on any machine. The decoder's map (and the tower tail's
 tokens after it) is float32.
+
+A file encoded for N tokens codes only the latent positions within ``reach`` of the N kept tokens
+(the latent grid is the tower's token grid); the others are the prior's means, which cost nothing.
+The tower's tail mixes neighbours, so a mean in place of a neighbour moves a kept token: the encoder
+then fits the coded latent so that the tail, reading what the decoder will read, gives back the
+kept tokens (:class:`KeptTokensFit`; Adam on straight-through rounding, R + lambda D as for pixels).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
-from torch import Tensor
+from compressai.ops import quantize_ste
+from torch import Tensor, nn
 
 from semcodec import bitstream
 from semcodec.codec import entropy
 from semcodec.codec.latent_walk import HyperpriorTables, entropy_parameters, hyper_fixed, residuals, z_symbols
 from semcodec.errors import BitstreamError
 from semcodec.models.semantic_layer import SemanticLayer
+
+MAX_MAP_SIDE = 255
+"""Largest tower map side a chunk records (one byte each): far above what any tower input gives."""
+
+
+def coded_positions(token_grid: tuple[int, int], kept: tuple[int, ...] | None, reach: int) -> np.ndarray | None:
+    """Flat bool mask of the latent positions a file codes: within ``reach`` (Chebyshev distance)
+    of a kept token; ``None`` (every position) when every token is kept."""
+    if kept is None:
+        return None
+    rows, cols = token_grid
+    grid = np.zeros(token_grid, dtype=bool)
+    grid.flat[list(kept)] = True
+    near = np.zeros_like(grid)
+    for dy in range(-reach, reach + 1):
+        for dx in range(-reach, reach + 1):
+            shifted = np.zeros_like(grid)
+            shifted[max(0, dy) : rows + min(0, dy), max(0, dx) : cols + min(0, dx)] = grid[
+                max(0, -dy) : rows + min(0, -dy), max(0, -dx) : cols + min(0, -dx)
+            ]
+            near |= shifted
+    return near.reshape(-1)
+
+
+@dataclass(frozen=True)
+class KeptTokensFit:
+    """How the encoder fits a pruned layer's coded latent: ``tail`` (the tower after its split) must
+    turn the decoded map into ``target`` (the original tokens, (N, D)) at the kept tokens. Loss per
+    step: the kept tokens' squared error relative to their energy + ``rate_weight`` per 1,000 bits."""
+
+    tail: nn.Module
+    target: Tensor
+    steps: int = 40
+    rate_weight: float = 1.0
+    lr: float = 0.05
 
 
 class SemanticLayerCoder:
@@ -26,47 +70,118 @@ class SemanticLayerCoder:
         self.layer = layer.eval()
         self.layer_id, self.weights_hash = layer_id, weights_hash
         self.tables = HyperpriorTables(layer)
-        cfg = layer.config
-        self.z_shape = (1, cfg.hyper_channels, cfg.hyper_grid, cfg.hyper_grid)
-        self.y_grid = cfg.latent_grid
 
-    def encode(self, features: Tensor, gain_index: int) -> bytes:
-        """A semantic chunk's payload for one map (1, C, h, w)."""
+    def encode(
+        self,
+        features: Tensor,
+        gain_index: int,
+        kept: tuple[int, ...] | None = None,
+        reach: int = 0,
+        version: int = bitstream.FORMAT_VERSION,
+        fit: KeptTokensFit | None = None,
+    ) -> bytes:
+        """A semantic chunk's payload for one map (1, C, h, w); ``kept``: the token indices the
+        machine gets (``None``: all); ``fit``: fit the coded latent to them (pruned files only)."""
+        map_grid = tuple(features.shape[2:])
+        if max(map_grid) > MAX_MAP_SIDE:
+            raise ValueError(f"tower map {map_grid} above {MAX_MAP_SIDE} per side")
+        token_grid = _half(map_grid)
         with torch.inference_mode():
             y = self.layer.analysis(features, gain_index)
             z_syms = z_symbols(self.layer.h_a(y), self.tables)
-            means, stds = self.parameters(z_syms)
+            means, stds = self.parameters(z_syms, token_grid)
+        coded = coded_positions(token_grid, kept, reach)
+        if fit is not None and kept is not None and coded is not None:
+            y = self._fit(fit, y, means, stds, coded, kept, gain_index, map_grid)
+        with torch.inference_mode():
             symbols = residuals(y, means)
-        y_coded = entropy.encode_gaussian(symbols, stds)
+        if coded is not None:
+            symbols[:, ~coded] = 0  # what the decoder holds there: the mean, symbol 0
         payload = bitstream.SemanticPayload(
             self.layer_id,
             self.weights_hash,
             gain_index,
             entropy.symbols_crc32(z_syms, symbols),
             entropy.encode_factorized(z_syms, self.tables.pmfs),
-            y_coded,
+            entropy.encode_gaussian(_coded(symbols, coded), _coded(stds, coded)),
+            map_grid,
+            kept,
+            reach if kept is not None else 0,
         )
-        return bitstream.pack_semantic(payload)
+        return bitstream.pack_semantic(payload, version)
 
     def decode(self, payload: bitstream.SemanticPayload) -> Tensor:
         """The rebuilt map (1, C, h, w) of a semantic chunk."""
         if not 0 <= payload.gain_index < self.layer.config.num_qualities:
             raise BitstreamError(f"corrupt bitstream: semantic layer gain index {payload.gain_index}")
-        g = self.y_grid
-        z_syms = entropy.decode_factorized(payload.z, self.tables.pmfs, self.z_shape[2] * self.z_shape[3])
-        means, stds = self.parameters(z_syms)
-        symbols = entropy.decode_gaussian(payload.y, stds).reshape(means.shape[1], -1)
+        token_grid = payload.token_grid
+        z_grid = _half(token_grid)
+        z_syms = entropy.decode_factorized(payload.z, self.tables.pmfs, z_grid[0] * z_grid[1])
+        means, stds = self.parameters(z_syms, token_grid)
+        coded = coded_positions(token_grid, payload.kept, payload.reach)
+        symbols = np.zeros(stds.shape, dtype=np.int32)
+        decoded = entropy.decode_gaussian(payload.y, _coded(stds, coded)).reshape(stds.shape[0], -1)
+        if coded is None:
+            symbols = decoded
+        else:
+            symbols[:, coded] = decoded
         if entropy.symbols_crc32(z_syms, symbols) != payload.crc:
             raise BitstreamError(
                 "decoded semantic-layer symbols fail their CRC: the file is corrupt or the semantic layer "
                 "here differs from the encoder's"
             )
         with torch.inference_mode():
-            y_hat = torch.from_numpy(symbols.astype(np.float32)).reshape(1, -1, g, g) + means
-            return self.layer.synthesis(y_hat, payload.gain_index)
+            y_hat = torch.from_numpy(symbols.astype(np.float32)).reshape(1, -1, *token_grid) + means
+            return self.layer.synthesis(y_hat, payload.gain_index, payload.map_grid)
 
-    def parameters(self, z_syms: np.ndarray) -> tuple[Tensor, np.ndarray]:
-        """Float means (1, M, g, g) and coding stds (M, g*g), exact at both ends."""
-        g = self.y_grid
-        means_fixed, scales_fixed = hyper_fixed(self.tables, z_syms, self.z_shape)
-        return entropy_parameters(self.tables, means_fixed[:, :, :g, :g], scales_fixed[:, :, :g, :g].contiguous())
+    def _fit(
+        self,
+        fit: KeptTokensFit,
+        y: Tensor,
+        means: Tensor,
+        stds: np.ndarray,
+        coded: np.ndarray,
+        kept: tuple[int, ...],
+        gain_index: int,
+        map_grid: tuple[int, int],
+    ) -> Tensor:
+        """``y`` refined so the decoder's map, through ``fit.tail``, gives back the kept tokens."""
+        grid = means.shape[2:]
+        where = torch.from_numpy(coded).reshape(1, 1, *grid)
+        index = torch.tensor(kept)
+        target = fit.target[index]
+        energy = target.pow(2).mean()
+        bins = torch.distributions.Normal(0.0, torch.from_numpy(stds).float().reshape(1, -1, *grid))
+        means, y = means.clone(), y.clone().requires_grad_(True)  # ordinary tensors: autograd
+        optimiser = torch.optim.Adam([y], lr=fit.lr)
+        with torch.enable_grad():
+            for _ in range(fit.steps):
+                residual = quantize_ste(y - means)
+                y_hat = torch.where(where, residual + means, means)
+                tokens = fit.tail(self.layer.synthesis(y_hat, gain_index, map_grid))[0][index]
+                likelihood = (bins.cdf(residual + 0.5) - bins.cdf(residual - 0.5)).clamp_min(1e-9)
+                bits = -(torch.log2(likelihood) * where).sum()
+                loss = (tokens - target).pow(2).mean() / energy + fit.rate_weight * bits / 1000
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+        return y.detach()
+
+    def parameters(self, z_syms: np.ndarray, token_grid: tuple[int, int]) -> tuple[Tensor, np.ndarray]:
+        """Float means (1, M, h, w) and coding stds (M, h*w) on the latent grid, exact at both ends."""
+        rows, cols = token_grid
+        z_shape = (1, self.layer.config.hyper_channels, *_half(token_grid))
+        means_fixed, scales_fixed = hyper_fixed(self.tables, z_syms, z_shape)
+        return entropy_parameters(
+            self.tables, means_fixed[:, :, :rows, :cols], scales_fixed[:, :, :rows, :cols].contiguous()
+        )
+
+
+def _half(grid: tuple[int, ...]) -> tuple[int, int]:
+    """A grid after one stride-2 stage (odd sides round up)."""
+    return -(-grid[0] // 2), -(-grid[1] // 2)
+
+
+def _coded(values: np.ndarray, coded: np.ndarray | None) -> np.ndarray:
+    """The (channels, positions) ``values`` at the coded positions only (all when ``coded`` is None)."""
+    return values if coded is None else np.ascontiguousarray(values[:, coded])

@@ -120,3 +120,26 @@ def zero_start_refiner(in_channels: int, hidden: int, out_channels: int) -> nn.S
     nn.init.zeros_(net[-1].weight)
     nn.init.zeros_(net[-1].bias)
     return net
+
+
+class ParallelSum(nn.Module):
+    """``sum(branch(x) for branch in branches)``: a transform stage with a side path beside it (a
+    patch path next to the convolutional stem or tail). A view built on demand: the model owns the
+    branches and their state-dict keys; this only shares them."""
+
+    def __init__(self, *branches: nn.Module):
+        super().__init__()
+        self.branches = nn.ModuleList(branches)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.branches[0](x)
+        for branch in self.branches[1:]:
+            out = out + branch(x)
+        return out
+
+
+def zero_started(layer: nn.Module) -> nn.Module:
+    """``layer`` with weight and bias zeroed: a side path a trained model gains as the identity."""
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer

@@ -6,10 +6,11 @@ up to its split point and code that map (split computing, Matsubara et al. 2022;
 "tokens chosen at the encoder"): the decoder rebuilds the map and the tower's own tail finishes the
 tokens, so the bits the machine reads carry exactly what the machine computes.
 
-The map (EfficientNet-Lite0 block 7: 80 x 14 x 14 for any image, the tower squashes it to 224 px)
-is standardised per channel, analysed to a 7 x 7 latent with a mean-scale hyperprior (Minnen et al.
-2018) and per-quality gain vectors (Cui et al. 2021), like the pixel codec. ``h_s`` is made of
-Conv2d, ConvTranspose2d and LeakyReLU only, so the codec runs it in exact integers
+The map (EfficientNet-Lite0 block 7: 80 x 14 x 14 for a 224 px square; from format 4 the photo
+keeps its shape, 80 x 14 x 22 for 3:2) is standardised per channel, analysed to a latent at half its
+grid with a mean-scale hyperprior (Minnen et al. 2018) and per-quality gain vectors (Cui et al.
+2021), like the pixel codec. ``h_s`` is made of Conv2d, ConvTranspose2d and LeakyReLU only, so the
+codec runs it in exact integers
 (:class:`~semcodec.models.integer_hyper.IntegerHyperSynthesis`).
 """
 
@@ -104,16 +105,17 @@ class SemanticLayer(CompressionModel):
         """The gained latent ``y`` of a tower map."""
         return self.g_a(self.standardise(features)) * gain_vector(self.log_gain, quality)
 
-    def synthesis(self, y_hat: Tensor, quality: int | Tensor) -> Tensor:
-        """The tower map rebuilt from the decoded latent."""
-        grid = self.config.feature_grid
+    def synthesis(self, y_hat: Tensor, quality: int | Tensor, map_grid: tuple[int, int] | None = None) -> Tensor:
+        """The tower map rebuilt from the decoded latent, cropped to ``map_grid`` (default: the
+        square map of :attr:`SemanticLayerConfig.feature_grid`)."""
+        rows, cols = map_grid or (self.config.feature_grid, self.config.feature_grid)
         out = self.g_s(y_hat * gain_vector(self.log_inv_gain, quality))
-        return self.unstandardise(out[:, :, :grid, :grid])
+        return self.unstandardise(out[:, :, :rows, :cols])
 
-    def hyper_synthesis(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
-        """``(means, scales)`` of ``y`` on the latent grid (``h_s`` overshoots by a row and column)."""
-        g = self.config.latent_grid
-        means, scales = self.h_s(z_hat)[:, :, :g, :g].chunk(2, dim=1)
+    def hyper_synthesis(self, z_hat: Tensor, latent_grid: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
+        """``(means, scales)`` of ``y`` on ``latent_grid`` (``h_s`` overshoots an odd grid by one)."""
+        rows, cols = latent_grid or (self.config.latent_grid, self.config.latent_grid)
+        means, scales = self.h_s(z_hat)[:, :, :rows, :cols].chunk(2, dim=1)
         return means, scales
 
     def z_medians(self) -> Tensor:
@@ -126,10 +128,10 @@ class SemanticLayer(CompressionModel):
         _, z_likelihoods = self.entropy_bottleneck(z)
         medians = self.z_medians()
         z_hat = quantize_ste(z - medians) + medians
-        means, scales = self.hyper_synthesis(z_hat)
+        means, scales = self.hyper_synthesis(z_hat, tuple(y.shape[2:]))
         _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
         y_hat = quantize_ste(y - means) + means
         return {
-            "features": self.synthesis(y_hat, quality),
+            "features": self.synthesis(y_hat, quality, tuple(features.shape[2:])),
             "likelihoods": {"y": y_likelihoods, "z": z_likelihoods},
         }

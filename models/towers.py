@@ -37,13 +37,12 @@ class VisionTower(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
-    def prepare(self, images: Tensor) -> Tensor:
-        """Images in [0, 1], any size -> the tower's square input, normalised (aspect squashed, as
-        LLaVA's "pad"-less preprocessing does for the tokens grid)."""
-        if images.shape[-2:] != (self.input_size, self.input_size):
-            images = F.interpolate(
-                images, size=(self.input_size, self.input_size), mode="bicubic", align_corners=False, antialias=True
-            ).clamp(0, 1)
+    def prepare(self, images: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+        """Images in [0, 1], any size -> the tower's input of ``size`` (rows, columns), normalised.
+        Default: the square input, aspect squashed (as LLaVA's "pad"-less preprocessing does)."""
+        size = size or (self.input_size, self.input_size)
+        if tuple(images.shape[-2:]) != tuple(size):
+            images = F.interpolate(images, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
         return (images - self.mean) / self.std
 
     split_dim: int | None = None
@@ -70,6 +69,11 @@ class VisionTower(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.tokens(self.prepare(images))
+
+    @property
+    def classifier(self) -> nn.Linear | None:
+        """The tower's own linear classifier on the mean token, if it has one."""
+        return None
 
 
 class _PenultimateBlockTokens(VisionTower):
@@ -202,6 +206,10 @@ class EfficientNetLiteTower(VisionTower):
 
     def tokens(self, prepared: Tensor) -> Tensor:
         return self.tail(self.features(prepared))
+
+    @property
+    def classifier(self) -> nn.Linear:
+        return self.model._fc
 
     def classify(self, tokens: Tensor) -> Tensor:
         """ImageNet logits from (B, N, D) tokens: global average pool, then the tower's own FC layer."""

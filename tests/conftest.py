@@ -81,3 +81,25 @@ def tiny_weights(tmp_path_factory) -> Path:
     )
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_patch_weights(tiny_weights, tmp_path_factory) -> Path:
+    """The tiny model grown with both patch paths (``--arch analysis_patch=true ...``), trained 4 more steps."""
+    import shutil
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from semcodec.cli.main import main
+
+    data = tmp_path_factory.mktemp("patch-data")
+    for i in range(2):
+        Image.fromarray(synthetic_image(96, 128, seed=10 + i)).save(data / f"img{i}.png")
+    out = tmp_path_factory.mktemp("patch-weights") / "w"
+    shutil.copytree(tiny_weights, out)
+    args = ["train", "--data", str(data), "--out", str(out), "--batch", "2", "--crop", "64", "--steps", "8"]
+    args += ["--lambdas", "0.002,0.02", "--arch", "analysis_patch=true", "--arch", "synthesis_patch=true"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return out

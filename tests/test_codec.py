@@ -25,7 +25,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def encoded(codec, kodak_image):
-    return {q: codec.encode(kodak_image, q) for q in sorted(codec.registry.qualities)}
+    """Pixel-only files (``token_space="none"``): what these tests pin is the pixel layers."""
+    return {q: codec.encode(kodak_image, q, token_space="none") for q in sorted(codec.registry.qualities)}
 
 
 def test_at_least_three_qualities_with_distinct_rates(encoded):
@@ -48,6 +49,19 @@ def test_round_trip_per_quality(codec, kodak_image, encoded, quality):
         assert psnr(pixels, kodak_image) > PSNR_FLOOR[quality]
 
 
+def test_a_default_file_serves_the_shipped_towers_tokens_from_its_semantic_layer(codec, kodak_image):
+    """Every default file carries the semantic layer of the registry's tower; ``"none"`` writes pixels alone."""
+    default = codec.encode(kodak_image, 1)
+    tags = [c.tag for c in bitstream.unpack(default.data).chunks]
+    assert tags[:2] == [bitstream.TOKEN_SPACE_CHUNK, bitstream.SEMANTIC_CHUNK]
+    tokens = codec.decode_tokens(default.data)
+    assert tokens.metadata["layers_read"] == "semantic" and tokens.metadata["token_space"] == "efficientnet-lite0"
+    assert tokens.tokens.shape[1] == 1280
+    plain = codec.encode(kodak_image, 1, token_space="none")
+    assert bitstream.SEMANTIC_CHUNK not in [c.tag for c in bitstream.unpack(plain.data).chunks]
+    np.testing.assert_array_equal(codec.decode(default.data), codec.decode(plain.data))  # the same pixel layers
+
+
 def test_pixels_and_tokens_from_one_file(codec, encoded):
     data = encoded[3].data
     pixels = codec.decode(data)
@@ -67,7 +81,8 @@ def torch_all_finite(t) -> bool:
 
 
 def test_encoding_is_deterministic(codec, kodak_image, encoded):
-    assert codec.encode(kodak_image, 2).data == encoded[2].data
+    assert codec.encode(kodak_image, 2, token_space="none").data == encoded[2].data
+    assert codec.encode(kodak_image, 2).data == codec.encode(kodak_image, 2).data  # the semantic layer too
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 97), (65, 3), (67, 129), (200, 300)])
@@ -145,9 +160,9 @@ def test_tokens_wholly_in_the_padding_are_not_coded(codec, monkeypatch):
     import semcodec.codec.api as api
 
     image = synthetic_image(76, 100, seed=5)
-    result = codec.encode(image, 2)
+    result = codec.encode(image, 2, token_space="none")
     decoded = codec.decode_symbols(result.data)
-    assert decoded.header.version == 3 and decoded.mask is None  # no mask chunk: the size says it all
+    assert decoded.header.version >= 3 and decoded.mask is None  # no mask chunk: the size says it all
     grid = tuple(decoded.y_hat.shape[2:])
     symbols = decoded.symbols.y.reshape(-1, *grid)
     assert grid == (8, 8) and symbols[:, :5, :7].any()
@@ -155,23 +170,24 @@ def test_tokens_wholly_in_the_padding_are_not_coded(codec, monkeypatch):
     assert codec.decode(result.data).shape == image.shape
 
     monkeypatch.setattr(api, "content_tokens", lambda grid, size, stride: None)  # every token coded
-    coding_padding = codec.encode(image, 2)
+    coding_padding = codec.encode(image, 2, token_space="none")
     assert coding_padding.symbols.y.reshape(-1, *grid)[:, 5:].any()
     assert len(coding_padding.data) > len(result.data)
 
 
 VERSION_2_FILE = Path(__file__).parent / "conformance" / "vit-hp-192" / "kodim05-100x76-q1.smc"
 """A format version 2 file of an image with padding tokens (100x76), which version 2 coded."""
+VERSION_3_FILE = Path(__file__).parent / "conformance" / "vit-hp-192" / "format-v3-kodim05-100x76-q3.smc"
 
 
-@pytest.mark.parametrize(("version", "other"), [(2, 3), (3, 2)])
+@pytest.mark.parametrize(("version", "other"), [(2, 3), (3, 2), (4, 2)])
 def test_the_format_version_says_whether_padding_tokens_are_coded(codec, version, other):
     """Version 2 files (every token coded) still decode; read under the other version's rule, a
     file fails its CRC or its range decode instead of decoding to a wrong image."""
-    if version == 2:
-        data = VERSION_2_FILE.read_bytes()
+    if version < 4:
+        data = (VERSION_2_FILE if version == 2 else VERSION_3_FILE).read_bytes()
     else:
-        data = codec.encode(synthetic_image(76, 100, seed=5), 1).data
+        data = codec.encode(synthetic_image(76, 100, seed=5), 1, token_space="none").data
     assert bitstream.unpack(data).version == version
     assert codec.decode(data).shape == (76, 100, 3)
     relabelled = bitstream.pack(dataclasses.replace(bitstream.unpack(data), version=other))
@@ -199,7 +215,7 @@ def test_symbols_crc_covers_every_symbol():
 
 @pytest.mark.parametrize("keep", [1, 40, 500])
 def test_pruned_tokens_round_trip(codec, kodak_image, encoded, keep):
-    result = codec.encode(kodak_image, 3, keep_tokens=keep)
+    result = codec.encode(kodak_image, 3, token_space="none", keep_tokens=keep)
     decoded = codec.decode_symbols(result.data)
     np.testing.assert_array_equal(decoded.symbols.y, result.symbols.y)
     assert int(decoded.mask.sum()) == keep
@@ -213,13 +229,13 @@ def test_pruned_tokens_round_trip(codec, kodak_image, encoded, keep):
 
 
 def test_fewer_tokens_fewer_bytes(codec, kodak_image):
-    sizes = [len(codec.encode(kodak_image, 2, keep_tokens=n).data) for n in (16, 128, 768)]
+    sizes = [len(codec.encode(kodak_image, 2, token_space="none", keep_tokens=n).data) for n in (16, 128, 768)]
     assert sizes[0] < sizes[1] < sizes[2]
 
 
 def test_keeping_every_token_changes_nothing_but_the_mask(codec, kodak_image, encoded):
     h, w = kodak_image.shape[:2]
-    every = codec.encode(kodak_image, 2, keep_tokens=(-(-h // 16)) * (-(-w // 16)))
+    every = codec.encode(kodak_image, 2, token_space="none", keep_tokens=(-(-h // 16)) * (-(-w // 16)))
     np.testing.assert_array_equal(codec.decode(every.data), codec.decode(encoded[2].data))
 
 
@@ -246,7 +262,7 @@ def test_keep_tokens_outside_the_image_is_refused(codec):
     from semcodec.errors import InputError
 
     image = synthetic_image(64, 96, seed=3)
-    assert codec.encode(image, 1, keep_tokens=24).data
+    assert codec.encode(image, 1, token_space="none", keep_tokens=24).data
     for keep in (0, 25):
         with pytest.raises(InputError, match=f"keep_tokens={keep}: a 96x64 image has 1..24 latent tokens"):
-            codec.encode(image, 1, keep_tokens=keep)
+            codec.encode(image, 1, token_space="none", keep_tokens=keep)

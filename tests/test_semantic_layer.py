@@ -35,6 +35,7 @@ def semantic_weights(tmp_path_factory, codec) -> Path:
     raw = json.loads((WEIGHTS_DIR / REGISTRY_FILE).read_text())
     raw.pop("semantic_layers", None)
     raw.pop("encoder_semantic_layers", None)
+    raw.pop("default_token_space", None)  # files carry the layer only when asked: both kinds tested
     (root / REGISTRY_FILE).write_text(json.dumps(raw))
     for entry in raw["models"].values():
         for file in [entry["file"], *(h["file"] for h in entry.get("token_heads", {}).values())]:
@@ -53,12 +54,12 @@ def test_coder_round_trip_is_the_models_own_hard_rounding():
     layer.update(force=True)
     coder = SemanticLayerCoder(layer, "sl-tiny", b"\0" * 8)
     features = torch.randn(1, 80, 14, 14) * 2
-    payload = bitstream.unpack_semantic(coder.encode(features, 1))
-    assert payload.layer_id == "sl-tiny" and payload.gain_index == 1
+    payload = bitstream.unpack_semantic(coder.encode(features, 1), bitstream.FORMAT_VERSION)
+    assert payload.layer_id == "sl-tiny" and payload.gain_index == 1 and payload.map_grid == (14, 14)
     decoded = coder.decode(payload)
     with torch.no_grad():
         y = layer.analysis(features, 1)
-        means, _ = coder.parameters(z_symbols(layer.h_a(y), coder.tables))  # the exact integer path
+        means, _ = coder.parameters(z_symbols(layer.h_a(y), coder.tables), (7, 7))  # the exact integer path
         assert torch.equal(decoded, layer.synthesis(torch.round(y - means) + means, 1))
         medians = layer.z_medians()  # the float path it approximates (means within 2^-10)
         float_means, _ = layer.hyper_synthesis(torch.round(layer.h_a(y) - medians) + medians)
@@ -69,14 +70,14 @@ def test_a_damaged_semantic_chunk_is_refused():
     layer = _tiny_layer()
     layer.update(force=True)
     coder = SemanticLayerCoder(layer, "sl-tiny", b"\0" * 8)
-    payload = bitstream.unpack_semantic(coder.encode(torch.randn(1, 80, 14, 14) * 20, 0))
+    payload = bitstream.unpack_semantic(coder.encode(torch.randn(1, 80, 14, 14) * 20, 0), bitstream.FORMAT_VERSION)
     coder.decode(payload)
     with pytest.raises(BitstreamError, match="CRC"):
         coder.decode(bitstream.SemanticPayload(**{**payload.__dict__, "crc": payload.crc ^ 1}))
     with pytest.raises(BitstreamError):
         coder.decode(bitstream.SemanticPayload(**{**payload.__dict__, "y": payload.y[:-4]}))
     with pytest.raises(BitstreamError, match="malformed|too short"):
-        bitstream.unpack_semantic(b"\x05ab")
+        bitstream.unpack_semantic(b"\x05ab", bitstream.FORMAT_VERSION)
 
 
 def test_token_space_files_carry_the_semantic_layer_first(semantic_weights, kodak_image):
@@ -92,7 +93,7 @@ def test_token_space_files_carry_the_semantic_layer_first(semantic_weights, koda
 
     out = codec.decode_tokens(data)
     assert out.metadata["layers_read"] == "semantic" and out.metadata["semantic_layer"] == "sl-tiny"
-    assert tuple(out.tokens.shape) == (49, 1280)
+    assert tuple(out.tokens.shape) == (63, 1280) and out.metadata["grid"] == "7x9"  # 128 x 96: the tower sees 288 x 224
     header = bitstream.unpack(data, until=bitstream.TOKENS_PREFIX)
     read = header.header_bytes + header.payload_bytes
     assert int(out.metadata["bitstream_bytes_read"]) == read
@@ -129,7 +130,7 @@ def test_cli_tokens_decode_reads_the_semantic_prefix(semantic_weights, kodak_ima
     from safetensors import safe_open
 
     with safe_open(str(tokens), "np") as f:
-        assert f.metadata()["layers_read"] == "semantic" and f.get_tensor("tokens").shape == (49, 1280)
+        assert f.metadata()["layers_read"] == "semantic" and f.get_tensor("tokens").shape == (63, 1280)
     info = runner.invoke(main, [*base, "info", str(smc)])
     assert "chunk SEM" in info.output and "semantic:    layer sl-tiny" in info.output
     plain = tmp_path / "b.smc"
@@ -145,9 +146,9 @@ def test_a_file_naming_an_unknown_semantic_layer_is_one_clear_error(semantic_wei
     chunks = []
     for c in header.chunks:
         if c.tag == bitstream.SEMANTIC_CHUNK:
-            p = bitstream.unpack_semantic(c.payload)
+            p = bitstream.unpack_semantic(c.payload, header.version)
             renamed = bitstream.SemanticPayload(**{**p.__dict__, "layer_id": "sl-future"})
-            c = bitstream.Chunk(c.tag, bitstream.pack_semantic(renamed))
+            c = bitstream.Chunk(c.tag, bitstream.pack_semantic(renamed, header.version))
         chunks.append(c)
     import dataclasses
 
@@ -189,3 +190,74 @@ def test_train_semantic_layer_cli_writes_a_resumable_checkpoint(tmp_path):
     result = CliRunner().invoke(main, [*args, "--steps", "3"])
     assert result.exit_code == 0, result.output
     assert load_checkpoint(out)[1] == 3 and (tmp_path / "maps.pt").exists()
+
+
+def test_an_encoder_pruned_layer_codes_only_the_kept_tokens(semantic_weights, kodak_image):
+    codec = Codec(semantic_weights)
+    crop = kodak_image[:96, :128]
+    whole = codec.encode(crop, 1, token_space=TOWER).data
+    pruned = codec.encode(crop, 1, token_space=TOWER, keep_tokens=6).data
+    all_tokens, out = codec.decode_tokens(whole), codec.decode_tokens(pruned)
+    assert tuple(out.tokens.shape) == (6, 1280) and out.metadata["kept_tokens"] == "6"
+    assert out.positions is not None and len(set(out.positions.tolist())) == 6 and int(out.positions.max()) < 63
+    assert int(out.metadata["bitstream_bytes_read"]) < int(all_tokens.metadata["bitstream_bytes_read"])
+    chunk = bitstream.unpack_semantic(bitstream.unpack(pruned).chunk(bitstream.SEMANTIC_CHUNK), 4)
+    assert chunk.kept == tuple(out.positions.tolist()) and chunk.token_grid == (7, 9)
+    # the pixel layers stay whole: the same pixels as the unpruned file's
+    assert np.array_equal(codec.decode(pruned), codec.decode(whole))
+
+
+def test_a_pruned_layer_keeps_the_tokens_with_the_most_class_evidence():
+    from semcodec.codec.semantic_tokens import kept_tokens, token_importance
+
+    tokens = torch.zeros(5, 3)
+    tokens[3, 0], tokens[1, 0], tokens[4, 1] = 4.0, 2.0, 9.0  # 4 is the largest, but for another class
+    classifier = torch.nn.Linear(3, 2, bias=False)
+    with torch.no_grad():
+        classifier.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.1, 0.0]]))
+    assert kept_tokens(token_importance(tokens, classifier), 2) == (1, 3)
+    assert kept_tokens(token_importance(tokens, None), 2) == (3, 4)  # no classifier: the largest
+
+
+def test_too_many_kept_tokens_is_one_clear_error(semantic_weights, kodak_image):
+    from semcodec.errors import InputError
+
+    with pytest.raises(InputError, match="1..63 tokens"):
+        Codec(semantic_weights).encode(kodak_image[:96, :128], 1, token_space=TOWER, keep_tokens=64)
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [((224, 224), (224, 224)), ((512, 768), (224, 352)), ((768, 512), (352, 224)), ((100, 1000), (224, 448))],
+)
+def test_the_tower_sees_the_photo_at_its_shape(size, expected):
+    from semcodec.codec.semantic_tokens import tower_geometry
+
+    assert tower_geometry(*size, short=224, multiple=32) == expected
+
+
+def test_coded_positions_reach_the_kept_tokens_neighbours():
+    from semcodec.codec.semantic_layer import coded_positions
+
+    assert coded_positions((3, 4), None, 1) is None
+    assert coded_positions((3, 4), (5,), 0).reshape(3, 4).tolist() == [
+        [False, False, False, False], [False, True, False, False], [False, False, False, False]
+    ]  # fmt: skip
+    assert coded_positions((3, 4), (0,), 1).reshape(3, 4).tolist() == [
+        [True, True, False, False], [True, True, False, False], [False, False, False, False]
+    ]  # fmt: skip
+
+
+def test_format_3_semantic_chunks_parse_as_they_were_written():
+    payload = bitstream.SemanticPayload("sl", b"\1" * 8, 2, 7, b"zz", b"yyy")
+    old = bitstream.pack_semantic(payload, 3)
+    assert bitstream.unpack_semantic(old, 3) == payload
+    assert len(bitstream.pack_semantic(payload, 4)) == len(old) + 4  # grid, reach, pruned flag
+    pruned = bitstream.SemanticPayload("sl", b"\1" * 8, 2, 7, b"zz", b"yyy", (14, 21), (0, 9, 76), 1)
+    assert bitstream.unpack_semantic(bitstream.pack_semantic(pruned, 4), 4) == pruned
+    with pytest.raises(ValueError, match="format version 3"):
+        bitstream.pack_semantic(pruned, 3)
+    damaged = bytearray(bitstream.pack_semantic(pruned, 4))
+    damaged[len(damaged) - 6] = 0xFF  # the kept-token bitmap's last byte (before z, y): tokens past the grid
+    with pytest.raises(BitstreamError, match="malformed"):
+        bitstream.unpack_semantic(bytes(damaged), 4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from semcodec.codec import Codec, tiling
 from tests.conftest import synthetic_image
@@ -17,9 +18,15 @@ def test_tile_grid_covers_the_image_once():
 
 
 @pytest.mark.parametrize("shape", [(200, 330), (130, 70)])
-def test_tiled_coding_matches_the_whole_image(tiny_weights, monkeypatch, shape):
+@pytest.mark.parametrize("weights", ["tiny_weights", "tiny_patch_weights"])
+def test_tiled_coding_matches_the_whole_image(request, weights, monkeypatch, shape):
     image = synthetic_image(*shape, seed=7)
-    codec = Codec(tiny_weights)
+    codec = Codec(request.getfixturevalue(weights))
+    model = codec.model("vit-hp-small")[0]
+    if model.analysis_patch is not None:  # patch paths as large as the stem's, so tiling them would show
+        torch.manual_seed(0)
+        for layer in (model.analysis_patch, model.synthesis_patch):
+            layer.weight.data.normal_(0, 0.05)
     whole = codec.encode(image, 1)
     whole_pixels = codec.decode(whole.data)
     monkeypatch.setattr(tiling, "TILE", 64)

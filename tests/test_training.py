@@ -392,3 +392,41 @@ def test_a_trained_model_gains_analysis_blocks_that_start_as_the_identity(tiny_w
     assert config["analysis_extra_depth"] == 2 and config["stem_channels"] == TINY_ARCH["stem_channels"]
     fewer = CliRunner().invoke(main, [*args[:-1], "analysis_extra_depth=1", "--steps", "8"])
     assert fewer.exit_code != 0 and "may only gain parts" in fewer.output
+
+
+def test_a_trained_model_gains_patch_paths_that_start_as_the_identity(tiny_weights, tiny_patch_weights):
+    import torch
+
+    from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
+    from semcodec.weights import load_registry, load_state_dict
+
+    registry = load_registry(tiny_weights)
+    trained = SemanticHyperprior(SemanticHyperpriorConfig(**registry.model("vit-hp-small").config)).eval()
+    trained.load_state_dict(load_state_dict(registry, "vit-hp-small"))
+    grown = SemanticHyperprior(
+        SemanticHyperpriorConfig(**{**trained.config.to_dict(), "analysis_patch": True, "synthesis_patch": True})
+    ).eval()
+    missing, unexpected = grown.load_state_dict(trained.state_dict(), strict=False)
+    assert not unexpected and sorted(missing) == [
+        "analysis_patch.bias", "analysis_patch.weight", "synthesis_patch.bias", "synthesis_patch.weight"
+    ]  # fmt: skip
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        y = trained.analysis(x, 1)
+        torch.testing.assert_close(grown.analysis(x, 1), y)
+        torch.testing.assert_close(grown.synthesis(y, 1), trained.synthesis(y, 1))
+
+    config = json.loads((tiny_patch_weights / "registry.json").read_text())["models"]["vit-hp-small"]["config"]
+    assert config["analysis_patch"] and config["synthesis_patch"]
+    learned = load_state_dict(load_registry(tiny_patch_weights), "vit-hp-small")
+    assert learned["analysis_patch.weight"].any() and learned["synthesis_patch.weight"].any()  # they train
+
+
+def test_arch_refuses_a_non_boolean_for_a_switch(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(synthetic_image(64, 64)).save(tmp_path / "a.png")
+    result = CliRunner().invoke(
+        main, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "w"), "--arch", "analysis_patch=maybe"]
+    )
+    assert result.exit_code == 2 and "analysis_patch is true or false" in result.output

@@ -24,9 +24,15 @@ DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130)
 0.025, 0.0483, 0.0932 and 0.18."""
 
 
-GROWABLE_KEYS = ("context_slice_channels", "context_spatial", "analysis_extra_depth")
-"""Architecture fields a trained model may change when resumed: it may gain a context model or
-analysis blocks, which start as the identity, so the trained weights stay valid."""
+GROWABLE_KEYS = (
+    "context_slice_channels",
+    "context_spatial",
+    "analysis_extra_depth",
+    "analysis_patch",
+    "synthesis_patch",
+)
+"""Architecture fields a trained model may change when resumed: it may gain a context model,
+analysis blocks or patch paths, which start as the identity, so the trained weights stay valid."""
 
 TINY_ARCH = {"stem_channels": 16, "token_dim": 32, "latent_channels": 24, "hyper_channels": 16, "num_heads": 2}
 """A few-thousand-parameter architecture for tests and smoke runs."""

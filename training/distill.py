@@ -99,7 +99,7 @@ def coded_grids(
 
     No entropy coding is needed (it is lossless); the analysis transform runs once for all gains.
     """
-    features = model.g_a(pad_to_stride(x, model.downsampling))
+    features = model.analysis_transform(pad_to_stride(x, model.downsampling))
     grids, pruned = [], []
     for gain in gains:
         y = features * model.quality_gain(gain)

@@ -177,7 +177,9 @@ def write_set(
             data = path.read_bytes()
             header = bitstream.unpack(data)
             chunk = header.find(bitstream.SEMANTIC_CHUNK)
-            if layer and (chunk is None or bitstream.unpack_semantic(chunk).weights_hash != layer.short_hash):
+            if layer and (
+                chunk is None or bitstream.unpack_semantic(chunk, header.version).weights_hash != layer.short_hash
+            ):
                 raise SystemExit(f"{path.name} does not carry semantic layer {layer.name}")
             if header.model_id != model_id or header.weights_hash != entry.short_hash:
                 raise SystemExit(
@@ -250,13 +252,20 @@ def _record_stream(
 
 def format_cases(qualities: list[int], version: int) -> list[Case]:
     """The streams a new format version adds to an earlier release's set: both padded sources at the
-    middle quality, and the pruned file (padding and pruning masks together)."""
+    middle quality, and the pruned file (padding and pruning masks together). From version 4 default
+    files carry the semantic layer, so the pixel-only files (plain and pruned) are added beside them."""
     middle = qualities[len(qualities) // 2]
     plain = [Case(f"format-v{version}-{s.name}-q{middle}", s, ("-q", str(middle))) for s in SOURCES]
-    pruned = Case(
-        f"format-v{version}-{SOURCES[0].name}-q{middle}-tokens12", SOURCES[0], ("-q", str(middle), "--tokens", "12")
-    )
-    return [*plain, pruned]
+    source, args = SOURCES[0], ("-q", str(middle))
+    pruned = Case(f"format-v{version}-{source.name}-q{middle}-tokens12", source, (*args, "--tokens", "12"))
+    if version < 4:
+        return [*plain, pruned]
+    pixels = ("--token-space", "none")
+    pixel_only = [
+        Case(f"format-v{version}-{source.name}-q{middle}-pixels", source, (*args, *pixels)),
+        Case(f"format-v{version}-{source.name}-q{middle}-pixels-tokens12", source, (*args, *pixels, "--tokens", "12")),
+    ]
+    return [*plain, pruned, *pixel_only]
 
 
 def add_format_streams(model_id: str, out: Path, kodak: Path, written_by: str) -> Path:

@@ -123,7 +123,7 @@ class LatentCache:
         chunks = []
         with torch.no_grad():
             for start in range(0, count, 16):
-                chunks.append(model.g_a(bank.sample(min(16, count - start)).to(device)))
+                chunks.append(model.analysis_transform(bank.sample(min(16, count - start)).to(device)))
         self.latents = torch.cat(chunks)
         self.pixels_per_latent = model.latent_stride**2 * self.latents.shape[2] * self.latents.shape[3]
 

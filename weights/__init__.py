@@ -96,6 +96,14 @@ class SemanticLayerEntry:
     """File quality -> this layer's gain index (the encoder's table; files record the index they used)."""
     info: dict
     release: str | None = None
+    encoder_gain: int | None = None
+    """The gain index the encoder uses at every file quality (``None``: :attr:`gain_index` per
+    quality). The machine's answer hardly follows the pixel quality (sem-lite0-b7: top-1 0.86 at
+    gain 0, 1,049 bytes; 0.87 at gain 2, 1,656 bytes), so its layer need not either."""
+
+    def encoder_gain_for(self, quality: int) -> int | None:
+        """The gain index a new file of pixel ``quality`` codes this layer at (``None``: none fits)."""
+        return self.encoder_gain if self.encoder_gain is not None else self.gain_index.get(quality)
 
     @property
     def short_hash(self) -> bytes:
@@ -113,6 +121,9 @@ class Registry:
     semantic_layers: dict[str, SemanticLayerEntry] = field(default_factory=dict)
     encoder_semantic_layers: dict[str, str] = field(default_factory=dict)
     """Token space -> the semantic layer the encoder writes for it (absent: none, the head alone)."""
+    default_token_space: str | None = None
+    """The token space a file carries when the encoder is not told one: its semantic layer is in
+    every default file (``None``: pixel-only files by default)."""
 
     def check_encode_space(self, model_name: str, space: str | None) -> None:
         """``space`` can be encoded with ``model_name``: its own spaces or one a semantic layer serves."""
@@ -218,6 +229,9 @@ def load_registry(root: Path | str | None = None) -> Registry:
         unknown = sorted(set(encoder_semantic.values()) - set(semantic))
         if unknown:
             raise KeyError(f"encoder_semantic_layers names unknown layers {unknown}")
+        default_space = raw.get("default_token_space")
+        if default_space is not None and default_space not in encoder_semantic:
+            raise KeyError(f"default_token_space {default_space!r} has no encoder semantic layer")
     except FileNotFoundError:
         raise WeightsError(f"no weights registry at {path}") from None
     except (ValueError, KeyError, TypeError) as exc:
@@ -230,7 +244,7 @@ def load_registry(root: Path | str | None = None) -> Registry:
                 f"weights registry {path} is malformed: quality {level.quality} disagrees with "
                 f"model {level.model!r}'s own quality table"
             )
-    return Registry(root, models, qualities, default, retired, semantic, encoder_semantic)
+    return Registry(root, models, qualities, default, retired, semantic, encoder_semantic, default_space)
 
 
 def _model_entry(name: str, m: dict, current: dict[int, QualityLevel]) -> ModelEntry:
@@ -269,6 +283,7 @@ def _semantic_entry(name: str, v: dict) -> SemanticLayerEntry:
         gain_index={int(q): int(g) for q, g in v["gain_index"].items()},
         info=v.get("info", {}),
         release=v.get("release"),
+        encoder_gain=int(v["encoder_gain"]) if v.get("encoder_gain") is not None else None,
     )
 
 
