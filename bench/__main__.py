@@ -93,6 +93,10 @@ def kodak(
         bench.save(rows, json_path)
 
 
+DEFAULT_FILES = "semcodec default files (+ semantic layer)"
+"""`bench rd`'s second curve: the files `semcodec encode` writes by default, semantic layer included."""
+
+
 @main.command()
 @_dataset
 @_weights
@@ -134,12 +138,17 @@ def rd(
     refine_steps: int,
     bd_subsets: tuple[str, ...],
 ) -> None:
-    """semcodec vs JPEG/WebP/AVIF/JPEG 2000 (same run) and published curves: table, BD-rate, plot, speed."""
+    """semcodec vs JPEG/WebP/AVIF/JPEG 2000 (same run) and published curves: table, BD-rate, plot, speed.
+
+    The semcodec curve is pixel-only files (`--token-space none`); default files, which also carry
+    the semantic layer, are a second curve beside it."""
     import json
 
     from semcodec.bench import kodak as semcodec_bench
     from semcodec.bench import rd as rd_bench
     from semcodec.bench import speed
+    from semcodec.codec import Codec
+    from semcodec.codec.defaults import PIXELS_ONLY
     from semcodec.codec.image_io import read_image
     from semcodec.codec.refine import RefineConfig
 
@@ -147,11 +156,18 @@ def rd(
     out.mkdir(parents=True, exist_ok=True)
     images = [read_image(p).pixels for p in image_paths(dataset)[:limit]]
     refined = (
-        {f"semcodec refined {refine_steps}": semcodec_bench.run(dataset, weights, limit, RefineConfig(refine_steps))}
+        {
+            f"semcodec refined {refine_steps}": semcodec_bench.run(
+                dataset, weights, limit, RefineConfig(refine_steps), PIXELS_ONLY
+            )
+        }
         if refine_steps > 0
         else {}
     )
-    ours = {"semcodec": semcodec_bench.run(dataset, weights, limit), **refined}
+    # the pixel headline is pixel-only files; default files (with the semantic layer) beside them
+    ours = {"semcodec": semcodec_bench.run(dataset, weights, limit, token_space=PIXELS_ONLY), **refined}
+    if Codec(weights).registry.default_token_space is not None:
+        ours[DEFAULT_FILES] = semcodec_bench.run(dataset, weights, limit)
     same_run = rd_bench.classical_curves(images)
     if anchors is None and dataset.resolve() == DEFAULT_KODAK.resolve():
         anchors = DEFAULT_ANCHORS  # published Kodak figures mean nothing on another set
@@ -176,6 +192,10 @@ def rd(
         f"{torch.get_num_threads()} threads"
     )
     click.echo(rd_bench.format_report(ours, same_run, bd))
+    if DEFAULT_FILES in ours:
+        layer_cost = rd_bench.bd_table(ours[DEFAULT_FILES], {"pixel-only": ours["semcodec"]})["pixel-only"]
+        bd[DEFAULT_FILES]["semcodec pixel-only files"] = layer_cost
+        click.echo(f"\nDefault files (+ semantic layer) against pixel-only files: {layer_cost:+.1f}% BD-rate (PSNR)")
     click.echo("")
     click.echo(speed.speed_table(ours["semcodec"], reference))
     for name, rows in refined.items():
@@ -186,6 +206,8 @@ def rd(
         json.dumps(
             {
                 "semcodec": ours["semcodec"],
+                "semcodec_default_files": ours.get(DEFAULT_FILES),
+                "bd_rate_default_files": bd.get(DEFAULT_FILES),
                 "semcodec_refined": refined,
                 "classical": same_run,
                 "bd_rate": bd["semcodec"],
