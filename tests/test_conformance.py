@@ -112,7 +112,7 @@ def test_a_new_format_version_adds_streams_and_keeps_the_old_ones(tmp_path):
     import shutil
 
     from semcodec import bitstream
-    from semcodec.training.release import KODAK, add_format_streams
+    from tools.release import KODAK, add_format_streams, format_cases
 
     if not KODAK.is_dir():
         pytest.skip("the Kodak images are not in the shared data")
@@ -131,7 +131,9 @@ def test_a_new_format_version_adds_streams_and_keeps_the_old_ones(tmp_path):
     after, arrays = load_set(target)
     assert after["streams"][: len(earlier)] == earlier
     added = after["streams"][len(earlier) :]
-    assert len(added) == 3 and all(s["format_version"] == bitstream.FORMAT_VERSION for s in added)
+    expected = format_cases(sorted(int(q) for q in {s["quality"] for s in earlier}), bitstream.FORMAT_VERSION)
+    assert [s["file"] for s in added] == [f"{c.stream}.smc" for c in expected] and len(added) >= 3
+    assert all(s["format_version"] == bitstream.FORMAT_VERSION for s in added)
     assert all(np.array_equal(arrays[k], v) for k, v in kept.items())
     for record in added:
         data = (target / record["file"]).read_bytes()

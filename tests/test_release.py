@@ -16,10 +16,10 @@ from semcodec.cli.main import main
 from semcodec.codec import Codec
 from semcodec.codec.conformance import MANIFEST, decode_outputs_with_threads
 from semcodec.errors import WeightsError
-from semcodec.training.release import ReleasePaths, next_minor, ship
 from semcodec.training.train import next_model_id
 from semcodec.weights import REGISTRY_FILE, load_registry
 from tests.conftest import synthetic_image
+from tools.release import ReleasePaths, next_minor, ship
 
 
 def test_revision_ids_and_versions():
@@ -177,8 +177,8 @@ def test_shipping_a_semantic_layer_writes_its_set_and_keeps_the_model(tiny_weigh
     import torch
 
     from semcodec.models.semantic_layer import SemanticLayer, SemanticLayerConfig
-    from semcodec.training.release import ship_semantic_layer
     from semcodec.training.semantic_layer import TINY_ARCH, save_checkpoint
+    from tools.release import ship_semantic_layer
 
     first = load_registry(tiny_weights).quality(1).model
     ship(tiny_weights, first, "the first model", release_paths)

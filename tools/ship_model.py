@@ -9,9 +9,11 @@ released before. Then: run the tests (``tests/test_conformance.py`` decodes ever
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from semcodec.training.release import ROOT, ship
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # release.py beside this script, outside the library
+from release import ROOT, ship  # noqa: E402
 
 
 def main() -> None:

@@ -9,9 +9,11 @@ an id that was released before. Then: run the tests.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from semcodec.training.release import ship_semantic_layer
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # release.py beside this script, outside the library
+from release import ship_semantic_layer  # noqa: E402
 
 
 def main() -> None:

@@ -20,9 +20,11 @@ leaving the set's earlier streams as they are.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from semcodec.training.release import CONFORMANCE, KODAK, add_format_streams, write_set
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # release.py beside this script, outside the library
+from release import CONFORMANCE, KODAK, add_format_streams, write_set  # noqa: E402
 
 
 def main() -> None:
