@@ -124,7 +124,7 @@ def test_arch_sets_a_new_model_and_cannot_change_a_trained_one(tmp_path):
 
 
 def test_arch_values_are_typed_by_the_config_annotations():
-    from semcodec.cli.main import _parse_arch
+    from semcodec.cli.training import _parse_arch
 
     arch = _parse_arch(("token_dim=192", "max_gain=2.5", "base_channels=none", "base_channels=64"))
     assert arch == {"token_dim": 192, "max_gain": 2.5, "base_channels": 64}
@@ -347,7 +347,7 @@ def test_a_trained_model_gains_qualities_after_its_own_lambdas(tiny_weights, tmp
 
 
 def test_downscale_option_takes_a_range_or_off(tmp_path):
-    from semcodec.cli.main import _parse_downscale
+    from semcodec.cli.training import _parse_downscale
 
     assert _parse_downscale("0.5,0.9") == (0.5, 0.9) and _parse_downscale("off") is None
     for bad in ("0.9,0.5", "1.5,2", "half"):

@@ -1,0 +1,225 @@
+"""The ``semcodec`` command group and what every command shares: options, input and output, the
+one-line failure (any error a user can cause ends as one line on stderr and exit status 1), the
+interrupt handling and ``--version``. The commands live in :mod:`~semcodec.cli.coding`,
+:mod:`~semcodec.cli.training` and :mod:`~semcodec.cli.batch`; :mod:`~semcodec.cli.main` assembles them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import click
+
+from semcodec import __version__
+from semcodec.codec.defaults import (
+    DEFAULT_EFFORT,
+    DEFAULT_TOKEN_DTYPE,
+    EFFORT_REFINE_STEPS,
+    SUGGESTED_REFINE_STEPS,
+    TOKEN_DTYPES,
+)
+from semcodec.errors import SemcodecError
+
+INTERRUPTED = "interrupted; no output written"
+EXIT_INTERRUPTED = 130
+TARGET_SUFFIX = {"pixels": ".png", "tokens": ".safetensors"}
+
+
+_effort = click.option(
+    "--effort",
+    type=click.IntRange(0, len(EFFORT_REFINE_STEPS) - 1),
+    default=DEFAULT_EFFORT,
+    show_default=True,
+    help="Encoder effort: 0 is one analysis pass; levels 1 and 2 optimise each image's latent for "
+    f"{' and '.join(map(str, EFFORT_REFINE_STEPS[1:]))} steps (about 1 s a step for a Kodak image on one core) "
+    "for a smaller file at the same quality. Same format, same decoder.",
+)
+_refine_steps = click.option(
+    "--refine-steps",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Refinement steps, for finer control than --effort (not both; e.g. "
+    f"{SUGGESTED_REFINE_STEPS}). With --token-space, for that tower's tokens too.",
+)
+"""Shared by ``encode`` and ``batch encode``: one default, one help."""
+
+
+def refinement_steps(effort: int, refine_steps: int | None) -> int:
+    """The encoder's refinement steps: ``--refine-steps`` when given, else the ``--effort`` level's."""
+    if refine_steps is not None:
+        if effort != DEFAULT_EFFORT:
+            raise click.UsageError("--effort and --refine-steps both set the encoder's refinement: give one")
+        return refine_steps
+    return EFFORT_REFINE_STEPS[effort]
+
+
+_token_dtype = click.option(
+    "--dtype",
+    type=click.Choice(TOKEN_DTYPES),
+    default=DEFAULT_TOKEN_DTYPE,
+    show_default=True,
+    help="Token dtype (tokens target).",
+)
+"""Shared by ``decode`` and ``batch decode``."""
+
+
+def _print_error(message: str) -> None:
+    click.echo(f"semcodec: error: {message}", err=True)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    _print_error(message)
+    sys.exit(code)
+
+
+class _Group(click.Group):
+    """Turns semcodec's typed errors and OS errors into one line on stderr, never a traceback."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except SemcodecError as exc:
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            _fail(INTERRUPTED, EXIT_INTERRUPTED)
+        except MemoryError:
+            _fail("out of memory (image too large for this machine)")
+        except OSError as exc:
+            _fail(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
+
+
+def run() -> None:
+    """The ``semcodec`` program: ``main``, then an interrupted run leaves at once with status 130.
+
+    Outputs are already cleaned up when the interrupt reaches here. Leaving through ``os._exit``
+    skips interpreter shutdown, where an interrupt that landed inside a half-done import (torch's,
+    a few CPU seconds into a run) can still turn the exit into death by SIGINT (status -2).
+    Embedders call ``main`` and get ``SystemExit(130)`` instead.
+    """
+    try:
+        main(prog_name="semcodec")
+    except KeyboardInterrupt:  # outside click's own handling (it makes one in parsing "Aborted!"): nothing written
+        _print_error(INTERRUPTED)
+    except SystemExit as exc:
+        if exc.code != EXIT_INTERRUPTED:
+            raise
+    else:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
+
+
+def _interrupt_on_sigterm() -> None:
+    """Treat SIGTERM like Ctrl-C, so temporary files are removed and no partial output remains."""
+    import signal
+
+    def interrupt(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (e.g. embedded); nothing to install
+        pass
+
+
+def _read_input(path: str, until_chunk: str | None = None) -> bytes:
+    """The bytes of ``path`` ('-': stdin); with ``until_chunk``, only the file's prefix up to it."""
+    from semcodec.bitstream import read_prefix
+
+    if path == "-":
+        stream = sys.stdin.buffer
+        return read_prefix(stream, until_chunk) if until_chunk else stream.read()
+    p = Path(path)
+    if not p.exists():
+        raise SemcodecError(f"no such file: {path}")
+    if p.is_dir():
+        raise SemcodecError(f"{path} is a directory")
+    with open(p, "rb") as stream:
+        return read_prefix(stream, until_chunk) if until_chunk else stream.read()
+
+
+def _write_output(path: str, data: bytes, force: bool) -> None:
+    from semcodec.fileio import write_atomic
+
+    if path == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        write_atomic(path, data, force=force)
+
+
+def _registry(ctx: click.Context):
+    """The weights registry (torch-free): what can be checked before a model loads."""
+    from semcodec.weights import load_registry
+
+    return load_registry(ctx.obj.get("weights"))
+
+
+def _codec(ctx: click.Context):
+    from semcodec.codec import Codec
+
+    codec = Codec(ctx.obj.get("weights"))
+    codec.progress = sys.stderr.isatty()  # a bar for large images on a terminal, nothing in logs
+    return codec
+
+
+def _version_text(weights_dir: Path | None = None) -> str:
+    """``semcodec --version``: the release, the formats it reads and writes, and its models (no torch)."""
+    from semcodec.bitstream import FORMAT_VERSION, READABLE_VERSIONS
+    from semcodec.weights import load_registry
+
+    lines = [
+        f"semcodec {__version__}",
+        f"bitstream format {FORMAT_VERSION} (reads {', '.join(map(str, READABLE_VERSIONS))})",
+    ]
+    try:
+        registry = load_registry(weights_dir)
+    except SemcodecError as exc:
+        return "\n".join([*lines, f"models: none ({exc})"])
+    encoder = registry.quality(registry.default_quality).model if registry.qualities else None
+    for name, entry in registry.models.items():
+        release = f"released in {entry.release}" if entry.release else "unreleased checkpoint"
+        role = ", encodes" if name == encoder else ", decodes"
+        lines.append(f"model {name} ({release}, weights {entry.sha256[:16]}{role})")
+    writes = set(registry.encoder_semantic_layers.values())
+    for name, layer in registry.semantic_layers.items():
+        release = f"released in {layer.release}" if layer.release else "unreleased checkpoint"
+        role = f", encodes --token-space {layer.tower}" if name in writes else ", decodes"
+        lines.append(f"semantic layer {name} ({release}, weights {layer.sha256[:16]}{role})")
+    return "\n".join(lines)
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(_version_text())
+        ctx.exit()
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-V",
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the release, bitstream format and installed models, and exit.",
+)
+@click.option(
+    "--weights",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="SEMCODEC_WEIGHTS",
+    help="Folder with registry.json and weights (default: the installed weights).",
+)
+@click.pass_context
+def main(ctx: click.Context, weights: Path | None) -> None:
+    """semcodec: a learned semantic image codec (pixels for people, tokens for machines)."""
+    _interrupt_on_sigterm()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", module=r"(torch|compressai|timm)\..*")
+    ctx.ensure_object(dict)
+    ctx.obj["weights"] = weights
