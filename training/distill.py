@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from semcodec.codec.api import Codec, pad_to_stride
+from semcodec.codec.api import Codec
+from semcodec.codec.tensors import pad_to_stride
 from semcodec.codec.token_choice import important_tokens, latent_energy
 from semcodec.codec.token_targets import classifier_kl, teacher_answers, token_loss
 from semcodec.errors import SemcodecError

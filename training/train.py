@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from semcodec.codec.api import pad_to_stride
+from semcodec.codec.tensors import pad_to_stride
 from semcodec.errors import SemcodecError, WeightsError
 from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
 from semcodec.sysinfo import native_bfloat16_cpu
