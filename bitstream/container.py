@@ -64,7 +64,7 @@ _CRC = struct.Struct("<I")
 
 @dataclass(frozen=True)
 class Chunk:
-    """One length-prefixed, checksummed payload (e.g. ``"Z   "`` side info, ``"Y   "`` latent)."""
+    """One length-prefixed, checksummed payload (e.g. ``"Z   "`` side info, ``"YB  "`` base layer)."""
 
     tag: str
     payload: bytes
