@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from semcodec import bitstream
 from semcodec.codec import entropy
-from semcodec.codec.latent_walk import HyperpriorTables, entropy_parameters, hyper_fixed, residuals, z_symbols
+from semcodec.codec.hyperprior import HyperpriorTables, entropy_parameters, hyper_fixed, residuals, z_symbols
 from semcodec.errors import BitstreamError
 from semcodec.models.semantic_layer import SemanticLayer
 

@@ -16,15 +16,12 @@ import torch
 from semcodec import bitstream
 from semcodec.codec import entropy
 from semcodec.codec.defaults import DEFAULT_REFINE_STEPS
+from semcodec.codec.hyperprior import entropy_parameters, hyper_fixed, residuals, z_symbols
 from semcodec.codec.latent_walk import (
     EntropyTables,
     LatentWalk,
     Part,
     Timer,
-    entropy_parameters,
-    hyper_fixed,
-    residuals,
-    z_symbols,
 )
 from semcodec.codec.refine import RefineConfig
 from semcodec.codec.token_choice import important_tokens, latent_energy, symbol_energy

@@ -48,7 +48,7 @@ def semantic_weights(tmp_path_factory, codec) -> Path:
 
 
 def test_coder_round_trip_is_the_models_own_hard_rounding():
-    from semcodec.codec.latent_walk import z_symbols
+    from semcodec.codec.hyperprior import z_symbols
 
     layer = _tiny_layer()
     layer.update(force=True)
