@@ -166,6 +166,13 @@ _device = click.option(
     show_default=f"{TRAIN_DEFAULTS.head_lr_scale:g}",
 )
 @click.option(
+    "--patch-lr-scale",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=TRAIN_DEFAULTS.patch_lr_scale,
+    show_default=True,
+    help="The patch paths' learning rate over --lr (--arch analysis_patch=true ...): they start at zero.",
+)
+@click.option(
     "--tower-weights",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
@@ -200,6 +207,7 @@ def train(
     token_space: str | None,
     token_weight: float | None,
     head_lr_scale: float | None,
+    patch_lr_scale: float,
     tower_weights: Path | None,
     device: str,
 ) -> None:
@@ -236,6 +244,7 @@ def train(
         encoder_only=encoder_only,
         precision=precision,
         compile=compile_model,
+        patch_lr_scale=patch_lr_scale,
         token_space=token_space,
         tower_weights=tower_weights,
         **({"token_weight": token_weight} if token_weight is not None else {}),

