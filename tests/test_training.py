@@ -430,3 +430,21 @@ def test_arch_refuses_a_non_boolean_for_a_switch(tmp_path):
         main, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "w"), "--arch", "analysis_patch=maybe"]
     )
     assert result.exit_code == 2 and "analysis_patch is true or false" in result.output
+
+
+def test_the_patch_paths_learn_at_their_own_rate(tmp_path):
+    from pathlib import Path
+
+    from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
+    from semcodec.training.config import TINY_ARCH, TrainConfig
+    from semcodec.training.train import parameter_groups
+
+    model = SemanticHyperprior(SemanticHyperpriorConfig(**TINY_ARCH, analysis_patch=True))
+    cfg = TrainConfig(data=[], weights_dir=Path(tmp_path), patch_lr_scale=10.0)
+    params = list(model.parameters())
+    rest, patches = parameter_groups(model, cfg, params)
+    assert patches["lr_scale"] == 10.0 and rest["lr_scale"] == 1.0
+    assert {id(p) for p in patches["params"]} == {id(p) for p in model.analysis_patch.parameters()}
+    assert len(rest["params"]) + len(patches["params"]) == len(params)
+    plain = SemanticHyperprior(SemanticHyperpriorConfig(**TINY_ARCH))
+    assert len(parameter_groups(plain, cfg, list(plain.parameters()))) == 1

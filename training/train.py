@@ -51,6 +51,16 @@ PATCH_PREFIXES = ("analysis_patch.", "synthesis_patch.")
 """Parameter names of the patch paths (:attr:`TrainConfig.patch_lr_scale` sets their learning rate)."""
 
 
+def parameter_groups(model: SemanticHyperprior, cfg: TrainConfig, params: list[torch.nn.Parameter]) -> list[dict]:
+    """Adam's groups for the codec's trained ``params``: the patch paths apart, at ``cfg.patch_lr_scale``."""
+    patches = {id(p) for n, p in model.named_parameters() if n.startswith(PATCH_PREFIXES)}
+    groups = [{"params": [p for p in params if id(p) not in patches], "lr_scale": 1.0}]
+    patch_params = [p for p in params if id(p) in patches]
+    if patch_params:
+        groups.append({"params": patch_params, "lr_scale": cfg.patch_lr_scale})
+    return groups
+
+
 def pick_device(name: str) -> torch.device:
     """``auto`` -> CUDA when present, else CPU; on CUDA allow TF32 matmuls (training tolerates them;
     coding never runs here, so bitstreams are unaffected)."""
@@ -389,11 +399,7 @@ def train(cfg: TrainConfig) -> None:
             p.requires_grad_(True)
         aux_params = []  # the entropy bottleneck's quantiles are the decoder's: frozen too
     cache = LatentCache(model, bank, cfg.latent_cache, device) if cfg.entropy_only else None
-    patch_names = {n for n, _ in model.named_parameters() if n.startswith(PATCH_PREFIXES) and trains(cfg, n)}
-    patch_params = [p for n, p in model.named_parameters() if n in patch_names]
-    groups = [{"params": [p for p in main_params if all(p is not q for q in patch_params)], "lr_scale": 1.0}]
-    if patch_params:
-        groups.append({"params": patch_params, "lr_scale": cfg.patch_lr_scale})
+    groups = parameter_groups(model, cfg, main_params)
     if objective is not None:
         head_params = list(objective.head.parameters())
         groups.append({"params": head_params, "lr_scale": cfg.head_lr_scale})
