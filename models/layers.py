@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from compressai.layers import GDN
+from compressai.models.base import CompressionModel
 from compressai.models.utils import conv
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
@@ -42,6 +45,29 @@ def gain_vector(table: Tensor, quality: Tensor | int) -> Tensor:
     """Per-channel gains ``exp(table[q])`` as (B, C, 1, 1) for quality indices ``quality`` (an int: B = 1)."""
     q = torch.as_tensor(quality, device=table.device).reshape(-1)
     return table[q].exp()[:, :, None, None]
+
+
+class GainedHyperprior(CompressionModel):
+    """What both coded latents share (the pixel codec's and the semantic layer's): one model for every
+    quality through per-channel gain vectors (Cui et al. 2021, "Asymmetric Gained Deep Image
+    Compression"), and a factorized z whose medians the hyperprior rounds around."""
+
+    def init_gains(self, num_qualities: int, channels: int, min_gain: float, max_gain: float) -> None:
+        """``log_gain`` / ``log_inv_gain`` (num_qualities, channels), log-spaced from ``min_gain`` to ``max_gain``."""
+        start = torch.linspace(math.log(min_gain), math.log(max_gain), num_qualities)
+        self.log_gain = nn.Parameter(start[:, None].repeat(1, channels))
+        self.log_inv_gain = nn.Parameter(-start[:, None].repeat(1, channels))
+
+    def quality_gain(self, quality: Tensor | int) -> Tensor:
+        """The per-channel gain (B, C, 1, 1) the analysis applies for ``quality``."""
+        return gain_vector(self.log_gain, quality)
+
+    def inverse_gain(self, quality: Tensor | int) -> Tensor:
+        """The per-channel gain (B, C, 1, 1) that undoes :meth:`quality_gain` before synthesis."""
+        return gain_vector(self.log_inv_gain, quality)
+
+    def z_medians(self) -> Tensor:
+        return self.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)
 
 
 def replicate_pad(x: Tensor, bottom: int, right: int) -> Tensor:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-from compressai.models.base import CompressionModel
 from compressai.models.utils import conv, deconv
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
@@ -17,9 +15,9 @@ from torch import Tensor, nn
 from semcodec.models.channel_context import ChannelContext
 from semcodec.models.layers import (
     BandedGDN,
+    GainedHyperprior,
     ParallelSum,
     WindowedTransformer,
-    gain_vector,
     start_as_identity,
     zero_started,
 )
@@ -70,7 +68,7 @@ class SemanticHyperpriorConfig:
         return asdict(self)
 
 
-class SemanticHyperprior(CompressionModel):
+class SemanticHyperprior(GainedHyperprior):
     """Learned codec whose latent ``y`` is a grid of semantic tokens at 1/16 resolution.
 
     * ``g_a``: convolutional stem to 1/16 (GDN, Balle et al. 2017), then timm ViT blocks on the
@@ -78,9 +76,8 @@ class SemanticHyperprior(CompressionModel):
     * ``h_a``/``h_s``: mean-scale hyperprior (Minnen et al. 2018, without autoregression, so decoding
       stays parallel); ``z`` is coded with a factorized ``EntropyBottleneck`` and ``y`` with a
       ``GaussianConditional`` over a fixed scale table.
-    * Gain units (Cui et al. 2021, "Asymmetric Gained Deep Image Compression"): one model serves
-      every quality; quality ``q`` scales ``y`` channel-wise by ``gain[q]`` before quantization and by
-      ``inv_gain[q]`` before synthesis.
+    * Gain units (:class:`GainedHyperprior`): one model serves every quality; quality ``q`` scales
+      ``y`` channel-wise by ``gain[q]`` before quantization and by ``inv_gain[q]`` before synthesis.
     """
 
     def __init__(self, config: SemanticHyperpriorConfig | None = None):
@@ -121,9 +118,7 @@ class SemanticHyperprior(CompressionModel):
         )  # fmt: skip
         self.entropy_bottleneck = EntropyBottleneck(nh)
         self.gaussian_conditional = GaussianConditional(None)
-        start = torch.linspace(math.log(cfg.min_gain), math.log(cfg.max_gain), cfg.num_qualities)
-        self.log_gain = nn.Parameter(start[:, None].repeat(1, m))
-        self.log_inv_gain = nn.Parameter(-start[:, None].repeat(1, m))
+        self.init_gains(cfg.num_qualities, m, cfg.min_gain, cfg.max_gain)
         if cfg.context_spatial and not cfg.context_slice_channels:
             raise ValueError("context_spatial needs a channel context (context_slice_channels > 0)")
         self.context = (
@@ -171,10 +166,6 @@ class SemanticHyperprior(CompressionModel):
         from: the decoder's own reading of the latent grid, before any pixel is made."""
         return copy.deepcopy(self.g_s[:2])
 
-    def quality_gain(self, quality: Tensor | int) -> Tensor:
-        """The per-channel gain (B, C, 1, 1) that ``analysis`` applies for ``quality``."""
-        return gain_vector(self.log_gain, quality)
-
     def analysis(self, x: Tensor, quality: Tensor | int) -> Tensor:
         """``y = g_a(x) * gain[q]``: the gained semantic token grid that is quantized."""
         return self.analysis_transform(x) * self.quality_gain(quality)
@@ -206,7 +197,7 @@ class SemanticHyperprior(CompressionModel):
 
     def synthesis_input(self, y_hat: Tensor, quality: Tensor | int) -> Tensor:
         """``y_hat`` with the quality's gain undone: what ``g_s`` reads."""
-        return y_hat * gain_vector(self.log_inv_gain, quality)
+        return y_hat * self.inverse_gain(quality)
 
     def semantic_grid(self, y_hat: Tensor, quality: Tensor | int, height: int, width: int) -> Tensor:
         """The quality-independent token grid: gain undone, cropped to the image (no padding tokens)."""
@@ -302,9 +293,6 @@ class SemanticHyperprior(CompressionModel):
         if uncoded is not None:
             decoded.append(means[:, uncoded:])
         return torch.cat(decoded, dim=1)
-
-    def z_medians(self) -> Tensor:
-        return self.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)
 
     def forward(self, x: Tensor, quality: Tensor | int, transform_dtype: torch.dtype | None = None) -> dict:
         """Training pass: noisy ``y``/``z`` for the rate, straight-through rounding for synthesis.

@@ -16,17 +16,15 @@ codec runs it in exact integers
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-from compressai.models.base import CompressionModel
 from compressai.models.utils import conv, deconv
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
-from semcodec.models.layers import gain_vector
+from semcodec.models.layers import GainedHyperprior
 
 LATENT_INIT_SCALE = 20.0
 
@@ -44,7 +42,7 @@ class SemanticLayerConfig:
     min_gain: float = 0.5
     max_gain: float = 2.0
 
-    def as_dict(self) -> dict:
+    def to_dict(self) -> dict:
         return asdict(self)
 
     @property
@@ -56,7 +54,7 @@ class SemanticLayerConfig:
         return -(-self.latent_grid // 2)
 
 
-class SemanticLayer(CompressionModel):
+class SemanticLayer(GainedHyperprior):
     """Tower map (B, C, 14, 14) -> gained latent (B, M, 7, 7) -> hyperprior -> map again."""
 
     def __init__(self, cfg: SemanticLayerConfig):
@@ -91,9 +89,7 @@ class SemanticLayer(CompressionModel):
             # learns slowly (measured: map MSE still 1.06 after 220 steps)
             self.g_a[-1].weight.mul_(LATENT_INIT_SCALE)
             self.g_a[-1].bias.mul_(LATENT_INIT_SCALE)
-        start = torch.linspace(math.log(cfg.min_gain), math.log(cfg.max_gain), cfg.num_qualities)
-        self.log_gain = nn.Parameter(start[:, None].repeat(1, m))
-        self.log_inv_gain = nn.Parameter(-start[:, None].repeat(1, m))
+        self.init_gains(cfg.num_qualities, m, cfg.min_gain, cfg.max_gain)
 
     def standardise(self, features: Tensor) -> Tensor:
         return (features - self.feature_mean) / self.feature_std
@@ -103,13 +99,13 @@ class SemanticLayer(CompressionModel):
 
     def analysis(self, features: Tensor, quality: int | Tensor) -> Tensor:
         """The gained latent ``y`` of a tower map."""
-        return self.g_a(self.standardise(features)) * gain_vector(self.log_gain, quality)
+        return self.g_a(self.standardise(features)) * self.quality_gain(quality)
 
     def synthesis(self, y_hat: Tensor, quality: int | Tensor, map_grid: tuple[int, int] | None = None) -> Tensor:
         """The tower map rebuilt from the decoded latent, cropped to ``map_grid`` (default: the
         square map of :attr:`SemanticLayerConfig.feature_grid`)."""
         rows, cols = map_grid or (self.config.feature_grid, self.config.feature_grid)
-        out = self.g_s(y_hat * gain_vector(self.log_inv_gain, quality))
+        out = self.g_s(y_hat * self.inverse_gain(quality))
         return self.unstandardise(out[:, :, :rows, :cols])
 
     def hyper_synthesis(self, z_hat: Tensor, latent_grid: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
@@ -117,9 +113,6 @@ class SemanticLayer(CompressionModel):
         rows, cols = latent_grid or (self.config.latent_grid, self.config.latent_grid)
         means, scales = self.h_s(z_hat)[:, :, :rows, :cols].chunk(2, dim=1)
         return means, scales
-
-    def z_medians(self) -> Tensor:
-        return self.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)
 
     def forward(self, features: Tensor, quality: int | Tensor) -> dict:
         """Training pass: noisy likelihoods for the rate, straight-through rounding for the map."""

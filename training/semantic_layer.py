@@ -199,7 +199,7 @@ def save_checkpoint(layer: SemanticLayer, path: Path, step: int, info: dict) -> 
     from semcodec.weights import save_state_dict
 
     layer.update(force=True)
-    metadata = {"config": json.dumps(layer.config.as_dict()), "steps": str(step), "info": json.dumps(info)}
+    metadata = {"config": json.dumps(layer.config.to_dict()), "steps": str(step), "info": json.dumps(info)}
     return save_state_dict(layer.state_dict(), path, metadata=metadata)
 
 
@@ -265,7 +265,7 @@ def register(
         "tower": info["tower"],
         "tower_sha256": info["tower_sha256"],
         "split_block": info["split_block"],
-        "config": layer.config.as_dict(),
+        "config": layer.config.to_dict(),
         "gain_index": {str(q): min(i, layer.config.num_qualities - 1) for i, q in enumerate(qualities)},
         "info": {
             "steps": steps,
