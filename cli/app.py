@@ -129,16 +129,13 @@ def _interrupt_on_sigterm() -> None:
 def _read_input(path: str, until_chunk: str | None = None) -> bytes:
     """The bytes of ``path`` ('-': stdin); with ``until_chunk``, only the file's prefix up to it."""
     from semcodec.bitstream import read_prefix
+    from semcodec.cli.checks import check_input_file
 
     if path == "-":
         stream = sys.stdin.buffer
         return read_prefix(stream, until_chunk) if until_chunk else stream.read()
-    p = Path(path)
-    if not p.exists():
-        raise SemcodecError(f"no such file: {path}")
-    if p.is_dir():
-        raise SemcodecError(f"{path} is a directory")
-    with open(p, "rb") as stream:
+    check_input_file(path)
+    with open(path, "rb") as stream:
         return read_prefix(stream, until_chunk) if until_chunk else stream.read()
 
 
