@@ -102,7 +102,9 @@ def test_info(small_bin):
     proc = semcodec("info", str(small_bin))
     assert proc.returncode == 0
     text = proc.stdout.decode()
-    assert "quality:     2" in text and "image:       130x96" in text and "chunk Y" in text
+    assert "quality:     2" in text and "image:       130x96" in text
+    assert all(f"chunk {tag} " in text for tag in ("TSPC", "SEM", "Z", "YB", "YE"))  # a default file's layers
+    assert "semantic:    layer sem-lite0-b7" in text and "token grid 7x9" in text
 
 
 def test_stdin_and_stdout(small_png, small_bin):

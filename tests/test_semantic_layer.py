@@ -15,7 +15,7 @@ from semcodec import bitstream
 from semcodec.cli.main import main
 from semcodec.codec import Codec
 from semcodec.codec.semantic_layer import SemanticLayerCoder
-from semcodec.errors import BitstreamError
+from semcodec.errors import BitstreamError, WeightsError
 from semcodec.models.semantic_layer import SemanticLayer, SemanticLayerConfig
 from semcodec.training.semantic_layer import TINY_ARCH, register, save_checkpoint
 from semcodec.weights import REGISTRY_FILE, WEIGHTS_DIR
@@ -165,7 +165,7 @@ def test_register_refuses_other_weights_under_an_existing_id(semantic_weights, c
     save_checkpoint(_tiny_layer(seed=1), tmp_path / "other.safetensors", 0, info)
     copy = tmp_path / "w"
     shutil.copytree(semantic_weights, copy, symlinks=True)
-    with pytest.raises(Exception, match="new id"):
+    with pytest.raises(WeightsError, match="new id"):
         register(tmp_path / "other.safetensors", "sl-tiny", copy)
 
 
