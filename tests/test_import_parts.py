@@ -14,7 +14,8 @@ def _run(code: str) -> subprocess.CompletedProcess:
 def test_the_codec_leaves_dynamo_torchvisions_models_and_scipy_stats_out():
     proc = _run(
         "import sys, semcodec.codec.api, semcodec.models.towers\n"
-        "heavy = {'torch._dynamo', 'torchvision.models.convnext', 'torchvision.ops.roi_align', 'timm.models.naflexvit'}\n"
+        "heavy = {'torch._dynamo', 'torchvision.models.convnext', 'torchvision.ops.roi_align',\n"
+        "         'timm.models.naflexvit'}\n"
         "assert not heavy & set(sys.modules), sorted(heavy & set(sys.modules))\n"
         "assert 'scipy.stats._stats_py' not in sys.modules\n"
     )

@@ -205,3 +205,24 @@ def test_shipping_a_semantic_layer_writes_its_set_and_keeps_the_model(tiny_weigh
         Codec(release_paths.weights).encode(
             synthetic_image(64, 64), 1, token_space="efficientnet-lite0", semantic_layer=False
         )
+
+
+def test_the_registry_editor_refuses_a_registry_the_codec_would_not_load(tiny_weights, tmp_path):
+    import shutil
+
+    from semcodec.errors import WeightsError
+    from semcodec.weights import REGISTRY_FILE
+    from semcodec.weights.editor import RegistryEditor
+
+    root = tmp_path / "w"
+    shutil.copytree(tiny_weights, root)
+    before = (root / REGISTRY_FILE).read_bytes()
+    editor = RegistryEditor(root)
+    editor.serve("vit-hp-small", {2: (0, 0.5)})  # quality 2 at another gain than the model's own table says
+    with pytest.raises(WeightsError, match="quality 2 disagrees"):
+        editor.save()
+    assert (root / REGISTRY_FILE).read_bytes() == before and not list(root.glob(".registry*"))
+    editor = RegistryEditor(root)
+    editor.serve("vit-hp-small", {2: (1, 0.02)}, default_quality=2)
+    editor.save()
+    assert load_registry(root).default_quality == 2

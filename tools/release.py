@@ -359,11 +359,12 @@ def ship(
     keep decoding. A token space the current model serves and the new one has no fitted head for
     would stop encoding: refused unless ``drop_heads``.
     """
-    from semcodec.weights import REGISTRY_FILE, load_registry, sha256_file, write_registry
+    from semcodec.weights import load_registry, sha256_file
+    from semcodec.weights.editor import RegistryEditor
 
     source = load_registry(checkpoints).model(model_id)
-    target_raw = json.loads((paths.weights / REGISTRY_FILE).read_text())
-    if model_id in target_raw["models"] or model_id in target_raw.get("retired", {}):
+    target = RegistryEditor(paths.weights)
+    if target.has_model(model_id) or target.retired(model_id):
         raise SystemExit(f"{model_id} was released before: a model id names one set of weights forever")
     if source.frozen:
         raise SystemExit(f"{model_id} in {checkpoints} is marked released already")
@@ -376,8 +377,8 @@ def ship(
         if head.get("codec_sha256") == source.sha256:  # stale heads (other weights) do not ship
             heads[space] = head
             files[head["file"]] = head["sha256"]
-    served = target_raw["qualities"].get(str(target_raw.get("default_quality")), {}).get("model")
-    lost = sorted(set(target_raw["models"].get(served, {}).get("token_heads", {})) - set(heads))
+    served = target.serving_model(target.default_quality) if target.default_quality is not None else None
+    lost = sorted(set(target.model(served).get("token_heads", {}) if served else {}) - set(heads))
     if lost and not drop_heads:
         raise SystemExit(
             f"{model_id} has no head fitted to its weights for {', '.join(lost)}, which {served} serves: "
@@ -391,20 +392,15 @@ def ship(
             shutil.copyfile(checkpoints / name, paths.weights / name)
             if sha256_file(paths.weights / name) != sha:
                 raise SystemExit(f"copy of {name} does not match its sha256")
-        checkpoint_raw = json.loads((checkpoints / REGISTRY_FILE).read_text())["models"][model_id]
-        entry = {**checkpoint_raw, "release": version, "token_heads": heads}
+        entry = {**RegistryEditor(checkpoints).model(model_id), "release": version, "token_heads": heads}
         entry["qualities"] = {
             str(q): {"gain_index": v.gain_index, "lambda": v.lmbda} for q, v in source.qualities.items()
         }
-        target_raw["models"][model_id] = entry
-        target_raw["qualities"] = {
-            str(q): {"model": model_id, "gain_index": v.gain_index, "lambda": v.lmbda}
-            for q, v in source.qualities.items()
-        }
-        if str(target_raw.get("default_quality")) not in target_raw["qualities"]:
-            target_raw["default_quality"] = min(source.qualities)
-        write_registry(paths.weights, target_raw)
-        load_registry(paths.weights)  # the registry it wrote must load (each quality agrees with its model)
+        target.put_model(model_id, entry)
+        table = {q: (v.gain_index, v.lmbda) for q, v in source.qualities.items()}
+        keep = target.default_quality if target.default_quality in table else min(table)
+        target.serve_only(model_id, table, keep)
+        target.save()  # refuses (one line) a registry the codec would not load
         _set_version(paths.version_file, version)
         _add_changelog_entry(paths.changelog, version, model_id, source.sha256, notes)
         written_by = f"semcodec {version} (its release build: this checkout)"
@@ -472,10 +468,10 @@ def ship_semantic_layer(checkpoint: Path, layer_id: str, notes: str, paths: Rele
     writes for its tower from now on; bump the minor version, add the CHANGELOG line and write the
     layer's conformance set with the current model. Return the new version."""
     from semcodec.training.semantic_layer import register
-    from semcodec.weights import REGISTRY_FILE, load_registry
+    from semcodec.weights import load_registry
+    from semcodec.weights.editor import RegistryEditor
 
-    raw = json.loads((paths.weights / REGISTRY_FILE).read_text())
-    if layer_id in raw.get("semantic_layers", {}) or (paths.weights / f"{layer_id}.safetensors").exists():
+    if RegistryEditor(paths.weights).semantic_layer(layer_id) or (paths.weights / f"{layer_id}.safetensors").exists():
         raise SystemExit(f"semantic layer {layer_id} was released before: an id names one set of weights forever")
     version = next_minor(current_version(paths.version_file))
     with _all_or_nothing(paths, [paths.weights / f"{layer_id}.safetensors"]):

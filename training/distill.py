@@ -16,7 +16,6 @@ on images it never saw; its figures go into the registry.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -39,13 +38,12 @@ from semcodec.training.budget import Budget
 from semcodec.training.data import CropBank
 from semcodec.training.train import pick_device
 from semcodec.weights import (
-    REGISTRY_FILE,
     head_file_name,
     load_verified,
     refuse_frozen,
     save_state_dict,
-    write_registry,
 )
+from semcodec.weights.editor import RegistryEditor
 from semcodec.weights.towers import load_tower
 
 
@@ -346,30 +344,33 @@ def _save(
     held_out: dict[str, float],
 ) -> None:
     sha = save_state_dict(head.state_dict(), root / file, metadata={"steps": str(step), "tower": cfg.tower})
-    raw = json.loads((root / REGISTRY_FILE).read_text())
-    model = raw["models"][model_name]
-    model.setdefault("token_heads", {})[cfg.tower] = {
-        "file": file,
-        "sha256": sha,
-        "tower": cfg.tower,
-        "tower_sha256": tower.source_sha256,
-        "layer": tower.layer,
-        "grid": list(tower.grid),
-        "dim": tower.dim,
-        "input_size": tower.input_size,
-        "split": tower.split_dim is not None,
-        "split_block": getattr(tower, "split_block", None),
-        "head_grid": list(head.grid),
-        "head_dim": head.out.out_features,
-        "arch": arch,
-        "codec_sha256": codec_sha256,
-        "steps": step,
-        "views": {
-            "crops_per_image": cfg.crops_per_image,
-            "zoom": list(cfg.zoom) if cfg.zoom else None,
-            "pruned_share": cfg.pruned_share,
-            "prune_range": list(cfg.prune_range) if cfg.pruned_share else None,
+    editor = RegistryEditor(root)
+    editor.put_head(
+        model_name,
+        cfg.tower,
+        {
+            "file": file,
+            "sha256": sha,
+            "tower": cfg.tower,
+            "tower_sha256": tower.source_sha256,
+            "layer": tower.layer,
+            "grid": list(tower.grid),
+            "dim": tower.dim,
+            "input_size": tower.input_size,
+            "split": tower.split_dim is not None,
+            "split_block": getattr(tower, "split_block", None),
+            "head_grid": list(head.grid),
+            "head_dim": head.out.out_features,
+            "arch": arch,
+            "codec_sha256": codec_sha256,
+            "steps": step,
+            "views": {
+                "crops_per_image": cfg.crops_per_image,
+                "zoom": list(cfg.zoom) if cfg.zoom else None,
+                "pruned_share": cfg.pruned_share,
+                "prune_range": list(cfg.prune_range) if cfg.pruned_share else None,
+            },
+            "held_out": {k: round(v, 4) for k, v in held_out.items()},
         },
-        "held_out": {k: round(v, 4) for k, v in held_out.items()},
-    }
-    write_registry(root, raw)
+    )
+    editor.save()

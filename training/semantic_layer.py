@@ -242,24 +242,23 @@ def register(
     the one the encoder writes for its tower when ``encoder_default``; return its sha256.
 
     An id names one file forever: an id already registered with other weights is refused."""
-    import json
     import shutil
 
     from semcodec.errors import WeightsError
     from semcodec.fileio import sha256_file
-    from semcodec.weights import REGISTRY_FILE, write_registry
+    from semcodec.weights.editor import RegistryEditor
 
     layer, steps, info = load_checkpoint(checkpoint)
     sha = sha256_file(checkpoint)
-    raw = json.loads((weights_dir / REGISTRY_FILE).read_text())
-    layers = raw.setdefault("semantic_layers", {})
-    if layer_id in layers and layers[layer_id]["sha256"] != sha:
+    editor = RegistryEditor(weights_dir)
+    existing = editor.semantic_layer(layer_id)
+    if existing and existing["sha256"] != sha:
         raise WeightsError(f"semantic layer {layer_id} exists with other weights: ship new weights under a new id")
     file = f"{layer_id}.safetensors"
     if checkpoint.resolve() != (weights_dir / file).resolve():
         shutil.copyfile(checkpoint, weights_dir / file)
-    qualities = sorted(int(q) for q in raw["qualities"])
-    layers[layer_id] = {
+    qualities = editor.quality_numbers
+    entry = {
         "file": file,
         "sha256": sha,
         "tower": info["tower"],
@@ -271,10 +270,8 @@ def register(
             "steps": steps,
             **{k: v for k, v in info.items() if k not in ("tower", "tower_sha256", "split_block")},
         },
+        **({"release": release} if release is not None else {}),
     }
-    if release is not None:
-        layers[layer_id]["release"] = release
-    if encoder_default:
-        raw.setdefault("encoder_semantic_layers", {})[info["tower"]] = layer_id
-    write_registry(weights_dir, raw)
+    editor.put_semantic_layer(layer_id, entry, encoder_for=info["tower"] if encoder_default else None)
+    editor.save()
     return sha

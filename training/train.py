@@ -13,7 +13,6 @@ id in a checkpoint folder (``--init-from``; the repository keeps one, ``checkpoi
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import shutil
 import time
@@ -44,8 +43,8 @@ from semcodec.weights import (
     load_state_dict,
     refuse_frozen,
     save_state_dict,
-    write_registry,
 )
+from semcodec.weights.editor import RegistryEditor
 
 PATCH_PREFIXES = ("analysis_patch.", "synthesis_patch.")
 """Parameter names of the patch paths (:attr:`TrainConfig.patch_lr_scale` sets their learning rate)."""
@@ -246,52 +245,57 @@ def save(
     model.train()
     file = f"{cfg.model_name}.safetensors"
     sha = save_state_dict(model.state_dict(), cfg.weights_dir / file, metadata={"steps": str(step)})
-    reg_path = cfg.weights_dir / REGISTRY_FILE
-    raw = json.loads(reg_path.read_text()) if reg_path.exists() else {"models": {}, "qualities": {}}
-    previous_entry = raw["models"].get(cfg.model_name, {})
+    editor = RegistryEditor(cfg.weights_dir)
+    previous_entry = editor.model(cfg.model_name)
     previous = previous_entry.get("info") or _initial_info(cfg)
     device = next(model.parameters()).device.type
     by_device = dict(previous.get("train_seconds_by_device", {}))
     by_device[device] = round(by_device.get(device, 0) + seconds, 1)
-    raw["models"][cfg.model_name] = {
-        "architecture": "semantic-hyperprior",
-        "config": model.config.to_dict(),
-        "file": file,
-        "sha256": sha,
-        "token_space": "semcodec-latent",
-        "qualities": {str(i + 1): {"gain_index": i, "lambda": lam} for i, lam in enumerate(cfg.lambdas)},
-        "info": {
-            "steps": step,
-            "train_seconds": round(previous.get("train_seconds", 0) + seconds, 1),
-            "train_seconds_by_device": by_device,  # a GPU second is worth many CPU seconds
-            "batch": cfg.batch,
-            "crop": cfg.crop,
-            "train_images": n_images,
-            "data": sorted({p.parent.name for p in cfg.data}),
-            **({"init_from": previous["init_from"]} if previous.get("init_from") else {}),
+    editor.put_model(
+        cfg.model_name,
+        {
+            "architecture": "semantic-hyperprior",
+            "config": model.config.to_dict(),
+            "file": file,
+            "sha256": sha,
+            "token_space": "semcodec-latent",
+            "qualities": {str(i + 1): {"gain_index": i, "lambda": lam} for i, lam in enumerate(cfg.lambdas)},
+            "info": {
+                "steps": step,
+                "train_seconds": round(previous.get("train_seconds", 0) + seconds, 1),
+                "train_seconds_by_device": by_device,  # a GPU second is worth many CPU seconds
+                "batch": cfg.batch,
+                "crop": cfg.crop,
+                "train_images": n_images,
+                "data": sorted({p.parent.name for p in cfg.data}),
+                **({"init_from": previous["init_from"]} if previous.get("init_from") else {}),
+            },
+            # heads stay listed: the codec refuses them until `semcodec distill` re-fits them to these
+            # weights (which starts from them)
+            "token_heads": previous_entry.get("token_heads") if previous_entry else initial_heads(cfg),
         },
-        # heads stay listed: the codec refuses them until `semcodec distill` re-fits them to these
-        # weights (which starts from them)
-        "token_heads": previous_entry.get("token_heads") if previous_entry else initial_heads(cfg),
-    }
-    raw["qualities"] = {
-        str(i + 1): {"model": cfg.model_name, "gain_index": i, "lambda": lam} for i, lam in enumerate(cfg.lambdas)
-    }
-    raw.setdefault("default_quality", min(3, len(cfg.lambdas)))
+    )
+    table = {i + 1: (i, lam) for i, lam in enumerate(cfg.lambdas)}
+    kept = editor.default_quality if editor.default_quality in table else min(3, len(cfg.lambdas))
+    editor.serve_only(cfg.model_name, table, kept)
     if objective is not None:
         head_file = head_file_name(cfg.model_name, objective.space)
         parts = "'s encoder (decoder frozen)" if cfg.encoder_only else ""
         head_sha = save_state_dict(objective.head.state_dict(), cfg.weights_dir / head_file, {"steps": str(step)})
         record = {k: v for k, v in objective.record.items() if k != "held_out"}  # measured by the bench, not here
-        raw["models"][cfg.model_name]["token_heads"][objective.space] = {
-            **record,
-            "file": head_file,
-            "sha256": head_sha,
-            "codec_sha256": sha,
-            "steps": step,
-            "trained": f"jointly with the codec{parts}, token weight {cfg.token_weight:g}",
-        }
-    write_registry(cfg.weights_dir, raw)
+        editor.put_head(
+            cfg.model_name,
+            objective.space,
+            {
+                **record,
+                "file": head_file,
+                "sha256": head_sha,
+                "codec_sha256": sha,
+                "steps": step,
+                "trained": f"jointly with the codec{parts}, token weight {cfg.token_weight:g}",
+            },
+        )
+    editor.save()
 
 
 def default_model_name(cfg: TrainConfig) -> str:

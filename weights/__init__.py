@@ -328,10 +328,6 @@ def save_state_dict(state: dict[str, torch.Tensor], path: Path, metadata: dict[s
     return sha256_file(path)
 
 
-def write_registry(root: Path, raw: dict) -> None:
-    write_atomic(root / REGISTRY_FILE, (json.dumps(raw, indent=2, sort_keys=False) + "\n").encode(), force=True)
-
-
 def refuse_frozen(root: Path, model_name: str, action: str) -> None:
     """Raise if ``root``'s registry lists ``model_name`` as released: released weights never change."""
     path = root / REGISTRY_FILE
