@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -18,23 +15,7 @@ from semcodec.codec import Codec
 from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
 from semcodec.models.channel_context import slice_bounds
 from semcodec.training.config import TINY_ARCH
-from tests.conftest import synthetic_image
-
-
-@pytest.fixture(scope="module")
-def context_weights(tmp_path_factory, tiny_weights) -> Path:
-    """The tiny model given a context model by `train --entropy-only --context-slices 4`."""
-    work = tmp_path_factory.mktemp("ctx") / "weights"
-    shutil.copytree(tiny_weights, work)
-    data = work.parent / "data"
-    data.mkdir()
-    for i in range(2):
-        Image.fromarray(synthetic_image(96, 120, seed=10 + i)).save(data / f"{i}.png")
-    args = ["train", "--data", str(data), "--out", str(work), "--entropy-only", "--context-slices", "4"]
-    args += ["--steps", "12", "--batch", "4", "--crop", "64", "--lr", "0.02", "--lambdas", "0.002,0.02"]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, result.output
-    return work
+from tests.conftest import assert_exact_round_trip, synthetic_image
 
 
 def test_slices_are_cut_at_the_base_layer_boundary():
@@ -73,21 +54,6 @@ def test_context_changes_the_entropy_parameters(context_weights):
     means, scales = model.hyper_synthesis(torch.round(z - model.z_medians()) + model.z_medians())
     refined = model.quantize_latent(y, means, scales)
     assert not torch.equal(refined, torch.round(y - means) + means)
-
-
-def assert_exact_round_trip(codec: Codec, keep_tokens: int | None) -> None:
-    """Every symbol decodes as coded at two qualities, and the base layer alone gives the same base."""
-    image = synthetic_image(70, 90, seed=3)
-    for quality in (1, 2):
-        result = codec.encode(image, quality, keep_tokens=keep_tokens)
-        decoded = codec.decode_symbols(result.data)
-        np.testing.assert_array_equal(decoded.symbols.y, result.symbols.y)
-        np.testing.assert_array_equal(decoded.symbols.z, result.symbols.z)
-        assert codec.decode(result.data).shape == image.shape
-        base = codec.decode_symbols(result.data, base_only=True)
-        cb = base.model.base_channels
-        np.testing.assert_array_equal(base.symbols.y.reshape(24, -1)[:cb], result.symbols.y.reshape(24, -1)[:cb])
-        torch.testing.assert_close(base.y_hat[:, :cb], decoded.y_hat[:, :cb], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("keep_tokens", [None, 5])

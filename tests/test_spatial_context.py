@@ -16,8 +16,7 @@ from semcodec.codec import Codec
 from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
 from semcodec.models.spatial_context import anchor_mask
 from semcodec.training.config import TINY_ARCH
-from tests.conftest import synthetic_image
-from tests.test_context import assert_exact_round_trip, context_weights  # noqa: F401  (fixture)
+from tests.conftest import assert_exact_round_trip, synthetic_image
 
 CHANNELS = TINY_ARCH["latent_channels"]
 
