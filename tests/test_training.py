@@ -100,3 +100,17 @@ def test_train_without_a_model_name_resumes_the_model_out_serves(tmp_path):
     assert again.exit_code == 0, again.output
     registry = json.loads((out / "registry.json").read_text())
     assert list(registry["models"]) == ["wide"] and registry["models"]["wide"]["info"]["steps"] == 3
+
+
+def test_one_schedule_serves_every_training_loop():
+    """Warm-up, flat, cosine to the floor: the codec's (floor 5%, late decay) and the head's and
+    semantic layer's (cosine over the whole budget to 0) are the same function."""
+    import math
+
+    from semcodec.training.budget import scheduled_lr
+
+    assert scheduled_lr(1.0, 0.0, 0, warmup_steps=100) == 0.01  # first step of the warm-up
+    assert scheduled_lr(1.0, 0.5, 500, warmup_steps=100) == 0.5 * (1 + math.cos(math.pi * 0.5))
+    assert scheduled_lr(2.0, 0.3, 500, warmup_steps=100, decay_from=0.6, floor=0.05) == 2.0  # flat
+    assert scheduled_lr(2.0, 1.0, 500, warmup_steps=100, decay_from=0.6, floor=0.05) == 2.0 * 0.05
+    assert scheduled_lr(2.0, 1.7, 500, warmup_steps=100, decay_from=0.6, floor=0.05) == 2.0 * 0.05  # past the end

@@ -1,8 +1,22 @@
-"""A run bounded by a step count and, optionally, wall-clock minutes."""
+"""A run bounded by a step count and, optionally, wall-clock minutes, and the one learning-rate
+schedule every training loop follows (codec, token head, semantic layer)."""
 
 from __future__ import annotations
 
+import math
 import time
+
+
+def scheduled_lr(
+    base: float, progress: float, run_step: int, warmup_steps: int, decay_from: float = 0.0, floor: float = 0.0
+) -> float:
+    """``base`` after a linear warm-up of ``warmup_steps`` (also after a resume: Adam restarts), flat
+    until ``decay_from`` of the budget, then a cosine down to ``floor`` times ``base`` at its end."""
+    warm = min(1.0, (run_step + 1) / warmup_steps)
+    if progress < decay_from:
+        return base * warm
+    t = min(1.0, (progress - decay_from) / max(1e-9, 1.0 - decay_from))
+    return base * warm * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 class Budget:

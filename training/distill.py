@@ -34,7 +34,7 @@ from semcodec.errors import SemcodecError
 from semcodec.models.semantic_hyperprior import SemanticHyperprior
 from semcodec.models.token_head import TokenHead, build_head, token_map
 from semcodec.models.towers import VisionTower
-from semcodec.training.budget import Budget
+from semcodec.training.budget import Budget, scheduled_lr
 from semcodec.training.data import CropBank
 from semcodec.training.train import pick_device
 from semcodec.weights import (
@@ -288,9 +288,8 @@ def distill(cfg: DistillConfig) -> dict:
         progress = budget.progress(step)
         if progress is None:
             break
-        warm = min(1.0, (step + 1) / 100)
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+            group["lr"] = scheduled_lr(cfg.lr, progress, step, warmup_steps=100)
         index = torch.randint(len(cache), (cfg.batch,), generator=generator).to(device)
         slot = torch.randint(len(gains), (cfg.batch,), generator=generator).to(device)
         grids = cache.grids[index, slot]

@@ -8,7 +8,6 @@ tail, so CPU training is practical (no pixels are ever coded here).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from tqdm import tqdm
 from semcodec.codec.token_targets import classifier_kl
 from semcodec.models.semantic_layer import SemanticLayer, SemanticLayerConfig
 from semcodec.models.towers import VisionTower
-from semcodec.training.budget import Budget
+from semcodec.training.budget import Budget, scheduled_lr
 from semcodec.training.data import CropBank
 
 DEFAULT_SEMANTIC_LAMBDAS = (2.0, 4.0, 8.0, 16.0)
@@ -166,7 +165,7 @@ def train_semantic_layer(
         if progress is None:
             break
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+            group["lr"] = scheduled_lr(cfg.lr, progress, step, warmup_steps=200)
         index = torch.randint(len(cache), (cfg.batch,), generator=generator)
         quality = torch.randint(len(lambdas), (cfg.batch,), generator=generator)
         w = cfg.kl_weight if progress >= cfg.kl_after else 0.0

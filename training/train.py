@@ -26,7 +26,7 @@ from semcodec.codec.tensors import pad_to_stride
 from semcodec.errors import SemcodecError, WeightsError
 from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
 from semcodec.sysinfo import native_bfloat16_cpu
-from semcodec.training.budget import Budget
+from semcodec.training.budget import Budget, scheduled_lr
 from semcodec.training.config import DEFAULT_LAMBDAS, GROWABLE_KEYS, TrainConfig
 from semcodec.training.data import CropBank, list_images
 from semcodec.training.joint import (
@@ -102,12 +102,8 @@ def training_passes(model: SemanticHyperprior, compile: bool) -> tuple:
 
 
 def learning_rate(cfg: TrainConfig, progress: float, run_step: int) -> float:
-    """Linear warm-up (also after a resume, as Adam restarts), flat, then cosine from ``cfg.decay_from``."""
-    warm = min(1.0, (run_step + 1) / cfg.warmup_steps)
-    if progress < cfg.decay_from:
-        return cfg.lr * warm
-    t = min(1.0, (progress - cfg.decay_from) / max(1e-9, 1.0 - cfg.decay_from))
-    return cfg.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+    """Linear warm-up (also after a resume, as Adam restarts), flat, then cosine from ``cfg.decay_from`` to 5%."""
+    return scheduled_lr(cfg.lr, progress, run_step, cfg.warmup_steps, cfg.decay_from, floor=0.05)
 
 
 def rd_loss(out: dict, x: torch.Tensor, lambdas: torch.Tensor) -> dict[str, torch.Tensor]:
