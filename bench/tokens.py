@@ -182,7 +182,8 @@ def run(
                         tokens, reference, logits_of(tokens), label, ref_pred, size
                     )
     served = sorted({codec.registry.quality(q).model for q in qualities})
-    head = {m: codec.registry.model(m).token_heads.get(tower_name, {}).get("sha256") for m in served}
+    heads = {m: codec.registry.model(m).token_heads.get(tower_name) for m in served}
+    head = {m: h.sha256 if h is not None else None for m, h in heads.items()}
     layer = codec.registry.semantic_layer_for(tower_name)
     semantic = {"id": layer.name, "sha256": layer.sha256, "steps": layer.info.get("steps")} if layer else None
     return {

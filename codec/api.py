@@ -258,7 +258,7 @@ class Codec(CodecAssets):
         semantic = None
         if space != self.registry.model(model_name).token_space:
             head, info = self.token_head(model_name, space)
-            tower = self.tower(space, sha256=info.get("tower_sha256"))
+            tower = self.tower(space, sha256=info.tower_sha256)
             semantic = token_fidelity(head, tower, x[:, :, : size[0], : size[1]])
         keep = keep[None, None] if keep is not None else None
         return refine_latent(model, x, y, level.gain_index, level.lmbda, size, config, semantic, keep, self.progress)[0]
@@ -366,7 +366,7 @@ class Codec(CodecAssets):
             else:
                 head, info = self.token_head(entry.name, space, tower_weights)
                 tokens, grid_hw = head(grid)[0], head.grid
-                tower = {"tower": space, "layer": info["layer"], "tower_sha256": info["tower_sha256"]}
+                tower = {"tower": space, "layer": info.layer, "tower_sha256": info.tower_sha256}
         metadata = {
             "token_space": space,
             **tower,

@@ -17,7 +17,7 @@ from semcodec.errors import WeightsError
 from semcodec.models import ARCHITECTURES, SemanticHyperprior
 from semcodec.models.semantic_layer import SemanticLayer, SemanticLayerConfig
 from semcodec.models.token_head import SplitTokenHead, build_head
-from semcodec.weights import Registry, load_registry, load_state_dict, load_verified
+from semcodec.weights import Registry, TokenHeadEntry, load_registry, load_state_dict, load_verified
 
 if TYPE_CHECKING:
     from semcodec.models.towers import VisionTower
@@ -38,7 +38,7 @@ class CodecAssets:
         self.registry: Registry = load_registry(weights_dir)
         self.tower_files: dict[str, Path | str] = dict(tower_files or {})
         self._models: dict[str, tuple[SemanticHyperprior, EntropyTables]] = {}
-        self._heads: dict[tuple[str, str, str], tuple[nn.Module, dict]] = {}
+        self._heads: dict[tuple[str, str, str], tuple[nn.Module, TokenHeadEntry]] = {}
         self._towers: dict[tuple[str, str], VisionTower] = {}
         self._semantic: dict[str, SemanticLayerCoder] = {}
         self.progress = False
@@ -74,7 +74,9 @@ class CodecAssets:
             self._semantic[name] = SemanticLayerCoder(layer, name, entry.short_hash)
         return self._semantic[name]
 
-    def token_head(self, model_name: str, space: str, tower_file: Path | str | None = None) -> tuple[nn.Module, dict]:
+    def token_head(
+        self, model_name: str, space: str, tower_file: Path | str | None = None
+    ) -> tuple[nn.Module, TokenHeadEntry]:
         """The distilled head of ``model_name`` for tower ``space`` (sha256-checked, loaded once).
 
         A head distilled at the tower's split point is completed by the tower's own tail, loaded
@@ -88,18 +90,17 @@ class CodecAssets:
                 have = ", ".join([entry.token_space, *entry.token_heads])
                 raise WeightsError(f"no token head for {space!r} with model {model_name} (available: {have})")
             info = entry.token_heads[space]
-            if info.get("codec_sha256") != entry.sha256:
+            if info.codec_sha256 != entry.sha256:
                 raise WeightsError(
                     f"the {space!r} token head was distilled for other {model_name} weights; re-run `semcodec distill`"
                 )
-            dim, grid = info.get("head_dim", info["dim"]), tuple(info.get("head_grid", info["grid"]))
             codec_model = self.model(model_name)[0]
             with _ordinary_tensors():
-                head: nn.Module = build_head(codec_model, dim, grid, info.get("arch", {}))
-                head.load_state_dict(load_verified(self.registry.root / info["file"], info["sha256"]))
-            if info.get("split"):
-                tower = self.tower(space, sha256=info.get("tower_sha256"), tower_file=tower_file)
-                tower.set_split(info["split_block"])
+                head: nn.Module = build_head(codec_model, info.target_dim, info.target_grid, info.arch)
+                head.load_state_dict(load_verified(self.registry.root / info.file, info.sha256))
+            if info.split:
+                tower = self.tower(space, sha256=info.tower_sha256, tower_file=tower_file)
+                tower.set_split(info.split_block)
                 head = SplitTokenHead(head, tower)
             self._heads[key] = (head.eval(), info)
         return self._heads[key]

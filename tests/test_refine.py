@@ -47,7 +47,7 @@ def test_refinement_for_a_tower_brings_its_tokens_closer(codec, crop):
     thread count, so the bound is on the best step of the suggested count, not on a given one."""
     model, level, x, y = _latent(codec, crop, 1)
     head, info = codec.token_head(level.model, TOWER)
-    semantic = token_fidelity(head, codec.tower(TOWER, info["tower_sha256"]), x[:, :, :224, :224])
+    semantic = token_fidelity(head, codec.tower(TOWER, info.tower_sha256), x[:, :, :224, :224])
     _, history = refine_latent(
         model, x, y, level.gain_index, level.lmbda, (224, 224), RefineConfig(steps=SUGGESTED_REFINE_STEPS), semantic
     )
@@ -59,7 +59,7 @@ def test_semantic_term_is_a_distortion_weighed_by_lambda(codec, crop):
     """``bpp + lambda * (255^2 * MSE + weight * semantic)``: the machine's share does not fade as lambda grows."""
     model, level, x, y = _latent(codec, crop, 1)
     head, info = codec.token_head(level.model, TOWER)
-    semantic = token_fidelity(head, codec.tower(TOWER, info["tower_sha256"]), x[:, :, :224, :224])
+    semantic = token_fidelity(head, codec.tower(TOWER, info.tower_sha256), x[:, :, :224, :224])
     with torch.no_grad():
         low, high = (
             objective(model, y, x[:, :, :224, :224], level.gain_index, lmbda, 224 * 224, semantic, 170.0)

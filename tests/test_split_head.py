@@ -86,7 +86,7 @@ def test_codec_loads_a_tower_once_and_checks_its_hash(split_distilled):
     codec = Codec(split_distilled)
     head, info = codec.token_head("vit-hp-small", TOWER)
     assert codec.tower(TOWER) is head.tower
-    assert codec.tower(TOWER, sha256=info["tower_sha256"]) is head.tower
+    assert codec.tower(TOWER, sha256=info.tower_sha256) is head.tower
     with pytest.raises(WeightsError, match="sha256"):
         codec.tower(TOWER, sha256="0" * 64)
 

@@ -374,9 +374,9 @@ def ship(
     files = {source.file: source.sha256}
     heads = {}
     for space, head in source.token_heads.items():
-        if head.get("codec_sha256") == source.sha256:  # stale heads (other weights) do not ship
-            heads[space] = head
-            files[head["file"]] = head["sha256"]
+        if head.codec_sha256 == source.sha256:  # stale heads (other weights) do not ship
+            heads[space] = head.record
+            files[head.file] = head.sha256
     served = target.serving_model(target.default_quality) if target.default_quality is not None else None
     lost = sorted(set(target.model(served).get("token_heads", {}) if served else {}) - set(heads))
     if lost and not drop_heads:

@@ -226,12 +226,12 @@ def distill(cfg: DistillConfig) -> dict:
     if cfg.warm_from is not None:  # checked before the (long) teacher cache
         source = registry.model(cfg.warm_from).token_heads.get(cfg.tower)
         split_block = getattr(tower, "split_block", None)
-        if source is None or source.get("arch") != arch or source.get("split_block") != split_block:
+        if source is None or source.arch != arch or source.split_block != split_block:
             raise SemcodecError(
                 f"{cfg.warm_from} has no {cfg.tower} head with this architecture ({arch}, split block {split_block}) "
                 "to start from"
             )
-        warm_state = load_verified(registry.root / source["file"], source["sha256"])
+        warm_state = load_verified(registry.root / source.file, source.sha256)
 
     held_out = cfg.data[:: cfg.holdout_every] if len(cfg.data) >= 2 * cfg.holdout_every else []
     held = set(held_out)
@@ -251,18 +251,19 @@ def distill(cfg: DistillConfig) -> dict:
     cache_seconds = time.time() - started
 
     file = head_file_name(model_name, cfg.tower)
-    previous = entry.token_heads.get(cfg.tower, {})
+    previous = entry.token_heads.get(cfg.tower)
     step = 0
     if (
-        previous.get("arch") == arch
-        and previous.get("split_block") == getattr(tower, "split_block", None)
-        and (registry.root / previous["file"]).exists()
+        previous is not None
+        and previous.arch == arch
+        and previous.split_block == getattr(tower, "split_block", None)
+        and (registry.root / previous.file).exists()
     ):
         # resume; after a codec change that kept the latent's meaning (e.g. a retrained entropy
         # model), the previous head is the best start and the steps go on counting
-        head.load_state_dict(load_verified(registry.root / previous["file"], previous["sha256"]))
-        step = int(previous.get("steps", 0))
-        if previous.get("codec_sha256") != entry.sha256:
+        head.load_state_dict(load_verified(registry.root / previous.file, previous.sha256))
+        step = int(previous.record.get("steps", 0))
+        if previous.codec_sha256 != entry.sha256:
             tqdm.write(f"head for {cfg.tower}: warm start from the head of other {model_name} weights")
     elif warm_state is not None:
         skipped = copy_matching(head, warm_state)

@@ -65,14 +65,13 @@ def load_objective(
         raise WeightsError(f"{model_name} has no token head for {space!r} to train jointly (heads: {have})")
     record = entry.token_heads[space]
     tower = load_tower(space, tower_weights)
-    check_tower_hash(tower, record.get("tower_sha256"))
-    if record.get("split"):
-        tower.set_split(record["split_block"])
+    check_tower_hash(tower, record.tower_sha256)
+    if record.split:
+        tower.set_split(record.split_block)
     tower.eval().requires_grad_(False)
-    dim, grid = record.get("head_dim", record["dim"]), tuple(record.get("head_grid", record["grid"]))
-    head = build_head(model, dim, grid, record.get("arch", {}))
-    head.load_state_dict(load_verified(registry.root / record["file"], record["sha256"]))
-    return TokenObjective(space, head, tower, weight, dict(record))
+    head = build_head(model, record.target_dim, record.target_grid, record.arch)
+    head.load_state_dict(load_verified(registry.root / record.file, record.sha256))
+    return TokenObjective(space, head, tower, weight, dict(record.record))
 
 
 def base_layer_grid(model: SemanticHyperprior, out: dict, quality: Tensor, height: int, width: int) -> Tensor:

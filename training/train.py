@@ -322,11 +322,11 @@ def initial_heads(cfg: TrainConfig) -> dict[str, dict]:
     if cfg.init_from is None:
         return {}
     source = load_registry(cfg.init_weights)
-    heads = dict(source.model(cfg.init_from).token_heads)
-    for space, head in heads.items():
+    heads = {}
+    for space, head in source.model(cfg.init_from).token_heads.items():
         file = head_file_name(cfg.model_name, space)
-        shutil.copyfile(source.root / head["file"], cfg.weights_dir / file)
-        heads[space] = {**head, "file": file}
+        shutil.copyfile(source.root / head.file, cfg.weights_dir / file)
+        heads[space] = {**head.record, "file": file}
     return heads
 
 

@@ -44,6 +44,54 @@ class QualityLevel:
 
 
 @dataclass(frozen=True)
+class TokenHeadEntry:
+    """A token head distilled for one model's weights (``codec_sha256``) and one tower: what it
+    predicts (``target_dim`` x ``target_grid``: the tower's tokens, or for a split head the tower's
+    map at ``split_block``, which the tower's own tail then finishes), its file and training record."""
+
+    file: str
+    sha256: str
+    tower_sha256: str | None
+    layer: str | None
+    grid: tuple[int, int]
+    dim: int
+    split: bool = False
+    split_block: int | None = None
+    head_grid: tuple[int, int] | None = None
+    head_dim: int | None = None
+    arch: dict = field(default_factory=dict)
+    codec_sha256: str | None = None
+    record: dict = field(default_factory=dict, compare=False)
+    """The registry's entry as written (training figures included), for writers that copy it on."""
+
+    @property
+    def target_dim(self) -> int:
+        return self.head_dim if self.head_dim is not None else self.dim
+
+    @property
+    def target_grid(self) -> tuple[int, int]:
+        return self.head_grid if self.head_grid is not None else self.grid
+
+    @classmethod
+    def from_record(cls, record: dict) -> TokenHeadEntry:
+        return cls(
+            file=record["file"],
+            sha256=record["sha256"],
+            tower_sha256=record.get("tower_sha256"),
+            layer=record.get("layer"),
+            grid=tuple(record["grid"]),
+            dim=int(record["dim"]),
+            split=bool(record.get("split", False)),
+            split_block=record.get("split_block"),
+            head_grid=tuple(record["head_grid"]) if record.get("head_grid") is not None else None,
+            head_dim=record.get("head_dim"),
+            arch=dict(record.get("arch") or {}),
+            codec_sha256=record.get("codec_sha256"),
+            record=dict(record),
+        )
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     name: str
     architecture: str
@@ -52,7 +100,7 @@ class ModelEntry:
     sha256: str
     token_space: str
     info: dict
-    token_heads: dict[str, dict]
+    token_heads: dict[str, TokenHeadEntry]
     qualities: dict[int, QualityLevel] = field(default_factory=dict)
     """The quality numbers this model's files carry -> its gain index and lambda (frozen with it)."""
     release: str | None = None
@@ -265,7 +313,7 @@ def _model_entry(name: str, m: dict, current: dict[int, QualityLevel]) -> ModelE
         sha256=m["sha256"],
         token_space=m.get("token_space", "semcodec-latent"),
         info=m.get("info", {}),
-        token_heads=m.get("token_heads", {}),
+        token_heads={space: TokenHeadEntry.from_record(h) for space, h in m.get("token_heads", {}).items()},
         qualities=own,
         release=m.get("release"),
     )
