@@ -185,7 +185,10 @@ def _version_text(weights_dir: Path | None = None) -> str:
     writes = set(registry.encoder_semantic_layers.values())
     for name, layer in registry.semantic_layers.items():
         release = f"released in {layer.release}" if layer.release else "unreleased checkpoint"
-        role = f", encodes --token-space {layer.tower}" if name in writes else ", decodes"
+        role = ", decodes"
+        if name in writes:
+            default = " (every default file)" if registry.default_token_space == layer.tower else ""
+            role = f", encodes --token-space {layer.tower}{default}"
         lines.append(f"semantic layer {name} ({release}, weights {layer.sha256[:16]}{role})")
     return "\n".join(lines)
 
