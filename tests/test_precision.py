@@ -9,7 +9,7 @@ import pytest
 def test_auto_device_falls_back_to_cpu_without_cuda(monkeypatch):
     import torch
 
-    from semcodec.training.train import pick_device
+    from semcodec.training.device import pick_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pick_device("auto") == torch.device("cpu")
@@ -38,7 +38,7 @@ def test_bfloat16_transforms_keep_the_rate_in_float32():
 def test_explicit_precisions_are_obeyed_and_unknown_ones_refused():
     import torch
 
-    from semcodec.training.train import transform_dtype
+    from semcodec.training.device import transform_dtype
 
     for device in (torch.device("cpu"), torch.device("cuda")):
         assert transform_dtype("float32", device) is None
@@ -52,17 +52,17 @@ def test_auto_precision_is_bfloat16_only_on_a_cpu_with_bfloat16_instructions(mon
     """Emulated bfloat16 is slower than float32, so ``auto`` picks it only where the CPU has it natively."""
     import torch
 
-    from semcodec.training import train
+    from semcodec.training import device
 
     for native, expected in ((True, torch.bfloat16), (False, None)):
-        monkeypatch.setattr(train, "native_bfloat16_cpu", lambda n=native: n)
-        assert train.transform_dtype("auto", torch.device("cpu")) is expected
+        monkeypatch.setattr(device, "native_bfloat16_cpu", lambda n=native: n)
+        assert device.transform_dtype("auto", torch.device("cpu")) is expected
 
 
 def test_auto_precision_on_cuda_follows_the_gpu_s_bfloat16_support(monkeypatch):
     import torch
 
-    from semcodec.training.train import transform_dtype
+    from semcodec.training.device import transform_dtype
 
     for supported, expected in ((True, torch.bfloat16), (False, None)):
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, s=supported, **kwargs: s)

@@ -36,7 +36,7 @@ from semcodec.models.token_head import TokenHead, build_head, token_map
 from semcodec.models.towers import VisionTower
 from semcodec.training.budget import Budget, scheduled_lr
 from semcodec.training.data import CropBank
-from semcodec.training.train import pick_device
+from semcodec.training.device import pick_device
 from semcodec.weights import (
     head_file_name,
     load_verified,

@@ -25,10 +25,10 @@ from tqdm import tqdm
 from semcodec.codec.tensors import pad_to_stride
 from semcodec.errors import SemcodecError, WeightsError
 from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
-from semcodec.sysinfo import native_bfloat16_cpu
 from semcodec.training.budget import Budget, scheduled_lr
 from semcodec.training.config import DEFAULT_LAMBDAS, GROWABLE_KEYS, TrainConfig
-from semcodec.training.data import CropBank, list_images
+from semcodec.training.data import CropBank
+from semcodec.training.device import pick_device, transform_dtype
 from semcodec.training.joint import (
     TokenObjective,
     base_layer_grid,
@@ -58,36 +58,6 @@ def parameter_groups(model: SemanticHyperprior, cfg: TrainConfig, params: list[t
     if patch_params:
         groups.append({"params": patch_params, "lr_scale": cfg.patch_lr_scale})
     return groups
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; on CUDA allow TF32 matmuls (training tolerates them;
-    coding never runs here, so bitstreams are unaffected)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return device
-
-
-def transform_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of the transforms, or ``None`` for float32.
-
-    bfloat16 on a CPU with native support (AVX512-BF16/AMX) makes a step 1.7x faster; its gradients
-    point the same way as float32's (cosine 0.9999 on the vit-hp-192 checkpoint). Emulated bfloat16
-    would be slower, so ``auto`` keeps float32 there.
-    """
-    if precision not in ("auto", "float32", "bfloat16"):
-        raise ValueError(f"precision must be auto, float32 or bfloat16, not {precision!r}")
-    if precision == "auto":
-        if device.type == "cuda":
-            native = torch.cuda.is_bf16_supported()
-        else:
-            native = native_bfloat16_cpu()
-        precision = "bfloat16" if native else "float32"
-    return torch.bfloat16 if precision == "bfloat16" else None
 
 
 def training_passes(model: SemanticHyperprior, compile: bool) -> tuple:
@@ -474,7 +444,3 @@ def trains(cfg: TrainConfig, name: str) -> bool:
     if cfg.entropy_only:
         return not name.startswith(("g_a.", "g_s.", "log_gain", "log_inv_gain"))
     return True
-
-
-def default_data(root: Path) -> list[Path]:
-    return list_images(root)
