@@ -367,20 +367,9 @@ class Codec(CodecAssets):
                 head, info = self.token_head(entry.name, space, tower_weights)
                 tokens, grid_hw = head(grid)[0], head.grid
                 tower = {"tower": space, "layer": info.layer, "tower_sha256": info.tower_sha256}
-        metadata = {
-            "token_space": space,
-            **tower,
-            "grid": f"{grid_hw[0]}x{grid_hw[1]}",
-            "token_count": str(tokens.shape[0]),
-            "token_dim": str(tokens.shape[1]),
-            "source_size": f"{header.width}x{header.height}",
-            "bitstream_bytes_read": str(header.header_bytes + header.payload_bytes),
-            "layers_read": "base",
-            "model": header.model_id,
-            "quality": str(header.quality),
-        }
-        if decoded.mask is not None:
-            metadata["kept_tokens"] = str(int(decoded.mask.sum()))
+        kept = int(decoded.mask.sum()) if decoded.mask is not None else None
+        read = header.header_bytes + header.payload_bytes
+        metadata = _token_metadata(header, tokens, space, tower, grid_hw, read, "base", {}, kept)
         return TokenOutput(tokens.contiguous(), metadata, positions)
 
     def _semantic_layer_of(self, header: bitstream.Header, chunk: bitstream.SemanticPayload) -> SemanticLayerEntry:
@@ -404,27 +393,45 @@ class Codec(CodecAssets):
                 positions = torch.tensor(chunk.kept, dtype=torch.int64)
                 tokens = tokens[positions]
         grid = chunk.token_grid
-        metadata = {
-            "token_space": layer.tower,
-            "tower": layer.tower,
-            "layer": tower.layer,
-            "tower_sha256": layer.tower_sha256,
-            "grid": f"{grid[0]}x{grid[1]}",
-            "token_count": str(tokens.shape[0]),
-            "token_dim": str(tokens.shape[1]),
-            "source_size": f"{header.width}x{header.height}",
-            "bitstream_bytes_read": str(header.header_bytes + bytes_through(header, bitstream.SEMANTIC_CHUNK)),
-            "layers_read": "semantic",
-            "semantic_layer": layer.name,
-            "model": header.model_id,
-            "quality": str(header.quality),
-        }
-        if chunk.kept is not None:
-            metadata["kept_tokens"] = str(len(chunk.kept))
+        source = {"tower": layer.tower, "layer": tower.layer, "tower_sha256": layer.tower_sha256}
+        read = header.header_bytes + bytes_through(header, bitstream.SEMANTIC_CHUNK)
+        kept = len(chunk.kept) if chunk.kept is not None else None
+        extra = {"semantic_layer": layer.name}
+        metadata = _token_metadata(header, tokens, layer.tower, source, grid, read, "semantic", extra, kept)
         return TokenOutput(tokens.contiguous(), metadata, positions)
 
     def decode_png(self, data: bytes) -> bytes:
         return encode_png(self.decode(data))
+
+
+def _token_metadata(
+    header: bitstream.Header,
+    tokens: torch.Tensor,
+    space: str,
+    source: dict[str, str],
+    grid: tuple[int, int],
+    bytes_read: int,
+    layers_read: str,
+    extra: dict[str, str],
+    kept: int | None,
+) -> dict[str, str]:
+    """A tokens decode's metadata (what the token file records), the same keys whichever layer served."""
+    metadata = {
+        "token_space": space,
+        **source,
+        "grid": f"{grid[0]}x{grid[1]}",
+        "token_count": str(tokens.shape[0]),
+        "token_dim": str(tokens.shape[1]),
+        "source_size": f"{header.width}x{header.height}",
+        "bitstream_bytes_read": str(bytes_read),
+        "layers_read": layers_read,
+        **extra,
+        "model": header.model_id,
+        "quality": str(header.quality),
+    }
+    if kept is not None:
+        metadata["kept_tokens"] = str(kept)
+    return metadata
 
 
 # ------------------------------------------------------------------- module-level convenience API
