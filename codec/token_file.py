@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,4 +34,15 @@ def token_file_bytes(result: TokenOutput, output_path: str, dtype: str = DEFAULT
     tensors = {"tokens": tokens}
     if result.positions is not None:
         tensors["positions"] = result.positions.to(torch.int64)
-    return save(tensors, metadata=metadata)
+    return canonical_safetensors(save(tensors, metadata=metadata))
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """``data`` with its JSON header's keys sorted: safetensors writes its metadata map in an order
+    that changes from process to process, so the same tokens made files of different bytes. The
+    header stays padded to 8 bytes with spaces, as the format asks; the tensor bytes are untouched."""
+    (length,) = struct.unpack_from("<Q", data)
+    header = json.loads(data[8 : 8 + length])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data[8 + length :]

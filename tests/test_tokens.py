@@ -336,3 +336,24 @@ def test_encoder_only_and_entropy_only_together_are_refused(tiny_weights, tmp_pa
     args = ["train", "--data", str(data), "--out", str(tmp_path / "w"), "--encoder-only", "--entropy-only"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code != 0 and "choose one" in result.output
+
+
+def test_a_token_file_is_the_same_bytes_every_time():
+    """safetensors writes its metadata map in an order that changes between processes; the file is
+    written with its header sorted, so the same tokens always make the same file, and it still loads."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from semcodec.codec.token_file import TokenOutput, token_file_bytes\n"
+        "meta = {f'key{i}': str(i) for i in range(12)}\n"
+        "out = TokenOutput(torch.arange(12.0).reshape(3, 4), meta, torch.tensor([0, 4, 7]))\n"
+        "sys.stdout.buffer.write(token_file_bytes(out, 'x.safetensors'))\n"
+    )
+    files = {subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout for _ in range(3)}
+    assert len(files) == 1
+    from safetensors.torch import load
+
+    loaded = load(files.pop())
+    assert loaded["tokens"].shape == (3, 4) and loaded["positions"].tolist() == [0, 4, 7]
