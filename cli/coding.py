@@ -127,7 +127,9 @@ def encode(
     type=click.Choice(["pixels", "tokens"]),
     default="pixels",
     show_default=True,
-    help="pixels: a PNG for people; tokens: MLLM-ready tokens without decoding pixels.",
+    help="pixels: a PNG for people; tokens: MLLM-ready tokens without decoding pixels, from the "
+    "semantic layer alone when the file has one (a file encoded with --tokens N: those N, with their "
+    "grid positions), else from the base layer.",
 )
 @_token_dtype
 @click.option("--token-space", default=None, help="Tokens target: override the token space the file records.")
