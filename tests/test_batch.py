@@ -143,13 +143,14 @@ def test_glob_and_list_sources(tmp_path, tiny_weights):
     assert len(manifest(tmp_path / "b")) == 2
 
 
-def test_killed_run_resumes_to_the_same_manifest(tmp_path):
-    """SIGKILL mid-run, rerun: same manifest and outputs as an uninterrupted run, no partial files."""
+def test_killed_run_resumes_to_the_same_manifest(tmp_path, tiny_weights):
+    """SIGKILL mid-run, rerun: same manifest and outputs as an uninterrupted run, no partial files
+    (the tiny model: what is tested is the manifest and the outputs, not the codec)."""
     src = tmp_path / "src"
     src.mkdir()
-    for i in range(24):
+    for i in range(48):
         Image.fromarray(synthetic_image(192, 256, seed=i)).save(src / f"{i:02d}.png")
-    command = [sys.executable, "-m", "semcodec.cli", "batch", "encode", str(src)]
+    command = [sys.executable, "-m", "semcodec.cli", "--weights", str(tiny_weights), "batch", "encode", str(src)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([*command, str(tmp_path / "full")], check=True, capture_output=True, env=env)
     dst = tmp_path / "killed"
@@ -157,14 +158,14 @@ def test_killed_run_resumes_to_the_same_manifest(tmp_path):
     deadline = time.time() + 600  # a wait for progress, not a timing test: a loaded machine needs minutes
     while time.time() < deadline and proc.poll() is None:
         lines = (dst / "manifest.jsonl").read_text().count("\n") if (dst / "manifest.jsonl").exists() else 0
-        if lines >= 3:
+        if lines >= 2:
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.05)
     proc.wait()
     interrupted = len(manifest(dst))
     subprocess.run([*command, str(dst)], check=True, capture_output=True, env=env)
-    assert interrupted < 24, "the run finished before it could be killed; nothing was tested"
+    assert interrupted < 48, "the run finished before it could be killed; nothing was tested"
     assert manifest(dst) == manifest(tmp_path / "full")
     assert not list(dst.rglob("*.part"))
     for out in (tmp_path / "full").glob("*.smc"):

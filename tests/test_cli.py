@@ -239,7 +239,7 @@ def _cpu_seconds(pid: int) -> float:
     # CPU seconds chosen to land inside the transforms (the later point) and while torch is still
     # being imported (the earlier), where an interrupt once ended the process by SIGINT (status -2)
     # after the message had been printed.
-    [("SIGINT", 7.0), ("SIGTERM", 7.0), ("SIGINT", 4.0)],
+    [("SIGINT", 7.0), ("SIGTERM", 7.0), ("SIGINT", 1.0)],
 )
 def test_interrupted_encode_leaves_nothing(tmp_path, signum, after_cpu_s):
     import os
