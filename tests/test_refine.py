@@ -92,14 +92,14 @@ def test_image_above_the_refinement_limit_is_coded_unrefined_and_says_so(codec, 
     assert within.refined_steps == 3 and not within.warnings
 
 
-@needs_tower
-def test_cli_says_when_an_image_is_too_large_to_refine(tmp_path):
+def test_cli_says_when_an_image_is_too_large_to_refine(tmp_path, tiny_weights):
+    """The CLI's side of the limit above (the tiny model: the message is what is tested)."""
     from PIL import Image
 
     from tests.conftest import synthetic_image
 
     Image.fromarray(synthetic_image(1025, 1024, seed=3)).save(tmp_path / "big.png")
-    args = ["encode", str(tmp_path / "big.png"), str(tmp_path / "big.bin"), "-q", "1", "--token-space", TOWER]
+    args = ["--weights", str(tiny_weights), "encode", str(tmp_path / "big.png"), str(tmp_path / "big.bin"), "-q", "1"]
     result = CliRunner().invoke(main, [*args, "--refine-steps", str(SUGGESTED_REFINE_STEPS)])
     assert result.exit_code == 0, result.output
     assert "warning: not refined: 1024x1025" in result.stderr and "steps" not in result.stderr
