@@ -147,10 +147,9 @@ def rd(
     from semcodec.bench import kodak as semcodec_bench
     from semcodec.bench import rd as rd_bench
     from semcodec.bench import speed
-    from semcodec.codec import Codec
-    from semcodec.codec.defaults import PIXELS_ONLY
     from semcodec.codec.image_io import read_image
     from semcodec.codec.refine import RefineConfig
+    from semcodec.weights import PIXELS_ONLY, load_registry
 
     subsets = [_quality_range(text) for text in bd_subsets]  # a typo fails before the long runs
     out.mkdir(parents=True, exist_ok=True)
@@ -166,7 +165,7 @@ def rd(
     )
     # the pixel headline is pixel-only files; default files (with the semantic layer) beside them
     ours = {"semcodec": semcodec_bench.run(dataset, weights, limit, token_space=PIXELS_ONLY), **refined}
-    if Codec(weights).registry.default_token_space is not None:
+    if load_registry(weights).default_token_space is not None:
         ours[DEFAULT_FILES] = semcodec_bench.run(dataset, weights, limit)
     same_run = rd_bench.classical_curves(images)
     if anchors is None and dataset.resolve() == DEFAULT_KODAK.resolve():

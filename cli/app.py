@@ -42,7 +42,7 @@ _refine_steps = click.option(
     type=click.IntRange(min=0),
     default=None,
     help="Refinement steps, for finer control than --effort (not both; e.g. "
-    f"{SUGGESTED_REFINE_STEPS}). With --token-space, for that tower's tokens too.",
+    f"{SUGGESTED_REFINE_STEPS}). With --no-semantic-layer, for the token space's head tokens too.",
 )
 """Shared by ``encode`` and ``batch encode``: one default, one help."""
 

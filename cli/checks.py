@@ -50,10 +50,8 @@ def check_output(path: str, force: bool, suffixes: tuple[str, ...] | None = None
 
 def check_encode_settings(registry: Registry, quality: int | None, token_space: str | None) -> None:
     """The quality is served and the token space is one the quality's model has."""
-    from semcodec.codec.defaults import PIXELS_ONLY
-
     level = registry.quality(registry.default_quality if quality is None else quality)
-    registry.check_encode_space(level.model, None if token_space == PIXELS_ONLY else token_space)
+    registry.check_encode_space(level.model, registry.requested_space(token_space))
 
 
 def check_decodable(registry: Registry, header: Header, token_space: str | None = None) -> None:

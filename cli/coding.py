@@ -24,10 +24,8 @@ from semcodec.errors import SemcodecError
 
 def _writes_semantic_layer(registry, token_space: str | None, no_semantic_layer: bool) -> bool:
     """Whether an encode with these settings writes a semantic layer (torch-free)."""
-    from semcodec.codec.defaults import PIXELS_ONLY
-
-    space = registry.default_token_space if token_space is None else token_space
-    return not no_semantic_layer and space != PIXELS_ONLY and registry.semantic_layer_for(space) is not None
+    space = registry.requested_space(token_space)
+    return not no_semantic_layer and space is not None and registry.semantic_layer_for(space) is not None
 
 
 @main.command()

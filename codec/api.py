@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,7 +23,7 @@ import torch
 from semcodec import bitstream
 from semcodec.codec import entropy, tiling
 from semcodec.codec.assets import CodecAssets
-from semcodec.codec.defaults import PIXELS_ONLY, SEMANTIC_FIT_STEPS, SEMANTIC_REACH
+from semcodec.codec.defaults import SEMANTIC_FIT_STEPS, SEMANTIC_REACH
 from semcodec.codec.image_io import MAX_PIXELS, ImageInput, LoadedImage, encode_png, latent_token_count, load_image
 from semcodec.codec.latent_walk import (
     LatentWalk,
@@ -58,9 +57,6 @@ from semcodec.weights import (
     QualityLevel,
     SemanticLayerEntry,
 )
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["Codec", "Decoded", "EncodeResult", "Symbols", "TokenOutput", "decode", "decode_tokens", "encode"]
 __all__ += ["image_tensor", "pad_to_stride", "token_file_bytes"]
@@ -149,9 +145,7 @@ class Codec(CodecAssets):
         level = self.registry.quality(quality)
         entry = self.registry.model(level.model)
         model, tables = self.model(level.model)
-        if token_space is None:
-            token_space = self.registry.default_token_space
-        space = self._recorded_space(entry, None if token_space == PIXELS_ONLY else token_space)
+        space = self._recorded_space(entry, self.registry.requested_space(token_space))
         size, timer, notes = (image.height, image.width), Timer(), list(image.warnings)
         refine = refinement_for(refine, size, notes)
         # with a semantic layer the tokens come from the tower's own map, so a refining encoder

@@ -23,9 +23,6 @@ for four times 40's encode time, so the levels stop at 40: beyond it the straigh
 has settled (it spends more bits at quality 4 for PSNR worth about as much)."""
 DEFAULT_EFFORT = 0
 
-PIXELS_ONLY = "none"
-"""``--token-space none`` / ``token_space="none"``: a file without a semantic layer (pixels only)."""
-
 SEMANTIC_REACH = 0
 """In a file encoded for N tokens (``--tokens N`` with a semantic layer), the layer codes the latent
 positions within this Chebyshev distance of a kept token (its latent grid is the token grid): 0, the

@@ -91,7 +91,7 @@ class SemanticLayerCoder:
             z_syms = z_symbols(self.layer.h_a(y), self.tables)
             means, stds = self.parameters(z_syms, token_grid)
         coded = coded_positions(token_grid, kept, reach)
-        if fit is not None and kept is not None and coded is not None:
+        if fit is not None and coded is not None:
             y = self._fit(fit, y, means, stds, coded, kept, gain_index, map_grid)
         with torch.inference_mode():
             symbols = residuals(y, means)
@@ -119,11 +119,9 @@ class SemanticLayerCoder:
         z_syms = entropy.decode_factorized(payload.z, self.tables.pmfs, z_grid[0] * z_grid[1])
         means, stds = self.parameters(z_syms, token_grid)
         coded = coded_positions(token_grid, payload.kept, payload.reach)
-        symbols = np.zeros(stds.shape, dtype=np.int32)
-        decoded = entropy.decode_gaussian(payload.y, _coded(stds, coded)).reshape(stds.shape[0], -1)
-        if coded is None:
-            symbols = decoded
-        else:
+        symbols = entropy.decode_gaussian(payload.y, _coded(stds, coded)).reshape(stds.shape[0], -1)
+        if coded is not None:  # the uncoded positions hold the mean: symbol 0
+            decoded, symbols = symbols, np.zeros(stds.shape, dtype=np.int32)
             symbols[:, coded] = decoded
         if entropy.symbols_crc32(z_syms, symbols) != payload.crc:
             raise BitstreamError(

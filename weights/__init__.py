@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 REGISTRY_FILE = "registry.json"
+PIXELS_ONLY = "none"
+"""``--token-space none`` / ``token_space="none"``: a file without a semantic layer (pixels only)."""
 HALF_PRECISION_MIN_NUMEL = 1024
 """Float tensors at least this large are stored as float16 (halves the file); small ones (GDN
 pedestals, gains, entropy-model parameters) stay float32."""
@@ -173,6 +175,13 @@ class Registry:
     """The token space a file carries when the encoder is not told one: its semantic layer is in
     every default file (``None``: pixel-only files by default)."""
 
+    def requested_space(self, token_space: str | None) -> str | None:
+        """The token space an encode asked for ``token_space`` writes: the registry's default when
+        none is given, ``None`` (the model's own latent space, no semantic layer) for ``"none"``."""
+        if token_space is None:
+            return self.default_token_space
+        return None if token_space == PIXELS_ONLY else token_space
+
     def check_encode_space(self, model_name: str, space: str | None) -> None:
         """``space`` can be encoded with ``model_name``: its own spaces or one a semantic layer serves."""
         self.model(model_name).check_token_space(space, tuple(self.encoder_semantic_layers))
@@ -265,6 +274,18 @@ def load_registry(root: Path | str | None = None) -> Registry:
     path = root / REGISTRY_FILE
     try:
         raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise WeightsError(f"no weights registry at {path}") from None
+    except ValueError as exc:
+        raise WeightsError(f"weights registry {path} is malformed: {exc}") from None
+    return parse_registry(raw, root)
+
+
+def parse_registry(raw: dict, root: Path) -> Registry:
+    """The registry ``raw`` (``registry.json``'s content) describes, for the weights in ``root``;
+    a table that does not fit is one clear line (also the registry editor's check before it writes)."""
+    path = root / REGISTRY_FILE
+    try:
         qualities = {
             int(q): QualityLevel(int(q), v["model"], int(v["gain_index"]), float(v["lambda"]))
             for q, v in raw["qualities"].items()
@@ -280,8 +301,6 @@ def load_registry(root: Path | str | None = None) -> Registry:
         default_space = raw.get("default_token_space")
         if default_space is not None and default_space not in encoder_semantic:
             raise KeyError(f"default_token_space {default_space!r} has no encoder semantic layer")
-    except FileNotFoundError:
-        raise WeightsError(f"no weights registry at {path}") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise WeightsError(f"weights registry {path} is malformed: {exc}") from None
     for level in qualities.values():

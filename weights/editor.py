@@ -1,18 +1,19 @@
 """The one write side of ``registry.json``: every writer (training, distillation, semantic layers,
 releases) edits it through these named operations, and :meth:`RegistryEditor.save` writes it
-atomically only if the result loads (:func:`~semcodec.weights.load_registry` checks it), so no
+atomically only if the result parses (:func:`~semcodec.weights.parse_registry`, as loading does), so no
 writer can leave a registry the codec refuses. Torch-free, like the read side.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from pathlib import Path
 
 from semcodec.errors import WeightsError
 from semcodec.fileio import write_atomic
-from semcodec.weights import REGISTRY_FILE, load_registry
+from semcodec.weights import REGISTRY_FILE, parse_registry
 
 
 class RegistryEditor:
@@ -26,7 +27,7 @@ class RegistryEditor:
     # ---------------------------------------------------------------- reading what is there
     def model(self, name: str) -> dict:
         """The raw entry of model ``name`` (a copy; empty if it is not listed)."""
-        return json.loads(json.dumps(self._raw["models"].get(name, {})))
+        return copy.deepcopy(self._raw["models"].get(name, {}))
 
     def has_model(self, name: str) -> bool:
         return name in self._raw["models"]
@@ -48,7 +49,7 @@ class RegistryEditor:
         return self._raw["qualities"].get(str(quality), {}).get("model")
 
     def semantic_layer(self, layer_id: str) -> dict:
-        return json.loads(json.dumps(self._raw.get("semantic_layers", {}).get(layer_id, {})))
+        return copy.deepcopy(self._raw.get("semantic_layers", {}).get(layer_id, {}))
 
     # ---------------------------------------------------------------- editing
     def put_model(self, name: str, entry: Mapping) -> None:
@@ -90,14 +91,7 @@ class RegistryEditor:
 
     # ---------------------------------------------------------------- writing
     def save(self) -> None:
-        """Write the registry atomically, after checking that it loads as the codec will read it."""
+        """Write the registry atomically, after checking that it parses as the codec will read it."""
+        parse_registry(self._raw, self.root)  # raises WeightsError, one line, if any table disagrees
         text = json.dumps(self._raw, indent=2, sort_keys=False) + "\n"
-        staging = self.root / f".{REGISTRY_FILE}.check"
-        staging.mkdir(exist_ok=True)
-        try:
-            (staging / REGISTRY_FILE).write_text(text)
-            load_registry(staging)  # raises WeightsError, one line, if any table disagrees
-        finally:
-            (staging / REGISTRY_FILE).unlink(missing_ok=True)
-            staging.rmdir()
         write_atomic(self.root / REGISTRY_FILE, text.encode(), force=True)
