@@ -13,9 +13,10 @@ reference model) calls :func:`full_compressai` to run the real ``__init__`` file
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
 from types import ModuleType
+
+from semcodec.import_parts import register_bare, run_real_inits
 
 _BARE = ("compressai", "compressai.models", "compressai.registry")
 """Packages whose ``__init__`` pulls in the rest (the registry's imports point-cloud transforms)."""
@@ -26,14 +27,9 @@ def use_compressai_parts() -> None:
     if "compressai" in sys.modules:
         return
     for name in _BARE:
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.submodule_search_locations is None:
+        if not register_bare(name):
             return  # not installed: let the ordinary import say so
-        module = importlib.util.module_from_spec(spec)
-        module.__dict__["_semcodec_bare"] = True
-        sys.modules[name] = module
     _entropy_coder_settings(sys.modules["compressai"])
-    sys.modules["compressai"].models = sys.modules["compressai.models"]
     registry = sys.modules["compressai.registry"]
     decorators = importlib.import_module("compressai.registry.torch")
     registry.__dict__.update({k: v for k, v in vars(decorators).items() if not k.startswith("__")})
@@ -41,10 +37,7 @@ def use_compressai_parts() -> None:
 
 def full_compressai() -> ModuleType:
     """Run the real package ``__init__`` files (all of CompressAI), keeping the submodules loaded so far."""
-    for name in reversed(_BARE):  # innermost first: each package's __init__ imports names from the next
-        module = sys.modules.get(name)
-        if module is not None and module.__dict__.pop("_semcodec_bare", False):
-            module.__spec__.loader.exec_module(module)
+    run_real_inits(_BARE)  # innermost first: each package's __init__ imports names from the next
     return importlib.import_module("compressai")
 
 

@@ -33,7 +33,7 @@ def use_light_imports() -> None:
     for top, names in BARE_PACKAGES.items():
         if top not in sys.modules and importlib.util.find_spec(top) is not None:
             for name in names:
-                _register_bare(name, top)
+                register_bare(name, top)
             version = importlib.import_module(f"{top}.version")
             sys.modules[top].__dict__["__version__"] = version.__version__
     if "scipy.stats" not in sys.modules and importlib.util.find_spec("scipy") is not None:
@@ -42,33 +42,44 @@ def use_light_imports() -> None:
 
 def full_package(top: str) -> ModuleType:
     """Run ``top``'s real package ``__init__`` files, keeping the submodules loaded so far."""
-    for name in reversed(BARE_PACKAGES[top]):
+    run_real_inits(BARE_PACKAGES[top])
+    return sys.modules[top]
+
+
+def run_real_inits(names: tuple[str, ...]) -> None:
+    """Run the real ``__init__`` of each package of ``names`` registered bare (innermost, last, first)."""
+    for name in reversed(names):
         module = sys.modules.get(name)
         if module is not None and module.__dict__.pop("_semcodec_bare", False):
             module.__dict__.pop("__getattr__", None)
             module.__spec__.loader.exec_module(module)
-    return sys.modules[top]
 
 
-def _register_bare(name: str, top: str) -> None:
+def register_bare(name: str, top: str | None = None) -> bool:
+    """Put package ``name`` in ``sys.modules`` without running its ``__init__`` (its submodules import
+    from the installed files as usual); ``top``: a name it lacks runs ``top``'s real ``__init__`` files
+    first (:func:`full_package`). ``False`` when ``name`` is not an installed package."""
     spec = importlib.util.find_spec(name)
     if spec is None or spec.submodule_search_locations is None:
-        return
+        return False
     module = importlib.util.module_from_spec(spec)
+    module.__dict__["_semcodec_bare"] = True
+    if top is not None:
 
-    def __getattr__(attr: str):  # noqa: N807 (the module's own attribute hook, PEP 562)
-        if attr.startswith("__"):
-            raise AttributeError(attr)
-        if importlib.util.find_spec(f"{name}.{attr}") is not None:  # a submodule: import just it
-            return importlib.import_module(f"{name}.{attr}")
-        full_package(top)
-        return getattr(module, attr)
+        def __getattr__(attr: str):  # noqa: N807 (the module's own attribute hook, PEP 562)
+            if attr.startswith("__"):
+                raise AttributeError(attr)
+            if importlib.util.find_spec(f"{name}.{attr}") is not None:  # a submodule: import just it
+                return importlib.import_module(f"{name}.{attr}")
+            full_package(top)
+            return getattr(module, attr)
 
-    module.__dict__.update(_semcodec_bare=True, __getattr__=__getattr__)
+        module.__dict__["__getattr__"] = __getattr__
     sys.modules[name] = module
     parent, _, child = name.rpartition(".")
-    if parent:
+    if parent in sys.modules:
         setattr(sys.modules[parent], child, module)
+    return True
 
 
 class _LazyModule(ModuleType):

@@ -83,9 +83,9 @@ def tiny_weights(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def tiny_patch_weights(tiny_weights, tmp_path_factory) -> Path:
-    """The tiny model grown with both patch paths (``--arch analysis_patch=true ...``), trained 4 more steps."""
+def train_further(tmp_path_factory, start: Path, name: str, args: list[str], size: tuple[int, int], seed: int) -> Path:
+    """A copy of the weights folder ``start`` trained on by ``semcodec train ARGS`` on two synthetic
+    photos of ``size`` (seeds ``seed``, ``seed + 1``): how the fixtures grow the tiny model."""
     import shutil
 
     from click.testing import CliRunner
@@ -93,39 +93,31 @@ def tiny_patch_weights(tiny_weights, tmp_path_factory) -> Path:
 
     from semcodec.cli.main import main
 
-    data = tmp_path_factory.mktemp("patch-data")
+    work = tmp_path_factory.mktemp(name) / "weights"
+    shutil.copytree(start, work)
+    data = work.parent / "data"
+    data.mkdir()
     for i in range(2):
-        Image.fromarray(synthetic_image(96, 128, seed=10 + i)).save(data / f"img{i}.png")
-    out = tmp_path_factory.mktemp("patch-weights") / "w"
-    shutil.copytree(tiny_weights, out)
-    args = ["train", "--data", str(data), "--out", str(out), "--batch", "2", "--crop", "64", "--steps", "8"]
-    args += ["--lambdas", "0.002,0.02", "--arch", "analysis_patch=true", "--arch", "synthesis_patch=true"]
-    result = CliRunner().invoke(main, args)
+        Image.fromarray(synthetic_image(*size, seed=seed + i)).save(data / f"{i}.png")
+    result = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(work), *args])
     assert result.exit_code == 0, result.output
-    return out
+    return work
+
+
+@pytest.fixture(scope="session")
+def tiny_patch_weights(tiny_weights, tmp_path_factory) -> Path:
+    """The tiny model grown with both patch paths (``--arch analysis_patch=true ...``), trained 4 more steps."""
+    args = ["--batch", "2", "--crop", "64", "--steps", "8", "--lambdas", "0.002,0.02"]
+    args += ["--arch", "analysis_patch=true", "--arch", "synthesis_patch=true"]
+    return train_further(tmp_path_factory, tiny_weights, "patch", args, (96, 128), seed=10)
 
 
 @pytest.fixture(scope="session")
 def context_weights(tmp_path_factory, tiny_weights) -> Path:
     """The tiny model given a context model by `train --entropy-only --context-slices 4`."""
-    import shutil
-
-    from click.testing import CliRunner
-    from PIL import Image
-
-    from semcodec.cli.main import main
-
-    work = tmp_path_factory.mktemp("ctx") / "weights"
-    shutil.copytree(tiny_weights, work)
-    data = work.parent / "data"
-    data.mkdir()
-    for i in range(2):
-        Image.fromarray(synthetic_image(96, 120, seed=10 + i)).save(data / f"{i}.png")
-    args = ["train", "--data", str(data), "--out", str(work), "--entropy-only", "--context-slices", "4"]
+    args = ["--entropy-only", "--context-slices", "4"]
     args += ["--steps", "12", "--batch", "4", "--crop", "64", "--lr", "0.02", "--lambdas", "0.002,0.02"]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, result.output
-    return work
+    return train_further(tmp_path_factory, tiny_weights, "ctx", args, (96, 120), seed=10)
 
 
 def assert_exact_round_trip(codec, keep_tokens: int | None) -> None:

@@ -3,39 +3,27 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
-from PIL import Image
 
-from semcodec.cli.main import main
 from semcodec.codec import Codec
 from semcodec.models import SemanticHyperprior, SemanticHyperpriorConfig
 from semcodec.models.spatial_context import anchor_mask
 from semcodec.training.config import TINY_ARCH
-from tests.conftest import assert_exact_round_trip, synthetic_image
+from tests.conftest import assert_exact_round_trip, synthetic_image, train_further
 
 CHANNELS = TINY_ARCH["latent_channels"]
 
 
 @pytest.fixture(scope="module")
-def spatial_weights(tmp_path_factory, context_weights) -> Path:  # noqa: F811
+def spatial_weights(tmp_path_factory, context_weights) -> Path:
     """The tiny context model given a spatial context by `train --entropy-only --context-spatial`."""
-    work = tmp_path_factory.mktemp("spatial") / "weights"
-    shutil.copytree(context_weights, work)
-    data = work.parent / "data"
-    data.mkdir()
-    for i in range(2):
-        Image.fromarray(synthetic_image(96, 120, seed=30 + i)).save(data / f"{i}.png")
-    args = ["train", "--data", str(data), "--out", str(work), "--entropy-only", "--context-spatial"]
+    args = ["--entropy-only", "--context-spatial"]
     # --steps counts from the resumed model's 12: 12 steps with the spatial context
     args += ["--steps", "24", "--batch", "4", "--crop", "64", "--lr", "0.02", "--lambdas", "0.002,0.02"]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, result.output
-    return work
+    return train_further(tmp_path_factory, context_weights, "spatial", args, (96, 120), seed=30)
 
 
 def _hyper(model: SemanticHyperprior, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
