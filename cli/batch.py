@@ -92,9 +92,8 @@ def batch_encode(
     check_encode_settings(registry, quality, token_space)
     # the manifest records the effective settings, so a default and the same value given explicitly agree
     quality = registry.default_quality if quality is None else quality
-    token_space = (
-        token_space or registry.default_token_space or registry.model(registry.quality(quality).model).token_space
-    )
+    served = registry.model(registry.quality(quality).model)
+    token_space = registry.requested_space(token_space) or served.token_space
     jobs = plan_jobs(src, "encode", quality, keep_tokens, token_space, refinement_steps(effort, refine_steps))
     _run_batch(ctx, jobs, dst, workers, engine, "encoded")
 
