@@ -411,9 +411,16 @@ def distill(
 @_training_data
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="Checkpoint (.safetensors), overwritten as it trains; an existing one is resumed.",
+    help="Training folder (a registry, like train --out): the layer's file and entry, overwritten as it "
+    "trains; the layer is resumed when the folder has it.",
+)
+@click.option("--layer-id", default=None, help="The layer's id in --out  [default: sem-TOWER].")
+@click.option(
+    "--init-from",
+    default=None,
+    help="Start a layer new to --out from this semantic layer of the packaged weights (e.g. sem-lite0-b7).",
 )
 @click.option("--steps", type=int, default=20000, show_default=True)
 @click.option("--max-minutes", type=float, default=None, help="Training time after the map cache is built.")
@@ -435,6 +442,8 @@ def train_semantic_layer(
     tower: str,
     data_dirs: tuple[Path, ...],
     out: Path,
+    layer_id: str | None,
+    init_from: str | None,
     steps: int,
     max_minutes: float | None,
     batch: int,
@@ -462,6 +471,8 @@ def train_semantic_layer(
         tower=tower,
         data=paths,
         out=out,
+        layer_id=layer_id or f"sem-{tower}",
+        init_from=init_from,
         steps=steps,
         max_minutes=max_minutes,
         batch=batch,
@@ -474,6 +485,5 @@ def train_semantic_layer(
         cache=cache,
     )
     result = sl.run(cfg, load_tower(tower, None))
-    click.echo(
-        f"semantic layer for {tower}: {result['steps']} steps -> {out}; held out: {result['held_out']}", err=True
-    )
+    summary = f"{result['steps']} steps -> {cfg.layer_id} in {out}; held out: {result['held_out']}"
+    click.echo(f"semantic layer for {tower}: {summary}", err=True)

@@ -185,10 +185,10 @@ def test_shipping_a_semantic_layer_writes_its_set_and_keeps_the_model(tiny_weigh
     torch.manual_seed(0)
     codec = Codec(release_paths.weights)
     tower = codec.tower("efficientnet-lite0")
-    checkpoint = tmp_path / "sl.safetensors"
+    checkpoint = tmp_path / "run"
     info = {"tower": "efficientnet-lite0", "tower_sha256": tower.source_sha256, "split_block": 7}
-    save_checkpoint(SemanticLayer(SemanticLayerConfig(**TINY_ARCH)), checkpoint, 5, info)
-    assert ship_semantic_layer(checkpoint, "sl-test", "", release_paths) == "0.3.0"
+    save_checkpoint(SemanticLayer(SemanticLayerConfig(**TINY_ARCH)), checkpoint, "sl-run", 5, info)
+    assert ship_semantic_layer(checkpoint, "sl-run", "sl-test", "", release_paths) == "0.3.0"
     registry = load_registry(release_paths.weights)
     assert registry.semantic_layers["sl-test"].release == "0.3.0"
     assert registry.semantic_layer_for("efficientnet-lite0").name == "sl-test"
@@ -199,7 +199,7 @@ def test_shipping_a_semantic_layer_writes_its_set_and_keeps_the_model(tiny_weigh
     assert manifest["semantic_layer"] == "sl-test" and manifest["model"] == first
     assert "`sl-test`" in release_paths.changelog.read_text()
     with pytest.raises(SystemExit, match="released before"):
-        ship_semantic_layer(checkpoint, "sl-test", "", release_paths)
+        ship_semantic_layer(checkpoint, "sl-run", "sl-test", "", release_paths)
     # the tiny model has no head: without its semantic layer the token space has nothing to serve it
     with pytest.raises(WeightsError, match="no token head"):
         Codec(release_paths.weights).encode(

@@ -42,8 +42,9 @@ def semantic_weights(tmp_path_factory, codec) -> Path:
             (root / file).symlink_to(WEIGHTS_DIR / file)
     tower = codec.tower(TOWER)
     info = {"tower": TOWER, "tower_sha256": tower.source_sha256, "split_block": 7}
-    save_checkpoint(_tiny_layer(), root / "tiny.ckpt.safetensors", 0, info)
-    register(root / "tiny.ckpt.safetensors", "sl-tiny", root)
+    run = tmp_path_factory.mktemp("semantic-run")
+    save_checkpoint(_tiny_layer(), run, "sl-run", 0, info)
+    register(run, "sl-run", "sl-tiny", root)
     return root
 
 
@@ -162,34 +163,56 @@ def test_a_file_naming_an_unknown_semantic_layer_is_one_clear_error(semantic_wei
 def test_register_refuses_other_weights_under_an_existing_id(semantic_weights, codec, tmp_path):
     tower = codec.tower(TOWER)
     info = {"tower": TOWER, "tower_sha256": tower.source_sha256, "split_block": 7}
-    save_checkpoint(_tiny_layer(seed=1), tmp_path / "other.safetensors", 0, info)
+    save_checkpoint(_tiny_layer(seed=1), tmp_path / "run", "sl-other", 0, info)
     copy = tmp_path / "w"
     shutil.copytree(semantic_weights, copy, symlinks=True)
     with pytest.raises(WeightsError, match="new id"):
-        register(tmp_path / "other.safetensors", "sl-tiny", copy)
+        register(tmp_path / "run", "sl-other", "sl-tiny", copy)
 
 
 def test_train_semantic_layer_cli_writes_a_resumable_checkpoint(tmp_path):
     from PIL import Image
 
+    from semcodec.training.semantic_layer import load_checkpoint
     from tests.conftest import synthetic_image
 
     data = tmp_path / "data"
     data.mkdir()
     for i in range(3):
         Image.fromarray(synthetic_image(240, 260, seed=i)).save(data / f"img{i}.png")
-    out = tmp_path / "sl.safetensors"
+    out = tmp_path / "run"
     args = ["train-semantic-layer", "--data", str(data), "--out", str(out), "--tiny", "--batch", "2"]
     args += ["--crops-per-image", "1", "--save-every", "2", "--cache", str(tmp_path / "maps.pt")]
     result = CliRunner().invoke(main, [*args, "--steps", "2"])
     assert result.exit_code == 0, result.output
-    from semcodec.training.semantic_layer import load_checkpoint
-
-    layer, steps, info = load_checkpoint(out)
+    layer, steps, info = load_checkpoint(out, f"sem-{TOWER}")  # the folder convention of train and distill
     assert steps == 2 and info["tower"] == TOWER and "held_out" in info
+    assert sorted(p.name for p in out.iterdir()) == ["registry.json", f"sem-{TOWER}.safetensors"]
     result = CliRunner().invoke(main, [*args, "--steps", "3"])
     assert result.exit_code == 0, result.output
-    assert load_checkpoint(out)[1] == 3 and (tmp_path / "maps.pt").exists()
+    assert load_checkpoint(out, f"sem-{TOWER}")[1] == 3 and (tmp_path / "maps.pt").exists()
+
+
+def test_train_semantic_layer_starts_from_a_released_layer(semantic_weights, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from semcodec.training.semantic_layer import SemanticLayerTraining, load_checkpoint, run
+    from tests.conftest import synthetic_image
+
+    monkeypatch.setenv("SEMCODEC_WEIGHTS", str(semantic_weights))
+    released, _, _ = load_checkpoint(semantic_weights, "sl-tiny")
+    codec = Codec(semantic_weights)
+    photos = [tmp_path / f"img{i}.png" for i in range(2)]
+    for i, path in enumerate(photos):
+        Image.fromarray(synthetic_image(240, 260, seed=i)).save(path)
+    cfg = SemanticLayerTraining(
+        TOWER, photos, tmp_path / "run", layer_id="sl-next", init_from="sl-tiny", steps=0, crops_per_image=1
+    )
+    run(cfg, codec.tower(TOWER))
+    layer, steps, _ = load_checkpoint(tmp_path / "run", "sl-next")
+    assert steps == 0
+    for name, value in released.state_dict().items():
+        assert torch.equal(layer.state_dict()[name], value), name
 
 
 def test_an_encoder_pruned_layer_codes_only_the_kept_tokens(semantic_weights, kodak_image):

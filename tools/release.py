@@ -463,8 +463,11 @@ def _add_changelog_line(changelog: Path, version: str, line: str) -> None:
     write_text_atomic(changelog, text[: unreleased.end()] + "\n" + section + text[end:])
 
 
-def ship_semantic_layer(checkpoint: Path, layer_id: str, notes: str, paths: ReleasePaths = ReleasePaths()) -> str:
-    """Release a semantic-layer checkpoint as ``layer_id`` (never used before), the layer the encoder
+def ship_semantic_layer(
+    checkpoint: Path, source_id: str, layer_id: str, notes: str, paths: ReleasePaths = ReleasePaths()
+) -> str:
+    """Release semantic layer ``source_id`` of the training folder ``checkpoint`` (``semcodec
+    train-semantic-layer --out``) as ``layer_id`` (never used before), the layer the encoder
     writes for its tower from now on; bump the minor version, add the CHANGELOG line and write the
     layer's conformance set with the current model. Return the new version."""
     from semcodec.training.semantic_layer import register
@@ -475,7 +478,7 @@ def ship_semantic_layer(checkpoint: Path, layer_id: str, notes: str, paths: Rele
         raise SystemExit(f"semantic layer {layer_id} was released before: an id names one set of weights forever")
     version = next_minor(current_version(paths.version_file))
     with _all_or_nothing(paths, [paths.weights / f"{layer_id}.safetensors"]):
-        sha = register(checkpoint, layer_id, paths.weights, encoder_default=True, release=version)
+        sha = register(checkpoint, source_id, layer_id, paths.weights, encoder_default=True, release=version)
         registry = load_registry(paths.weights)
         model_id = registry.quality(registry.default_quality).model
         _set_version(paths.version_file, version)

@@ -19,6 +19,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from semcodec.codec.token_targets import classifier_kl
+from semcodec.errors import WeightsError
 from semcodec.models.semantic_layer import SemanticLayer, SemanticLayerConfig
 from semcodec.models.towers import VisionTower
 from semcodec.training.budget import Budget, scheduled_lr
@@ -45,7 +46,9 @@ TINY_ARCH = {"latent_channels": 8, "hyper_channels": 4, "hidden": 8}
 class SemanticLayerTraining:
     tower: str
     data: list[Path]
-    out: Path
+    out: Path  # a registry folder (like ``train --out``): the layer's file and entry, resumed from
+    layer_id: str = "sem-run"
+    init_from: str | None = None  # a semantic layer of the packaged weights a layer new to ``out`` starts from
     steps: int = 20000
     max_minutes: float | None = None
     batch: int = 32
@@ -190,87 +193,109 @@ def train_semantic_layer(
     return {"layer": layer, "steps": step, "held_out": report, "cache_seconds": cache_seconds, "crops": len(cache)}
 
 
-def save_checkpoint(layer: SemanticLayer, path: Path, step: int, info: dict) -> str:
-    """Write ``layer`` (entropy tables frozen first) as safetensors, its config, steps and ``info``
-    in the metadata; return the file's sha256. One file per run, overwritten: resumable from it."""
-    import json
-
+def save_checkpoint(layer: SemanticLayer, root: Path, layer_id: str, step: int, info: dict) -> str:
+    """Write ``layer`` (entropy tables frozen first) as ``root/<layer_id>.safetensors`` and its entry in
+    ``root``'s registry (config, steps and ``info``), as ``train`` and ``distill`` keep theirs; return
+    the file's sha256. One file per layer, overwritten: resumable from it."""
     from semcodec.weights import save_state_dict
+    from semcodec.weights.editor import RegistryEditor
 
     layer.update(force=True)
-    metadata = {"config": json.dumps(layer.config.to_dict()), "steps": str(step), "info": json.dumps(info)}
-    return save_state_dict(layer.state_dict(), path, metadata=metadata)
+    root.mkdir(parents=True, exist_ok=True)
+    file = f"{layer_id}.safetensors"
+    sha = save_state_dict(layer.state_dict(), root / file, metadata={"steps": str(step)})
+    editor = RegistryEditor(root)
+    editor.put_semantic_layer(layer_id, _entry(layer, file, sha, editor.quality_numbers, step, info))
+    editor.save()
+    return sha
 
 
-def load_checkpoint(path: Path) -> tuple[SemanticLayer, int, dict]:
-    """``(layer, steps, info)`` from a :func:`save_checkpoint` file."""
-    import json
+def _entry(layer: SemanticLayer, file: str, sha: str, qualities: list[int], steps: int, info: dict) -> dict:
+    """A registry entry of ``layer``; its gain per file quality of ``qualities`` (the last gain beyond)."""
+    kept = ("tower", "tower_sha256", "split_block")
+    return {
+        "file": file,
+        "sha256": sha,
+        **{k: info[k] for k in kept},
+        "config": layer.config.to_dict(),
+        "gain_index": {str(q): min(i, layer.config.num_qualities - 1) for i, q in enumerate(qualities)},
+        "info": {"steps": steps, **{k: v for k, v in info.items() if k not in kept}},
+    }
 
-    from safetensors import safe_open
 
-    with safe_open(str(path), "pt") as f:
-        metadata = f.metadata()
-        state = {k: f.get_tensor(k).float() for k in f.keys()}  # noqa: SIM118
-    layer = SemanticLayer(SemanticLayerConfig(**json.loads(metadata["config"])))
-    layer.load_state_dict(state)
-    return layer, int(metadata["steps"]), json.loads(metadata["info"])
+def load_checkpoint(root: Path, layer_id: str) -> tuple[SemanticLayer, int, dict]:
+    """``(layer, steps, info)`` of semantic layer ``layer_id`` in the registry folder ``root``
+    (sha256-checked); ``info`` holds the tower fields too."""
+    from semcodec.weights import load_registry, load_verified
+
+    entry = load_registry(root).semantic_layers.get(layer_id)
+    if entry is None:
+        raise WeightsError(f"no semantic layer {layer_id!r} in {root}")
+    layer = SemanticLayer(SemanticLayerConfig(**entry.config))
+    layer.load_state_dict({k: v.float() for k, v in load_verified(root / entry.file, entry.sha256).items()})
+    info = {"tower": entry.tower, "tower_sha256": entry.tower_sha256, "split_block": entry.split_block}
+    info.update({k: v for k, v in entry.info.items() if k != "steps"})
+    return layer, int(entry.info.get("steps", 0)), info
 
 
 def run(cfg: SemanticLayerTraining, tower: VisionTower) -> dict:
     """Train into ``cfg.out``, resuming from it when it exists (its own architecture and steps)."""
     import json
 
+    from semcodec.weights import REGISTRY_FILE, load_registry
+
     layer, step = None, 0
-    if cfg.out.exists():
-        layer, step, _ = load_checkpoint(cfg.out)
-        tqdm.write(f"resuming {cfg.out} at step {step}")
+    if (cfg.out / REGISTRY_FILE).exists() and cfg.layer_id in load_registry(cfg.out).semantic_layers:
+        layer, step, _ = load_checkpoint(cfg.out, cfg.layer_id)
+        tqdm.write(f"resuming {cfg.layer_id} in {cfg.out} at step {step}")
+    elif cfg.init_from is not None:
+        from semcodec.weights import default_weights_dir
+
+        layer, step, released = load_checkpoint(default_weights_dir(), cfg.init_from)
+        if released["tower"] != cfg.tower:
+            raise WeightsError(f"--init-from {cfg.init_from} codes {released['tower']}'s map, not {cfg.tower}'s")
+        tqdm.write(f"{cfg.layer_id}: starting from {cfg.init_from} at step {step}")
     info = {"tower": cfg.tower, "tower_sha256": tower.source_sha256, "split_block": tower.split_block,
             "lambdas": list(cfg.lambdas), "kl_weight": cfg.kl_weight}  # fmt: skip
 
     def on_save(layer: SemanticLayer, step: int, report: dict) -> None:
-        save_checkpoint(layer, cfg.out, step, {**info, "held_out": report})
+        save_checkpoint(layer, cfg.out, cfg.layer_id, step, {**info, "held_out": report})
         tqdm.write(f"step {step}: held out {json.dumps(report)}")
 
     return train_semantic_layer(cfg, tower, layer, step, on_save)
 
 
 def register(
-    checkpoint: Path, layer_id: str, weights_dir: Path, encoder_default: bool = True, release: str | None = None
+    source: Path,
+    source_id: str,
+    layer_id: str,
+    weights_dir: Path,
+    encoder_default: bool = True,
+    release: str | None = None,
 ) -> str:
-    """Install a checkpoint as semantic layer ``layer_id`` in ``weights_dir`` (file + registry entry),
-    the one the encoder writes for its tower when ``encoder_default``; return its sha256.
+    """Install semantic layer ``source_id`` of the training folder ``source`` as ``layer_id`` in
+    ``weights_dir`` (file + registry entry, its gains mapped to that folder's qualities), the one the
+    encoder writes for its tower when ``encoder_default``; return its sha256.
 
     An id names one file forever: an id already registered with other weights is refused."""
     import shutil
 
-    from semcodec.errors import WeightsError
-    from semcodec.fileio import sha256_file
+    from semcodec.weights import load_registry
     from semcodec.weights.editor import RegistryEditor
 
-    layer, steps, info = load_checkpoint(checkpoint)
-    sha = sha256_file(checkpoint)
+    layer, steps, info = load_checkpoint(source, source_id)
+    source_entry = load_registry(source).semantic_layers[source_id]
+    sha = source_entry.sha256
     editor = RegistryEditor(weights_dir)
     existing = editor.semantic_layer(layer_id)
     if existing and existing["sha256"] != sha:
         raise WeightsError(f"semantic layer {layer_id} exists with other weights: ship new weights under a new id")
     file = f"{layer_id}.safetensors"
-    if checkpoint.resolve() != (weights_dir / file).resolve():
-        shutil.copyfile(checkpoint, weights_dir / file)
-    qualities = editor.quality_numbers
-    entry = {
-        "file": file,
-        "sha256": sha,
-        "tower": info["tower"],
-        "tower_sha256": info["tower_sha256"],
-        "split_block": info["split_block"],
-        "config": layer.config.to_dict(),
-        "gain_index": {str(q): min(i, layer.config.num_qualities - 1) for i, q in enumerate(qualities)},
-        "info": {
-            "steps": steps,
-            **{k: v for k, v in info.items() if k not in ("tower", "tower_sha256", "split_block")},
-        },
-        **({"release": release} if release is not None else {}),
-    }
+    if (source / source_entry.file).resolve() != (weights_dir / file).resolve():
+        shutil.copyfile(source / source_entry.file, weights_dir / file)
+    entry = _entry(layer, file, sha, editor.quality_numbers, steps, info)
+    if release is not None:
+        entry["release"] = release
     editor.put_semantic_layer(layer_id, entry, encoder_for=info["tower"] if encoder_default else None)
     editor.save()
     return sha

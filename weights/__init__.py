@@ -291,7 +291,8 @@ def parse_registry(raw: dict, root: Path) -> Registry:
             for q, v in raw["qualities"].items()
         }
         models = {name: _model_entry(name, m, qualities) for name, m in raw["models"].items()}
-        default = int(raw.get("default_quality", min(qualities)))
+        # a training folder that holds only a semantic layer serves no quality (0: none)
+        default = int(raw.get("default_quality", min(qualities, default=0)))
         retired = dict(raw.get("retired", {}))
         semantic = {name: _semantic_entry(name, v) for name, v in raw.get("semantic_layers", {}).items()}
         encoder_semantic = {str(k): str(v) for k, v in raw.get("encoder_semantic_layers", {}).items()}
