@@ -1,7 +1,7 @@
 """Where batch jobs run: in this process, a local process pool, or Ray (one machine or many).
 
 Each worker loads the codec once and keeps it; a worker codes one image at a time, so its memory
-stays bounded by the largest image (itself bounded by ``MAX_PIXELS``).
+stays bounded by the largest image (itself bounded by ``--max-pixels``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Worker:
 
     def run(self, job: Job, dst: str) -> dict:
         from semcodec import bitstream
-        from semcodec.codec.image_io import encode_png, read_image
+        from semcodec.codec.image_io import MAX_PIXELS, encode_png, read_image
         from semcodec.codec.refine import RefineConfig
         from semcodec.codec.token_file import token_file_bytes
         from semcodec.fileio import write_atomic
@@ -41,10 +41,11 @@ class Worker:
         start = time.perf_counter()
         record = {"source": job.source, "output": job.output, "mode": job.mode, "status": "failed", "error": None}
         try:
+            self.codec.max_pixels = job.max_pixels or MAX_PIXELS
             data = Path(job.source).read_bytes()
             record.update(source_bytes=len(data), source_sha256=sha256_file(job.source))
             if job.mode == "encode":
-                image = read_image(data, name=job.source)
+                image = read_image(data, name=job.source, max_pixels=self.codec.max_pixels)
                 refine = RefineConfig(steps=job.refine_steps)
                 result = self.codec.encode(image, job.quality, job.token_space, job.keep_tokens, refine)
                 out, pixels = result.data, result.height * result.width

@@ -42,6 +42,7 @@ class Job:
     token_space: str | None = None
     refine_steps: int = DEFAULT_REFINE_STEPS
     token_dtype: str = DEFAULT_TOKEN_DTYPE
+    max_pixels: int | None = None  # the largest image (or file's image) coded; None: the codec's default
 
     def settings(self) -> dict:
         """What decides the output besides the source's bytes (and the weights: see :func:`run_batch`)."""
@@ -95,15 +96,19 @@ def plan_jobs(
     token_space: str | None = None,
     refine_steps: int = DEFAULT_REFINE_STEPS,
     token_dtype: str = DEFAULT_TOKEN_DTYPE,
+    max_pixels: int | None = None,
 ) -> list[Job]:
     if mode == "encode":
         pairs = list_sources(src, IMAGE_SUFFIXES)
         settings = (quality, keep_tokens, token_space, refine_steps)
-        jobs = [Job(str(p), str(rel) + BITSTREAM_SUFFIX, mode, *settings) for p, rel in pairs]
+        jobs = [Job(str(p), str(rel) + BITSTREAM_SUFFIX, mode, *settings, max_pixels=max_pixels) for p, rel in pairs]
     else:
         suffix = ".png" if mode == "decode-pixels" else ".safetensors"
         pairs = list_sources(src, {BITSTREAM_SUFFIX, ".bin"})
-        jobs = [Job(str(p), str(_strip(rel).with_suffix(suffix)), mode, token_dtype=token_dtype) for p, rel in pairs]
+        jobs = [
+            Job(str(p), str(_strip(rel).with_suffix(suffix)), mode, token_dtype=token_dtype, max_pixels=max_pixels)
+            for p, rel in pairs
+        ]
     seen: dict[str, str] = {}
     for job in jobs:
         if job.output in seen:

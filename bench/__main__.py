@@ -318,21 +318,21 @@ def startup(image: Path, repeats: int) -> None:
 
 @main.command()
 @click.option(
-    "--image",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=DEFAULT_KODAK / "kodim23.png",
+    "--kodak",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=DEFAULT_KODAK,
     show_default=True,
-    help="Photo resized to each size.",
+    help="The photos the mosaics are made of.",
 )
-@click.option("--mp", "sizes", type=float, multiple=True, help="Megapixels (repeatable; default 1, 4, 12, 25).")
-def large(image: Path, sizes: tuple[float, ...]) -> None:
-    """Wall time and peak RSS of encode and decode of large photos (fresh processes)."""
+@click.option("--mp", "sizes", type=float, multiple=True, help="Megapixels (repeatable; default 1, 12, 50, 100).")
+def large(kodak: Path, sizes: tuple[float, ...]) -> None:
+    """Time, peak RSS, bpp and PSNR of encode and decode of Kodak mosaics (fresh processes, default quality)."""
     from semcodec.bench import large as large_bench
     from semcodec.bench.provenance import weights_header
 
-    click.echo(f"# {image} resized, quality 3")
+    click.echo(f"# mosaics of {kodak}, default quality and files")
     click.echo(weights_header())
-    click.echo(large_bench.table(large_bench.run(image, sizes or large_bench.SIZES_MP)))
+    click.echo(large_bench.table(large_bench.run(kodak, sizes or large_bench.SIZES_MP)))
 
 
 @main.command("batch")

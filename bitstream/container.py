@@ -42,19 +42,23 @@ from semcodec.errors import (
 )
 
 MAGIC = b"SMCD"
-FORMAT_VERSION = 4
-"""The version :func:`pack` writes by default."""
-READABLE_VERSIONS = (1, 2, 3, 4)
+FORMAT_VERSION = 5
+"""The newest version this build writes (:func:`pack`'s default); the codec writes a file in the
+oldest version that holds it (:func:`~semcodec.bitstream.layout.file_version`)."""
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 PADDING_UNCODED_FROM = 3
 """The first format version whose files do not code the latent tokens wholly in the padding."""
 SEMANTIC_GEOMETRY_FROM = 4
 """The first format version whose semantic layer keeps the photo's shape and may code only the
 tokens the encoder kept (:class:`~semcodec.bitstream.layout.SemanticPayload`)."""
+TILED_FROM = 5
+"""The first format version that codes a large image's latent in independent tiles
+(:func:`~semcodec.bitstream.layout.latent_tiles`), so coders hold one tile's working set at a time."""
 MAX_SIDE = 1 << 16
 """Largest height/width a header may declare; larger sizes are refused before any allocation."""
 
 KNOWN_FLAGS = 0
-"""Format versions 1 to 4 define no flag bits (layers and masks are chunks); any set bit is refused."""
+"""Format versions 1 to 5 define no flag bits (layers and masks are chunks); any set bit is refused."""
 WEIGHTS_HASH_BYTES = 8
 _PREFIX = struct.Struct("<4sHH")
 _FIXED = struct.Struct(f"<{WEIGHTS_HASH_BYTES}sIII")  # weights hash, height, width, symbols crc

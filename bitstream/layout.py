@@ -1,4 +1,4 @@
-"""The chunks of a semcodec file (format versions 1 to 4) and the base layer's prefix.
+"""The chunks of a semcodec file (format versions 1 to 5) and the base layer's prefix.
 
 A file is ``header | Z | [MASK] | [TSPC] | YB | YE``: the side information, the kept-token mask of a
 pruned file, the token space the encoder chose (absent: the codec's latent space), the base layer
@@ -6,6 +6,12 @@ pruned file, the token space the encoder chose (absent: the codec's latent space
 (``encode --token-space TOWER``, since 0.3.0) is ``header | TSPC | SEM | Z | [MASK] | YB | YE``: the
 tower's own map, coded at the encoder, comes first. Whatever a tokens decoder needs comes before
 what it does not, so it reads only a prefix of the file (:data:`TOKENS_PREFIX`).
+
+From format 5 an image whose latent grid is larger than :data:`LATENT_TILE` on a side is coded in
+tiles of that many latent positions (2048 pixels), each with its own z and y streams, as if it were
+an image of its own; ``Z``, ``YB`` and ``YE`` then hold one stream per tile, in row-major tile
+order, each after its length (:func:`pack_streams`). A one-tile file is a format 4 file
+(:func:`file_version`).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from semcodec.bitstream.container import SEMANTIC_GEOMETRY_FROM, Header
+from semcodec.bitstream.container import SEMANTIC_GEOMETRY_FROM, TILED_FROM, Header
 from semcodec.errors import BitstreamError
 
 Z_CHUNK = "Z   "
@@ -33,6 +39,57 @@ def tokens_prefix(token_space: str | None) -> str | tuple[str, ...]:
     :data:`TOKENS_PREFIX` for the space the file serves; the base layer, which comes after a
     semantic layer, when another ``token_space`` is asked for (it may need the latent)."""
     return TOKENS_PREFIX if token_space is None else BASE_CHUNK
+
+
+LATENT_TILE = 128
+"""Latent positions per tile side (format 5 on): 2048 pixels, a 4 MP tile's working set at a time."""
+_STREAM_LENGTH = struct.Struct("<I")
+
+
+def latent_tiles(rows: int, cols: int, version: int) -> list[tuple[int, int, int, int]]:
+    """``(top, left, bottom, right)`` of the latent tiles of a ``rows x cols`` latent grid (the
+    padded image's, a multiple of the hyperprior's 4), row-major: one tile before format 5 or when
+    the grid fits one."""
+    if version < TILED_FROM or (rows <= LATENT_TILE and cols <= LATENT_TILE):
+        return [(0, 0, rows, cols)]
+    return [
+        (top, left, min(top + LATENT_TILE, rows), min(left + LATENT_TILE, cols))
+        for top in range(0, rows, LATENT_TILE)
+        for left in range(0, cols, LATENT_TILE)
+    ]
+
+
+def file_version(tiles: int) -> int:
+    """The format version a file of ``tiles`` latent tiles is written in: 5 only when it needs tiles,
+    so every other file stays as 2.0.0 wrote it (format 4), readable by every 2.x release."""
+    return TILED_FROM if tiles > 1 else TILED_FROM - 1
+
+
+def pack_streams(streams: list[bytes]) -> bytes:
+    """One chunk's payload from the tiles' streams: a single stream as it is, several each after its
+    little-endian uint32 length."""
+    if len(streams) == 1:
+        return streams[0]
+    return b"".join(_STREAM_LENGTH.pack(len(s)) + s for s in streams)
+
+
+def unpack_streams(payload: bytes, count: int, what: str) -> list[bytes]:
+    """The ``count`` tile streams of a chunk (:func:`pack_streams`), or a clear error."""
+    if count == 1:
+        return [payload]
+    streams, start = [], 0
+    for _ in range(count):
+        if start + _STREAM_LENGTH.size > len(payload):
+            raise BitstreamError(f"corrupt bitstream: {what} chunk ends before its tile {len(streams) + 1} of {count}")
+        (length,) = _STREAM_LENGTH.unpack_from(payload, start)
+        start += _STREAM_LENGTH.size
+        if start + length > len(payload):
+            raise BitstreamError(f"corrupt bitstream: {what} chunk's tile {len(streams) + 1} of {count} is cut short")
+        streams.append(payload[start : start + length])
+        start += length
+    if start != len(payload):
+        raise BitstreamError(f"corrupt bitstream: {what} chunk has bytes after its {count} tiles")
+    return streams
 
 
 BASE_PREFIX = struct.Struct("<HI")

@@ -56,6 +56,13 @@ def refinement_steps(effort: int, refine_steps: int | None) -> int:
     return EFFORT_REFINE_STEPS[effort]
 
 
+_max_pixels = click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Refuse images (and files whose image is) larger than this many pixels  [default: 200000000]; "
+    "memory grows with the pixels (about 1 GB plus 10 bytes a pixel).",
+)
 _token_dtype = click.option(
     "--dtype",
     type=click.Choice(TOKEN_DTYPES),
@@ -156,11 +163,13 @@ def _registry(ctx: click.Context):
     return load_registry(ctx.obj.get("weights"))
 
 
-def _codec(ctx: click.Context):
+def _codec(ctx: click.Context, max_pixels: int | None = None):
     from semcodec.codec import Codec
 
     codec = Codec(ctx.obj.get("weights"))
     codec.progress = sys.stderr.isatty()  # a bar for large images on a terminal, nothing in logs
+    if max_pixels is not None:
+        codec.max_pixels = max_pixels
     return codec
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from semcodec.cli.app import _effort, _refine_steps, _registry, _token_dtype, main, refinement_steps
+from semcodec.cli.app import _effort, _max_pixels, _refine_steps, _registry, _token_dtype, main, refinement_steps
 
 
 @main.group()
@@ -69,6 +69,7 @@ _engine = click.option(
 @click.option("--token-space", default=None, help="As `encode --token-space` (default: the shipped tower's layer).")
 @_effort
 @_refine_steps
+@_max_pixels
 @_workers
 @_engine
 @click.pass_context
@@ -81,6 +82,7 @@ def batch_encode(
     token_space: str | None,
     effort: int,
     refine_steps: int | None,
+    max_pixels: int | None,
     workers: int,
     engine: str,
 ) -> None:
@@ -94,7 +96,8 @@ def batch_encode(
     quality = registry.default_quality if quality is None else quality
     served = registry.model(registry.quality(quality).model)
     token_space = registry.requested_space(token_space) or served.token_space
-    jobs = plan_jobs(src, "encode", quality, keep_tokens, token_space, refinement_steps(effort, refine_steps))
+    steps = refinement_steps(effort, refine_steps)
+    jobs = plan_jobs(src, "encode", quality, keep_tokens, token_space, steps, max_pixels=max_pixels)
     _run_batch(ctx, jobs, dst, workers, engine, "encoded")
 
 
@@ -103,11 +106,15 @@ def batch_encode(
 @click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--target", type=click.Choice(["pixels", "tokens"]), default="pixels", show_default=True)
 @_token_dtype
+@_max_pixels
 @_workers
 @_engine
 @click.pass_context
-def batch_decode(ctx: click.Context, src: str, dst: Path, target: str, dtype: str, workers: int, engine: str) -> None:
+def batch_decode(
+    ctx: click.Context, src: str, dst: Path, target: str, dtype: str, max_pixels: int | None, workers: int, engine: str
+) -> None:
     """Decode every bitstream under SRC to DST (.png, or .safetensors tokens)."""
     from semcodec.batch.jobs import plan_jobs
 
-    _run_batch(ctx, plan_jobs(src, f"decode-{target}", token_dtype=dtype), dst, workers, engine, "decoded")
+    jobs = plan_jobs(src, f"decode-{target}", token_dtype=dtype, max_pixels=max_pixels)
+    _run_batch(ctx, jobs, dst, workers, engine, "decoded")

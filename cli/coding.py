@@ -11,6 +11,7 @@ from semcodec.cli.app import (
     TARGET_SUFFIX,
     _codec,
     _effort,
+    _max_pixels,
     _read_input,
     _refine_steps,
     _registry,
@@ -60,6 +61,7 @@ def _writes_semantic_layer(registry, token_space: str | None, no_semantic_layer:
 )
 @_effort
 @_refine_steps
+@_max_pixels
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success.")
 @click.pass_context
@@ -73,12 +75,13 @@ def encode(
     no_semantic_layer: bool,
     effort: int,
     refine_steps: int | None,
+    max_pixels: int | None,
     force: bool,
     quiet: bool,
 ) -> None:
     """Compress image INPUT into bitstream OUTPUT ('-' for stdin/stdout)."""
     from semcodec.cli.checks import check_encode_settings, check_input_file, check_output, check_token_count
-    from semcodec.codec.image_io import read_image
+    from semcodec.codec.image_io import MAX_PIXELS, read_image
 
     steps = refinement_steps(effort, refine_steps)
     check_input_file(input_path)
@@ -87,11 +90,13 @@ def encode(
     check_encode_settings(registry, quality, token_space)
     if not _writes_semantic_layer(registry, token_space, no_semantic_layer):  # else the tower counts them
         check_token_count(input_path, keep_tokens)
-    image = read_image(_read_input(input_path) if input_path == "-" else input_path)
+    image = read_image(
+        _read_input(input_path) if input_path == "-" else input_path, max_pixels=max_pixels or MAX_PIXELS
+    )
 
     from semcodec.codec.refine import RefineConfig  # torch from here on
 
-    codec = _codec(ctx)
+    codec = _codec(ctx, max_pixels)
     refine = RefineConfig(steps=steps)
     start = time.perf_counter()
     result = codec.encode(
@@ -137,6 +142,7 @@ def encode(
     default=None,
     help="Tokens target: the local tower file a split head finishes with (not needed for efficientnet-lite0).",
 )
+@_max_pixels
 @click.option("-f", "--force", is_flag=True, help="Overwrite the output if it exists.")
 @click.pass_context
 def decode(
@@ -147,6 +153,7 @@ def decode(
     dtype: str,
     token_space: str | None,
     tower_weights: Path | None,
+    max_pixels: int | None,
     force: bool,
 ) -> None:
     """Decompress bitstream INPUT to pixels (PNG) or tokens (.safetensors or .npy)."""
@@ -163,7 +170,7 @@ def decode(
     data = _read_input(input_path, until)
     header = bitstream.unpack(data, until=until)
     check_decodable(_registry(ctx), header, token_space if target == "tokens" else None)
-    codec = _codec(ctx)
+    codec = _codec(ctx, max_pixels)
     if target == "pixels":
         out = codec.decode_png(data)
     else:

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from semcodec import bitstream
-from semcodec.codec import entropy, tiling
+from semcodec.codec import entropy, tiled, tiling
 from semcodec.codec.assets import CodecAssets
 from semcodec.codec.defaults import SEMANTIC_FIT_STEPS, SEMANTIC_REACH
-from semcodec.codec.image_io import MAX_PIXELS, ImageInput, LoadedImage, encode_png, latent_token_count, load_image
+from semcodec.codec.image_io import ImageInput, LoadedImage, encode_png, latent_token_count, load_image, too_large
 from semcodec.codec.latent_walk import (
     LatentWalk,
     Timer,
@@ -48,7 +48,7 @@ from semcodec.codec.stages import (
 )
 from semcodec.codec.tensors import image_tensor, pad_to_stride, tower_input
 from semcodec.codec.token_choice import content_tokens
-from semcodec.codec.token_file import TokenOutput, token_file_bytes
+from semcodec.codec.token_file import TokenOutput, token_file_bytes, token_metadata
 from semcodec.errors import BitstreamError, ConversionWarning, InputError, WeightsError
 from semcodec.models import SemanticHyperprior
 from semcodec.models.token_head import latent_tokens
@@ -140,7 +140,7 @@ class Codec(CodecAssets):
             if refine is not None:
                 raise InputError("give effort or refine, not both")
             refine = RefineConfig.for_effort(effort)
-        image = load_image(image)
+        image = load_image(image, max_pixels=self.max_pixels)
         quality = self.default_quality if quality is None else quality
         level = self.registry.quality(quality)
         entry = self.registry.model(level.model)
@@ -163,6 +163,22 @@ class Codec(CodecAssets):
         if keep_tokens is not None and not 1 <= keep_tokens <= total:
             raise InputError(f"keep_tokens={keep_tokens}: a {size[1]}x{size[0]} image has 1..{total} latent tokens")
 
+        tiles = tiled.tile_count(size, model)
+        if tiles > 1:  # a large image (format 5 on): tile by tile, in bounded memory
+            if keep_tokens is not None:
+                raise InputError(
+                    f"keep_tokens prunes the pixel latent of images up to {tiled.TILE_PIXELS} pixels a side; "
+                    "keep the semantic layer's tokens instead (the default token space)"
+                )
+            if refine is not None:
+                notes.append(f"not refined: a {size[1]}x{size[0]} image is coded in tiles")
+            with self._progress(tiles, "encode") as bar:
+                z, y_symbols, z_coded, base, enhancement = tiled.encode_tiles(
+                    model, tables, image.pixels, level.gain_index, timer, bar
+                )
+            symbols = Symbols(z, y_symbols)
+            data = pack_file(entry, quality, size, symbols, z_coded, None, space, base, enhancement, semantic, tiles)
+            return EncodeResult(data, symbols, *size, notes, timer.seconds, 0)
         x, y = self._analyse(model, level, image, timer)
         content = content_tokens(tuple(y.shape[2:]), size, model.latent_stride)
         chosen = None  # a refining encoder fixes the pruned file's tokens first, then refines them
@@ -271,6 +287,12 @@ class Codec(CodecAssets):
         timer = Timer()
         entry, level = self._decoder_for(header)
         model, tables = self.model(entry.name)
+        if tiled.tile_count((header.height, header.width), model, header.version) > 1:
+            y_hat, z, y = tiled.decode_tiles(model, tables, header, base_only, timer)
+            symbols = Symbols(z, y)
+            if not base_only and symbols.crc32() != header.symbols_crc:
+                raise BitstreamError("decoded symbols fail their CRC: the file is corrupt")
+            return Decoded(header, model, level.gain_index, y_hat, symbols, timer.seconds)
         with torch.inference_mode():
             side = decode_side_information(model, tables, header, timer)
             grid = tuple(side.means_fixed.shape[2:])
@@ -294,10 +316,8 @@ class Codec(CodecAssets):
 
     def _decoder_for(self, header: bitstream.Header) -> tuple[ModelEntry, QualityLevel]:
         """The model the file names (its own quality table: files keep their meaning), or a clear refusal."""
-        if header.height * header.width > MAX_PIXELS:
-            raise BitstreamError(
-                f"bitstream declares {header.width}x{header.height}, above the {MAX_PIXELS}-pixel limit"
-            )
+        if header.height * header.width > self.max_pixels:
+            raise BitstreamError(too_large("the bitstream's image", header.width, header.height, self.max_pixels))
         entry = self.registry.decoding_model(header.model_id, header.weights_hash)
         level = entry.level(header.quality)
         if level is None:
@@ -316,6 +336,9 @@ class Codec(CodecAssets):
             if h * w <= tiling.TILE_ABOVE_PIXELS:
                 x_hat = model.synthesis(decoded.y_hat, decoded.gain_index)
                 pixels = x_hat[0, :, :h, :w].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            elif decoded.header.version >= bitstream.TILED_FROM:  # g_s in bands, the tail in tiles
+                with self._progress(tiling.tile_count(h, w), "decode") as bar:
+                    pixels = tiled.synthesis_bands(model, decoded.y_hat, decoded.gain_index, (h, w), bar)
             else:  # a large image: the full-resolution stages in tiles, straight into the uint8 image
                 tokens, tail = model.synthesis_stages()
                 grid = tokens(model.synthesis_input(decoded.y_hat, decoded.gain_index))
@@ -363,7 +386,7 @@ class Codec(CodecAssets):
                 tower = {"tower": space, "layer": info.layer, "tower_sha256": info.tower_sha256}
         kept = int(decoded.mask.sum()) if decoded.mask is not None else None
         read = header.header_bytes + header.payload_bytes
-        metadata = _token_metadata(header, tokens, space, tower, grid_hw, read, "base", {}, kept)
+        metadata = token_metadata(header, tokens, space, tower, grid_hw, read, "base", {}, kept)
         return TokenOutput(tokens.contiguous(), metadata, positions)
 
     def _semantic_layer_of(self, header: bitstream.Header, chunk: bitstream.SemanticPayload) -> SemanticLayerEntry:
@@ -391,41 +414,11 @@ class Codec(CodecAssets):
         read = header.header_bytes + bytes_through(header, bitstream.SEMANTIC_CHUNK)
         kept = len(chunk.kept) if chunk.kept is not None else None
         extra = {"semantic_layer": layer.name}
-        metadata = _token_metadata(header, tokens, layer.tower, source, grid, read, "semantic", extra, kept)
+        metadata = token_metadata(header, tokens, layer.tower, source, grid, read, "semantic", extra, kept)
         return TokenOutput(tokens.contiguous(), metadata, positions)
 
     def decode_png(self, data: bytes) -> bytes:
         return encode_png(self.decode(data))
-
-
-def _token_metadata(
-    header: bitstream.Header,
-    tokens: torch.Tensor,
-    space: str,
-    source: dict[str, str],
-    grid: tuple[int, int],
-    bytes_read: int,
-    layers_read: str,
-    extra: dict[str, str],
-    kept: int | None,
-) -> dict[str, str]:
-    """A tokens decode's metadata (what the token file records), the same keys whichever layer served."""
-    metadata = {
-        "token_space": space,
-        **source,
-        "grid": f"{grid[0]}x{grid[1]}",
-        "token_count": str(tokens.shape[0]),
-        "token_dim": str(tokens.shape[1]),
-        "source_size": f"{header.width}x{header.height}",
-        "bitstream_bytes_read": str(bytes_read),
-        "layers_read": layers_read,
-        **extra,
-        "model": header.model_id,
-        "quality": str(header.quality),
-    }
-    if kept is not None:
-        metadata["kept_tokens"] = str(kept)
-    return metadata
 
 
 # ------------------------------------------------------------------- module-level convenience API

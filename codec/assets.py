@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from semcodec.codec.image_io import MAX_PIXELS
 from semcodec.codec.latent_walk import EntropyTables
 from semcodec.codec.semantic_layer import SemanticLayerCoder
 from semcodec.errors import WeightsError
@@ -43,6 +44,8 @@ class CodecAssets:
         self._semantic: dict[str, SemanticLayerCoder] = {}
         self.progress = False
         """Show a progress bar for large images (the CLI sets it when stderr is a terminal)."""
+        self.max_pixels = MAX_PIXELS
+        """The largest image :meth:`encode` reads and a decoder rebuilds (``--max-pixels``)."""
 
     def model(self, name: str) -> tuple[SemanticHyperprior, EntropyTables]:
         if name not in self._models:

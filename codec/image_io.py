@@ -12,9 +12,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from semcodec.errors import ImageError, InputError
 
-MAX_PIXELS = 25_000_000
-"""Largest image semcodec codes (e.g. 6000 x 4000). A 4000 x 3000 photo peaks near 6 GB in the
-transforms, so this bound keeps a 24 GB machine safe. Pillow's decompression-bomb guard uses it too."""
+MAX_PIXELS = 200_000_000
+"""Largest image semcodec reads or decodes by default (a 200 MP phone mode; ``max_pixels`` /
+``--max-pixels`` raise or lower it). Format 5 codes large photos in latent tiles, so memory grows with
+the pixels themselves only (docs/results.md, ``bench large``). Pillow's decompression-bomb guard uses
+the same bound."""
 
 
 @dataclass
@@ -40,23 +42,24 @@ ImageInput = LoadedImage | Path | str | bytes | bytearray | np.ndarray | Image.I
 """What ``semcodec.encode`` and ``Codec.encode`` take: a path, a file's bytes, a PIL image or an array."""
 
 
-def load_image(source: ImageInput, name: str | None = None) -> LoadedImage:
-    """Any accepted input as 8-bit RGB, converted with the same warnings as a file, or a clear error."""
+def load_image(source: ImageInput, name: str | None = None, max_pixels: int = MAX_PIXELS) -> LoadedImage:
+    """Any accepted input as 8-bit RGB, converted with the same warnings as a file, or a clear error
+    (also for an image of more than ``max_pixels``)."""
     if isinstance(source, LoadedImage):
-        return source
+        return _checked(source.pixels, source.warnings, name or "image", max_pixels)
     if isinstance(source, (str, Path, bytes, bytearray)):
-        return read_image(source, name)
+        return read_image(source, name, max_pixels)
     if isinstance(source, Image.Image):
-        return _from_pil(source, name or "PIL image")
+        return _from_pil(source, name or "PIL image", max_pixels)
     if isinstance(source, np.ndarray):
-        return from_array(source, name or "array")
+        return from_array(source, name or "array", max_pixels)
     raise InputError(
         f"cannot encode a {type(source).__name__}: expected a path, the bytes of an image file, "
         "a PIL.Image or a numpy array (H x W x 3 uint8)"
     )
 
 
-def from_array(array: np.ndarray, name: str = "array") -> LoadedImage:
+def from_array(array: np.ndarray, name: str = "array", max_pixels: int = MAX_PIXELS) -> LoadedImage:
     """H x W x 3 uint8 as is; greyscale (H x W, H x W x 1), RGBA (H x W x 4) and 16-bit arrays converted
     with a warning, as files are; channel-first, float and other arrays refused with what was expected."""
     notes: list[str] = []
@@ -83,33 +86,39 @@ def from_array(array: np.ndarray, name: str = "array") -> LoadedImage:
         if (alpha < 1).any():
             notes.append(f"RGBA {name} with transparency composited on white and coded as RGB")
         array = np.round(array[:, :, :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
-    return _checked(array if array.flags.writeable else array.copy(), notes, name)
+    return _checked(array if array.flags.writeable else array.copy(), notes, name, max_pixels)
 
 
-def _from_pil(img: Image.Image, name: str) -> LoadedImage:
+def _from_pil(img: Image.Image, name: str, max_pixels: int = MAX_PIXELS) -> LoadedImage:
     notes = []
     if getattr(img, "n_frames", 1) > 1:
         notes.append(f"{name} has {img.n_frames} frames; coding the first")
-    return _checked(_to_rgb8(ImageOps.exif_transpose(img), notes), notes, name)
+    return _checked(_to_rgb8(ImageOps.exif_transpose(img), notes), notes, name, max_pixels)
 
 
-def _checked(pixels: np.ndarray, notes: list[str], name: str) -> LoadedImage:
+def too_large(name: str, width: int, height: int, max_pixels: int) -> str:
+    """The one line that refuses an image (or a file's declared size) above ``max_pixels``."""
+    return f"{name} is too large ({width}x{height} is more than the {max_pixels}-pixel limit; see --max-pixels)"
+
+
+def _checked(pixels: np.ndarray, notes: list[str], name: str, max_pixels: int = MAX_PIXELS) -> LoadedImage:
     h, w = pixels.shape[:2]
-    if h * w > MAX_PIXELS:
-        raise ImageError(f"{name} is too large ({w}x{h} > {MAX_PIXELS} pixels)")
+    if h * w > max_pixels:
+        raise ImageError(too_large(name, w, h, max_pixels))
     if h == 0 or w == 0:
         raise InputError(f"{name} is empty ({w}x{h})")
     return LoadedImage(np.ascontiguousarray(pixels), notes)
 
 
-def read_image(source: Path | str | bytes, name: str | None = None) -> LoadedImage:
+def read_image(source: Path | str | bytes, name: str | None = None, max_pixels: int = MAX_PIXELS) -> LoadedImage:
     """Decode ``source`` (a path or the bytes of a file) to RGB uint8, honouring EXIF orientation.
 
-    ``name`` is what error messages call the input (default: the path, or ``<stdin>`` for bytes).
+    ``name`` is what error messages call the input (default: the path, or ``<stdin>`` for bytes);
+    an image of more than ``max_pixels`` is refused before its pixels are decoded.
     """
     name = name or ("<stdin>" if isinstance(source, (bytes, bytearray)) else str(source))
     previous_limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -126,20 +135,20 @@ def read_image(source: Path | str | bytes, name: str | None = None) -> LoadedIma
     except IsADirectoryError:
         raise ImageError(f"{name} is a directory, not an image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{name} is too large (more than {MAX_PIXELS} pixels)") from None
+        raise ImageError(f"{name} is too large (more than the {max_pixels}-pixel limit; see --max-pixels)") from None
     except UnidentifiedImageError:
         raise ImageError(f"{name} is not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"cannot read {name}: {exc}") from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous_limit
-    return _checked(pixels, notes, name)
+    return _checked(pixels, notes, name, max_pixels)
 
 
 def _to_rgb8(img: Image.Image, notes: list[str]) -> np.ndarray:
     mode = img.mode
     if mode == "RGB":
-        return np.asarray(img, dtype=np.uint8).copy()
+        return _rgb_array(img)
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img).astype(np.float64)
         peak = 65535.0 if mode != "F" else max(1.0, float(arr.max()))
@@ -156,6 +165,22 @@ def _to_rgb8(img: Image.Image, notes: list[str]) -> np.ndarray:
     if mode not in ("P",):
         notes.append(f"{mode} image converted to RGB")
     return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+ROWS_PER_COPY = 256
+
+
+def _rgb_array(img: Image.Image) -> np.ndarray:
+    """An RGB image's pixels, copied a band of rows at a time: one (H, W, 3) array beside Pillow's
+    own 4 bytes a pixel, not the two more whole copies ``np.asarray(img).copy()`` makes (a 100 MP
+    photo: 300 MB, not 900 MB, on top of Pillow's 400 MB)."""
+    width, height = img.size
+    pixels = np.empty((height, width, 3), dtype=np.uint8)
+    for top in range(0, height, ROWS_PER_COPY):
+        bottom = min(height, top + ROWS_PER_COPY)
+        band = img.crop((0, top, width, bottom)).tobytes()
+        pixels[top:bottom] = np.frombuffer(band, dtype=np.uint8).reshape(bottom - top, width, 3)
+    return pixels
 
 
 def encode_png(pixels: np.ndarray) -> bytes:

@@ -163,8 +163,10 @@ def pack_file(
     base: bytes,
     enhancement: bytes,
     semantic: bytes | None = None,
+    tiles: int = 1,
 ) -> bytes:
-    """The container: header, then the chunks in :mod:`semcodec.bitstream.layout`'s order."""
+    """The container: header, then the chunks in :mod:`semcodec.bitstream.layout`'s order, in the
+    format version a file of ``tiles`` latent tiles needs."""
     first, optional = [], []
     if mask is not None:
         optional.append(bitstream.Chunk(bitstream.MASK_CHUNK, entropy.encode_mask(mask)))
@@ -175,6 +177,7 @@ def pack_file(
         else:  # what a tokens decoder reads comes first
             first = [space_chunk, bitstream.Chunk(bitstream.SEMANTIC_CHUNK, semantic)]
     header = bitstream.Header(
+        version=bitstream.file_version(tiles),
         model_id=entry.name,
         weights_hash=entry.short_hash,
         quality=quality,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from semcodec import bitstream
 from semcodec.codec.defaults import DEFAULT_TOKEN_DTYPE
 
 
@@ -46,3 +47,33 @@ def canonical_safetensors(data: bytes) -> bytes:
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
     return struct.pack("<Q", len(text)) + text + data[8 + length :]
+
+
+def token_metadata(
+    header: bitstream.Header,
+    tokens: torch.Tensor,
+    space: str,
+    source: dict[str, str],
+    grid: tuple[int, int],
+    bytes_read: int,
+    layers_read: str,
+    extra: dict[str, str],
+    kept: int | None,
+) -> dict[str, str]:
+    """A tokens decode's metadata (what the token file records), the same keys whichever layer served."""
+    metadata = {
+        "token_space": space,
+        **source,
+        "grid": f"{grid[0]}x{grid[1]}",
+        "token_count": str(tokens.shape[0]),
+        "token_dim": str(tokens.shape[1]),
+        "source_size": f"{header.width}x{header.height}",
+        "bitstream_bytes_read": str(bytes_read),
+        "layers_read": layers_read,
+        **extra,
+        "model": header.model_id,
+        "quality": str(header.quality),
+    }
+    if kept is not None:
+        metadata["kept_tokens"] = str(kept)
+    return metadata

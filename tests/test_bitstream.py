@@ -91,7 +91,7 @@ def test_version_1_files_still_parse_and_say_so():
     data = bitstream.pack(header)
     assert struct.unpack_from("<H", data, 4)[0] == 1
     assert bitstream.unpack(data).version == 1
-    assert bitstream.unpack(bitstream.pack(make_header())).version == bitstream.FORMAT_VERSION == 4
+    assert bitstream.unpack(bitstream.pack(make_header())).version == bitstream.FORMAT_VERSION == 5
 
 
 def test_version_0_is_refused_with_re_encode():

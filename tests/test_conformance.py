@@ -132,7 +132,7 @@ def test_a_new_format_version_adds_streams_and_keeps_the_old_ones(tmp_path):
     assert after["streams"][: len(earlier)] == earlier
     added = after["streams"][len(earlier) :]
     expected = format_cases(sorted(int(q) for q in {s["quality"] for s in earlier}), bitstream.FORMAT_VERSION)
-    assert [s["file"] for s in added] == [f"{c.stream}.smc" for c in expected] and len(added) >= 3
+    assert [s["file"] for s in added] == [f"{c.stream}.smc" for c in expected] and len(added) >= 2
     assert all(s["format_version"] == bitstream.FORMAT_VERSION for s in added)
     assert all(np.array_equal(arrays[k], v) for k, v in kept.items())
     for record in added:

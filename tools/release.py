@@ -48,17 +48,27 @@ class Source:
     name: str
     file: str
     box: tuple[int, int, int, int]  # left, top, right, bottom
+    beside: tuple[str, ...] = ()
+    """More Kodak images whose same box is put to the right, in order (a strip wider than one photo)."""
 
     def write(self, kodak: Path, folder: Path) -> Path:
         path = folder / f"{self.name}.png"
-        Image.open(kodak / self.file).convert("RGB").crop(self.box).save(path)
+        crops = [np.asarray(Image.open(kodak / f).convert("RGB").crop(self.box)) for f in (self.file, *self.beside)]
+        Image.fromarray(np.concatenate(crops, axis=1)).save(path)
         return path
+
+    @property
+    def description(self) -> str:
+        files = " + ".join((self.file, *self.beside))
+        return f"{files} cropped to {self.box} (left, top, right, bottom)" + (", side by side" if self.beside else "")
 
 
 SOURCES = (
     Source("kodim23-128x96", "kodim23.png", (300, 150, 428, 246)),
     Source("kodim05-100x76", "kodim05.png", (200, 200, 300, 276)),
 )
+TILED_SOURCE = Source("kodak-strip-2112x32", "kodim01.png", (0, 240, 704, 272), ("kodim02.png", "kodim03.png"))
+"""Wider than one latent tile (2048 px): a tiled file (format 5 on), small enough to keep."""
 
 
 @dataclass(frozen=True)
@@ -244,7 +254,7 @@ def _record_stream(
     }
     if case is not None:
         record["encode"] = f"semcodec encode {case.source.name}.png {name} {' '.join(case.args)}"
-        record["source"] = f"{case.source.file} cropped to {case.source.box} (left, top, right, bottom)"
+        record["source"] = case.source.description
     arrays[f"{name}/pixels"] = two.pixels
     arrays[f"{name}/tokens"] = two.tokens.astype(np.float16)
     return record, two
@@ -253,7 +263,8 @@ def _record_stream(
 def format_cases(qualities: list[int], version: int) -> list[Case]:
     """The streams a new format version adds to an earlier release's set: both padded sources at the
     middle quality, and the pruned file (padding and pruning masks together). From version 4 default
-    files carry the semantic layer, so the pixel-only files (plain and pruned) are added beside them."""
+    files carry the semantic layer, so the pixel-only files (plain and pruned) are added beside them;
+    version 5 (tiled files only) adds a strip wider than one latent tile, as a default and a pixel-only file."""
     middle = qualities[len(qualities) // 2]
     plain = [Case(f"format-v{version}-{s.name}-q{middle}", s, ("-q", str(middle))) for s in SOURCES]
     source, args = SOURCES[0], ("-q", str(middle))
@@ -265,7 +276,13 @@ def format_cases(qualities: list[int], version: int) -> list[Case]:
         Case(f"format-v{version}-{source.name}-q{middle}-pixels", source, (*args, *pixels)),
         Case(f"format-v{version}-{source.name}-q{middle}-pixels-tokens12", source, (*args, *pixels, "--tokens", "12")),
     ]
-    return [*plain, pruned, *pixel_only]
+    if version < 5:
+        return [*plain, pruned, *pixel_only]
+    strip = TILED_SOURCE  # version 5 is written for tiled files only: the others stay version 4
+    return [
+        Case(f"format-v{version}-{strip.name}-q{middle}", strip, args),
+        Case(f"format-v{version}-{strip.name}-q{middle}-pixels", strip, (*args, *pixels)),
+    ]
 
 
 def add_format_streams(model_id: str, out: Path, kodak: Path, written_by: str) -> Path:
