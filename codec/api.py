@@ -67,7 +67,7 @@ class Symbols:
     """Every integer the entropy coder saw, in coding order."""
 
     z: np.ndarray  # (channels, positions) int32, offset so the first table entry is 0
-    y: np.ndarray  # (channels * h * w,) int32, round(y - mean) clamped to the symbol bound
+    y: np.ndarray  # (channels * h * w,) int32, round(y - mean) clamped to the symbol bound (tiled: int16)
 
     def crc32(self) -> int:
         return entropy.symbols_crc32(self.z, self.y)
@@ -330,21 +330,29 @@ class Codec(CodecAssets):
 
     def decode_pixels(self, data: bytes) -> tuple[np.ndarray, dict[str, float]]:
         decoded = self.decode_symbols(data)
+        header, model, gain_index, y_hat, decode_seconds = (
+            decoded.header,
+            decoded.model,
+            decoded.gain_index,
+            decoded.y_hat,
+            decoded.seconds,
+        )
+        del decoded  # its symbols are checked: a large photo's (75 MB at 50 MP) leave room for synthesis
         start = time.perf_counter()
-        model, h, w = decoded.model, decoded.header.height, decoded.header.width
+        h, w = header.height, header.width
         with torch.inference_mode():
             if h * w <= tiling.TILE_ABOVE_PIXELS:
-                x_hat = model.synthesis(decoded.y_hat, decoded.gain_index)
+                x_hat = model.synthesis(y_hat, gain_index)
                 pixels = x_hat[0, :, :h, :w].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-            elif decoded.header.version >= bitstream.TILED_FROM:  # g_s in bands, the tail in tiles
+            elif header.version >= bitstream.TILED_FROM:  # g_s in bands, the tail in tiles
                 with self._progress(tiling.tile_count(h, w), "decode") as bar:
-                    pixels = tiled.synthesis_bands(model, decoded.y_hat, decoded.gain_index, (h, w), bar)
+                    pixels = tiled.synthesis_bands(model, y_hat, gain_index, (h, w), bar)
             else:  # a large image: the full-resolution stages in tiles, straight into the uint8 image
                 tokens, tail = model.synthesis_stages()
-                grid = tokens(model.synthesis_input(decoded.y_hat, decoded.gain_index))
+                grid = tokens(model.synthesis_input(y_hat, gain_index))
                 with self._progress(tiling.tile_count(h, w), "decode") as bar:
                     pixels = tiling.synthesis_tail(tail, grid, (h, w), model.latent_stride, bar)
-        seconds = {**decoded.seconds, "transform": time.perf_counter() - start}
+        seconds = {**decode_seconds, "transform": time.perf_counter() - start}
         return np.ascontiguousarray(pixels), seconds
 
     def decode_tokens(

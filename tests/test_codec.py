@@ -213,6 +213,17 @@ def test_symbols_crc_covers_every_symbol():
     assert a.crc32() != b.crc32()
 
 
+def test_symbols_crc_is_the_crc_of_the_int32_bytes_whatever_the_chunking_or_dtype():
+    from semcodec import bitstream
+    from semcodec.codec import entropy
+
+    z = np.arange(-6, 6, dtype=np.int32).reshape(3, 4)
+    y = (np.arange(entropy.CRC_CHUNK + 77) % 511 - 255).astype(np.int32)
+    whole = bitstream.symbols_crc(z.astype("<i4").tobytes() + y.astype("<i4").tobytes())
+    assert entropy.symbols_crc32(z, y) == whole
+    assert entropy.symbols_crc32(z, y.astype(np.int16)) == whole  # tiled files hold y as int16
+
+
 @pytest.mark.parametrize("keep", [1, 40, 500])
 def test_pruned_tokens_round_trip(codec, kodak_image, encoded, keep):
     result = codec.encode(kodak_image, 3, token_space="none", keep_tokens=keep)

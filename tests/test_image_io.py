@@ -144,6 +144,12 @@ def test_decompression_bomb_is_refused():
         read_image(bomb)
 
 
+def test_max_pixels_moves_the_bomb_guard():
+    with pytest.raises(ImageError, match="more than the 3000-pixel limit"):
+        read_image(encoded(RGB, "PNG"), max_pixels=3000)  # 64 x 48 = 3072 pixels
+    assert read_image(encoded(RGB, "PNG"), max_pixels=3072).pixels.shape == (48, 64, 3)
+
+
 def test_the_module_api_warns_about_conversions(tiny_weights):
     import semcodec
     from semcodec.errors import ConversionWarning
