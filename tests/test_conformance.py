@@ -112,7 +112,7 @@ def test_a_new_format_version_adds_streams_and_keeps_the_old_ones(tmp_path):
     import shutil
 
     from semcodec import bitstream
-    from tools.release import KODAK, add_format_streams, format_cases
+    from tools.conformance_set import KODAK, add_format_streams, format_cases
 
     if not KODAK.is_dir():
         pytest.skip("the Kodak images are not in the shared data")

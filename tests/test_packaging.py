@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 
 def test_subpackages_live_under_semcodec():
@@ -15,3 +17,20 @@ def test_subpackages_live_under_semcodec():
     )
     proc = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, cwd="/")
     assert proc.returncode == 0, proc.stderr.decode()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+LIBRARY = ("bitstream", "models", "weights", "codec", "training", "batch")
+
+
+def test_modules_stay_small_and_the_library_never_imports_its_front_ends():
+    """A newcomer's guard rails (contributing.md): no module over 500 lines; the library layers never
+    import the command line, the benchmarks or the maintainers' tools."""
+    folders = (*LIBRARY, "cli", "bench", "tools")
+    files = [p for folder in folders for p in (ROOT / folder).rglob("*.py")] + list(ROOT.glob("*.py"))
+    assert len(files) > 50
+    long = {str(p.relative_to(ROOT)): n for p in files if (n := len(p.read_text().splitlines())) > 500}
+    assert not long
+    upward = re.compile(r"^\s*(from|import)\s+(semcodec\.(cli|bench)|tools)\b", re.MULTILINE)
+    library = [p for folder in LIBRARY for p in (ROOT / folder).rglob("*.py")] + list(ROOT.glob("*.py"))
+    assert not [str(p.relative_to(ROOT)) for p in library if upward.search(p.read_text())]

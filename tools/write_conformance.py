@@ -23,8 +23,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # release.py beside this script, outside the library
-from release import CONFORMANCE, KODAK, add_format_streams, write_set  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # conformance_set.py beside this script, outside the library
+from conformance_set import CONFORMANCE, KODAK, add_format_streams, write_set  # noqa: E402
 
 
 def main() -> None:
