@@ -60,6 +60,8 @@ class Worker:
                     out = token_file_bytes(self.codec.decode_tokens(data), job.output, job.token_dtype)
             target = Path(dst) / job.output
             target.parent.mkdir(parents=True, exist_ok=True)
+            for stale in target.parent.glob(f".{target.name}.*.part"):  # a killed run's (SIGKILL) half write
+                stale.unlink(missing_ok=True)
             write_atomic(target, out, force=True)
             coded = len(out) if job.mode == "encode" else len(data)  # bpp is always the bitstream's
             record.update(status="ok", bytes=len(out), pixels=pixels, bpp=coded * 8 / pixels)

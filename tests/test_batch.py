@@ -172,6 +172,16 @@ def test_killed_run_resumes_to_the_same_manifest(tmp_path, tiny_weights):
         assert (dst / out.name).read_bytes() == out.read_bytes()
 
 
+def test_a_killed_runs_half_written_file_is_cleared_when_its_image_is_redone(tmp_path, tiny_weights):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    Image.fromarray(synthetic_image(64, 96, seed=1)).save(src / "a.png")
+    (dst / ".a.png.smc.k1ll3d.part").write_bytes(b"half")  # what SIGKILL mid-write leaves (fileio.write_atomic)
+    assert run("batch", "encode", str(src), str(dst), weights=tiny_weights).exit_code == 0
+    assert (dst / "a.png.smc").exists() and not list(dst.rglob("*.part"))
+
+
 def test_ray_that_does_not_start_is_one_clear_line(tmp_path, tiny_weights, monkeypatch):
     ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
