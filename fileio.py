@@ -31,6 +31,18 @@ def write_text_atomic(path: Path | str, text: str) -> None:
     write_atomic(path, text.encode("utf-8"), force=True)
 
 
+PART_SUFFIX = ".part"
+"""The ending of :func:`write_atomic`'s temporary files (``.<name>.<random><suffix>`` beside the target)."""
+
+
+def clear_stale_parts(path: Path | str) -> None:
+    """Remove the temporary files an earlier :func:`write_atomic` of ``path`` left when its process was
+    killed outright (SIGKILL runs no cleanup): for a job that is redoing that output."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*{PART_SUFFIX}"):
+        stale.unlink(missing_ok=True)
+
+
 def write_atomic(path: Path | str, data: bytes, force: bool = False) -> None:
     """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it into place.
 
@@ -40,7 +52,7 @@ def write_atomic(path: Path | str, data: bytes, force: bool = False) -> None:
     if path.exists() and not force:
         raise OutputExistsError(f"{path} exists (use --force to overwrite)")
     directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PART_SUFFIX, dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -36,7 +36,7 @@ class Worker:
         from semcodec.codec.image_io import MAX_PIXELS, encode_png, read_image
         from semcodec.codec.refine import RefineConfig
         from semcodec.codec.token_file import token_file_bytes
-        from semcodec.fileio import write_atomic
+        from semcodec.fileio import clear_stale_parts, write_atomic
 
         start = time.perf_counter()
         record = {"source": job.source, "output": job.output, "mode": job.mode, "status": "failed", "error": None}
@@ -60,8 +60,7 @@ class Worker:
                     out = token_file_bytes(self.codec.decode_tokens(data), job.output, job.token_dtype)
             target = Path(dst) / job.output
             target.parent.mkdir(parents=True, exist_ok=True)
-            for stale in target.parent.glob(f".{target.name}.*.part"):  # a killed run's (SIGKILL) half write
-                stale.unlink(missing_ok=True)
+            clear_stale_parts(target)  # a killed run's half write of this output
             write_atomic(target, out, force=True)
             coded = len(out) if job.mode == "encode" else len(data)  # bpp is always the bitstream's
             record.update(status="ok", bytes=len(out), pixels=pixels, bpp=coded * 8 / pixels)

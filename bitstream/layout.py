@@ -96,9 +96,10 @@ BASE_PREFIX = struct.Struct("<HI")
 """Before the base layer's coded symbols: its channel count and the CRC32 of its symbols."""
 
 
-def symbols_crc(data: bytes) -> int:
-    """CRC32 of little-endian int32 symbols, as the header and the base prefix record it."""
-    return zlib.crc32(data) & 0xFFFFFFFF
+def symbols_crc(data: bytes, running: int = 0) -> int:
+    """CRC32 of little-endian int32 symbols, as the header and the base prefix record it; ``running``:
+    the CRC of the symbols before ``data`` (so long runs can be checked a piece at a time)."""
+    return zlib.crc32(data, running) & 0xFFFFFFFF
 
 
 def pack_base(channels: int, crc: int, coded: bytes) -> bytes:

@@ -8,11 +8,10 @@ decoder hand constriction bit-identical models (constriction's own requirement).
 
 from __future__ import annotations
 
-import zlib
-
 import constriction
 import numpy as np
 
+from semcodec import bitstream
 from semcodec.errors import CorruptBitstreamError
 
 SYMBOL_BOUND = 255
@@ -28,8 +27,8 @@ def symbols_crc32(*symbols: np.ndarray) -> int:
     for array in symbols:
         flat = np.asarray(array).reshape(-1)
         for start in range(0, flat.size, CRC_CHUNK):
-            crc = zlib.crc32(flat[start : start + CRC_CHUNK].astype("<i4").tobytes(), crc)
-    return crc & 0xFFFFFFFF
+            crc = bitstream.symbols_crc(flat[start : start + CRC_CHUNK].astype("<i4").tobytes(), crc)
+    return crc
 
 
 CRC_CHUNK = 1 << 20

@@ -26,11 +26,12 @@ LIBRARY = ("bitstream", "models", "weights", "codec", "training", "batch")
 def test_modules_stay_small_and_the_library_never_imports_its_front_ends():
     """A newcomer's guard rails (contributing.md): no module over 500 lines; the library layers never
     import the command line, the benchmarks or the maintainers' tools."""
-    folders = (*LIBRARY, "cli", "bench", "tools")
-    files = [p for folder in folders for p in (ROOT / folder).rglob("*.py")] + list(ROOT.glob("*.py"))
+    library = {p: p.read_text() for f in LIBRARY for p in (ROOT / f).rglob("*.py")}
+    library.update({p: p.read_text() for p in ROOT.glob("*.py")})
+    front_ends = {p: p.read_text() for f in ("cli", "bench", "tools") for p in (ROOT / f).rglob("*.py")}
+    files = {**library, **front_ends}
     assert len(files) > 50
-    long = {str(p.relative_to(ROOT)): n for p in files if (n := len(p.read_text().splitlines())) > 500}
+    long = {str(p.relative_to(ROOT)): n for p, text in files.items() if (n := len(text.splitlines())) > 500}
     assert not long
     upward = re.compile(r"^\s*(from|import)\s+(semcodec\.(cli|bench)|tools)\b", re.MULTILINE)
-    library = [p for folder in LIBRARY for p in (ROOT / folder).rglob("*.py")] + list(ROOT.glob("*.py"))
-    assert not [str(p.relative_to(ROOT)) for p in library if upward.search(p.read_text())]
+    assert not [str(p.relative_to(ROOT)) for p, text in library.items() if upward.search(text)]
