@@ -427,6 +427,12 @@ def distill(
 @click.option("--batch", type=int, default=32, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--kl-weight", type=float, default=None, help="w in D = MSE + w * KL (default: the module's).")
+@click.option(
+    "--token-weight",
+    type=float,
+    default=None,
+    help="t in D = MSE + w * KL + t * token error (the tail's tokens; default: the module's).",
+)
 @click.option("--lambdas", default=None, help="lambda per quality, comma-separated (default: the module's).")
 @click.option("--crops-per-image", type=int, default=8, show_default=True)
 @click.option(
@@ -449,6 +455,7 @@ def train_semantic_layer(
     batch: int,
     lr: float,
     kl_weight: float | None,
+    token_weight: float | None,
     lambdas: str | None,
     crops_per_image: int,
     cache: Path | None,
@@ -479,6 +486,7 @@ def train_semantic_layer(
         lr=lr,
         lambdas=lambda_values,
         kl_weight=sl.DEFAULT_KL_WEIGHT if kl_weight is None else kl_weight,
+        token_weight=sl.DEFAULT_TOKEN_WEIGHT if token_weight is None else token_weight,
         crops_per_image=crops_per_image,
         save_every=save_every,
         arch=sl.TINY_ARCH if tiny else {},

@@ -188,9 +188,30 @@ def test_train_semantic_layer_cli_writes_a_resumable_checkpoint(tmp_path):
     layer, steps, info = load_checkpoint(out, f"sem-{TOWER}")  # the folder convention of train and distill
     assert steps == 2 and info["tower"] == TOWER and "held_out" in info
     assert sorted(p.name for p in out.iterdir()) == ["registry.json", f"sem-{TOWER}.safetensors"]
-    result = CliRunner().invoke(main, [*args, "--steps", "3"])
+    result = CliRunner().invoke(main, [*args, "--steps", "3", "--token-weight", "2"])
     assert result.exit_code == 0, result.output
-    assert load_checkpoint(out, f"sem-{TOWER}")[1] == 3 and (tmp_path / "maps.pt").exists()
+    _, steps, info = load_checkpoint(out, f"sem-{TOWER}")
+    assert steps == 3 and (tmp_path / "maps.pt").exists()
+    assert info["token_weight"] == 2.0 and "q1_token_error" in info["held_out"]
+
+
+def test_the_token_term_adds_the_tails_relative_token_error(codec):
+    from semcodec.training.semantic_layer import layer_losses
+
+    tower = codec.tower(TOWER)
+    torch.manual_seed(0)
+    maps = torch.randn(2, 80, 14, 14)
+    layer = _tiny_layer().eval()  # rounding, not noise: both passes see the same map
+    with torch.no_grad():
+        targets = tower.tail(maps)
+        teacher = tower.classify(targets)
+        quality, lambdas = torch.tensor([1, 1]), torch.tensor([2.0, 3.0])
+        plain = layer_losses(layer, tower, maps, teacher, quality, lambdas, 0.0, True, 0.0, targets)
+        weighted = layer_losses(layer, tower, maps, teacher, quality, lambdas, 0.0, True, 2.0, targets)
+        rebuilt = tower.tail(layer(maps, quality)["features"])
+    expected = ((rebuilt - targets).pow(2).mean((1, 2)) / targets.pow(2).mean((1, 2))).mean()
+    assert weighted["token_error"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert (weighted["loss"] - plain["loss"]).item() == pytest.approx(3.0 * 2.0 * expected.item(), rel=1e-4)
 
 
 def test_train_semantic_layer_starts_from_a_released_layer(semantic_weights, tmp_path, monkeypatch):

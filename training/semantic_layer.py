@@ -1,7 +1,9 @@
 """Train a semantic base layer: code a tower's split map for ``R + lambda_q * D``.
 
-``D = MSE of the standardised map + w * KL`` of the tower's classifier on the rebuilt map against
-its answer on the original (its output distribution, never the labels). The tower runs once per
+``D = MSE of the standardised map + w * KL + t * token error``: the KL of the tower's classifier on
+the rebuilt map against its answer on the original (its output distribution, never the labels); the
+token error, the squared error of the tail's tokens relative to their energy (what the machine
+reads, as the pruned layer's encoder-side fit measures it). The tower runs once per
 training crop to fill a cache (map + logits); a step then costs the small layer and the tower's
 tail, so CPU training is practical (no pixels are ever coded here).
 """
@@ -38,6 +40,8 @@ DEFAULT_KL_AFTER = 0.5
 at the start against a map MSE of 1) pulls the layer toward the tower's average answer: the map MSE
 stayed at 1.07 and agreement at 0 for 80 steps, while the map alone fell to MSE 0.72 (measured
 2026-12-06 on the efficientnet-lite0 maps of train/)."""
+DEFAULT_TOKEN_WEIGHT = 0.0
+"""t in D = MSE + w * KL + t * token error: the map alone, as sem-lite0-b7 was trained."""
 TINY_ARCH = {"latent_channels": 8, "hyper_channels": 4, "hidden": 8}
 """A tiny architecture for tests and smoke runs."""
 
@@ -56,6 +60,7 @@ class SemanticLayerTraining:
     lambdas: tuple[float, ...] = DEFAULT_SEMANTIC_LAMBDAS
     kl_weight: float = DEFAULT_KL_WEIGHT
     kl_after: float = DEFAULT_KL_AFTER
+    token_weight: float = DEFAULT_TOKEN_WEIGHT
     crops_per_image: int = 8
     zoom: tuple[float, float] = (0.3, 1.0)
     holdout_every: int = 20
@@ -71,6 +76,15 @@ class MapCache:
 
     maps: Tensor  # (n, C, h, w)
     logits: Tensor  # (n, classes)
+    tokens: Tensor | None = None  # (n, N, D) the tail's tokens of the maps, for the token term
+
+    def with_tokens(self, tower: VisionTower) -> MapCache:
+        """This cache with the tail's tokens of its maps (float16), computed once."""
+        if self.tokens is None:
+            with torch.no_grad():
+                parts = [tower.tail(self.maps[i : i + 64].float()).half() for i in range(0, len(self), 64)]
+            self.tokens = torch.cat(parts)
+        return self
 
     def __len__(self) -> int:
         return self.maps.shape[0]
@@ -96,32 +110,44 @@ def layer_losses(
     lambdas: Tensor,
     w: float,
     with_tower: bool = False,
+    t: float = 0.0,
+    targets: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Per-batch loss terms; ``loss`` = mean over crops of ``bits / elements + lambda_q * D``. The
-    tower's tail runs when ``w > 0`` or ``with_tower`` (then KL and agreement are reported too)."""
+    tower's tail runs when ``w > 0``, ``t > 0`` or ``with_tower`` (then KL and agreement are reported
+    too, and the token error when ``targets``, the tail's tokens of the original maps, are given)."""
     out = layer(maps, quality)
     elements = maps[0].numel()
     bits = sum(-torch.log2(lik).flatten(1).sum(1) for lik in out["likelihoods"].values())
     mse = F.mse_loss(layer.standardise(out["features"]), layer.standardise(maps), reduction="none").flatten(1).mean(1)
     terms = {"bytes": bits.mean() / 8, "mse": mse.mean()}
-    if w == 0 and not with_tower:  # the map alone: no pass through the tower's tail (2.4x the steps/s)
+    if w == 0 and t == 0 and not with_tower:  # the map alone: no pass through the tower's tail (2.4x the steps/s)
         return {"loss": (bits / elements + lambdas[quality] * mse).mean(), **terms}
-    logits = tower.classify(tower.tail(out["features"]))
+    tokens = tower.tail(out["features"])
+    logits = tower.classify(tokens)
     kl = classifier_kl(logits, teacher)
-    loss = (bits / elements + lambdas[quality] * (mse + w * kl)).mean()
+    distortion = mse + w * kl
+    if targets is not None:
+        token_error = (tokens - targets).pow(2).mean((1, 2)) / targets.pow(2).mean((1, 2))
+        distortion = distortion + t * token_error
+        terms["token_error"] = token_error.mean()
+    loss = (bits / elements + lambdas[quality] * distortion).mean()
     agreement = (logits.argmax(-1) == teacher.argmax(-1)).float().mean()
     return {"loss": loss, **terms, "kl": kl.mean(), "agreement": agreement}
 
 
-def evaluate(layer: SemanticLayer, tower: VisionTower, cache: MapCache, lambdas: Tensor, w: float) -> dict[str, float]:
-    """Held-out bytes (the model's rate), map MSE and classifier agreement per quality."""
+def evaluate(
+    layer: SemanticLayer, tower: VisionTower, cache: MapCache, lambdas: Tensor, w: float, t: float = 0.0
+) -> dict[str, float]:
+    """Held-out bytes (the model's rate), map MSE, token error and classifier agreement per quality."""
     layer.eval()
     report: dict[str, float] = {}
+    targets = cache.with_tokens(tower).tokens.float()
     with torch.no_grad():
         for q in range(len(lambdas)):
             quality = torch.full((len(cache),), q)
             maps, logits = cache.maps.float(), cache.logits.float()
-            terms = layer_losses(layer, tower, maps, logits, quality, lambdas, w, with_tower=True)
+            terms = layer_losses(layer, tower, maps, logits, quality, lambdas, w, True, t, targets)
             report.update({f"q{q + 1}_{k}": round(v.item(), 4) for k, v in terms.items() if k != "loss"})
     layer.train()
     return report
@@ -142,13 +168,15 @@ def train_semantic_layer(
     size = tower.input_size
     started = time.time()
     if cfg.cache is not None and cfg.cache.exists():
-        cache, val = (MapCache(**parts) for parts in torch.load(cfg.cache))
+        cache, val = (MapCache(parts["maps"], parts["logits"]) for parts in torch.load(cfg.cache))
     else:
         bank = CropBank(train_paths, short_side=max(256, size), crop=size, seed=cfg.seed, zoom=cfg.zoom)
         cache = build_map_cache(tower, bank, cfg.crops_per_image * len(bank))
         val = build_map_cache(tower, CropBank(sorted(held), max(256, size), size, seed=cfg.seed + 1), len(held))
         if cfg.cache is not None:
-            torch.save([vars(cache), vars(val)], cfg.cache)
+            torch.save([{"maps": c.maps, "logits": c.logits} for c in (cache, val)], cfg.cache)
+    if cfg.token_weight > 0:
+        cache.with_tokens(tower)
     cache_seconds = time.time() - started
     if layer is None:
         layer = SemanticLayer(SemanticLayerConfig(feature_channels=tower.split_dim, **cfg.arch))
@@ -172,7 +200,9 @@ def train_semantic_layer(
         index = torch.randint(len(cache), (cfg.batch,), generator=generator)
         quality = torch.randint(len(lambdas), (cfg.batch,), generator=generator)
         w = cfg.kl_weight if progress >= cfg.kl_after else 0.0
-        terms = layer_losses(layer, tower, cache.maps[index].float(), cache.logits[index].float(), quality, lambdas, w)
+        targets = cache.tokens[index].float() if cfg.token_weight > 0 else None
+        maps, teacher = cache.maps[index].float(), cache.logits[index].float()
+        terms = layer_losses(layer, tower, maps, teacher, quality, lambdas, w, False, cfg.token_weight, targets)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -185,9 +215,9 @@ def train_semantic_layer(
         if step % 20 == 0:
             bar.set_postfix({k: f"{v.item():.3f}" for k, v in terms.items() if k != "loss"})
         if step % cfg.save_every == 0 and on_save is not None:
-            on_save(layer, step, evaluate(layer, tower, val, lambdas, cfg.kl_weight))
+            on_save(layer, step, evaluate(layer, tower, val, lambdas, cfg.kl_weight, cfg.token_weight))
     bar.close()
-    report = evaluate(layer, tower, val, lambdas, cfg.kl_weight)
+    report = evaluate(layer, tower, val, lambdas, cfg.kl_weight, cfg.token_weight)
     if on_save is not None:
         on_save(layer, step, report)
     return {"layer": layer, "steps": step, "held_out": report, "cache_seconds": cache_seconds, "crops": len(cache)}
@@ -256,7 +286,7 @@ def run(cfg: SemanticLayerTraining, tower: VisionTower) -> dict:
             raise WeightsError(f"--init-from {cfg.init_from} codes {released['tower']}'s map, not {cfg.tower}'s")
         tqdm.write(f"{cfg.layer_id}: starting from {cfg.init_from} at step {step}")
     info = {"tower": cfg.tower, "tower_sha256": tower.source_sha256, "split_block": tower.split_block,
-            "lambdas": list(cfg.lambdas), "kl_weight": cfg.kl_weight}  # fmt: skip
+            "lambdas": list(cfg.lambdas), "kl_weight": cfg.kl_weight, "token_weight": cfg.token_weight}  # fmt: skip
 
     def on_save(layer: SemanticLayer, step: int, report: dict) -> None:
         save_checkpoint(layer, cfg.out, cfg.layer_id, step, {**info, "held_out": report})
