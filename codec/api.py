@@ -31,7 +31,7 @@ from semcodec.codec.latent_walk import (
 )
 from semcodec.codec.refine import RefineConfig, refine_latent, token_fidelity
 from semcodec.codec.semantic_layer import KeptTokensFit
-from semcodec.codec.semantic_tokens import kept_tokens, token_importance, tower_geometry
+from semcodec.codec.semantic_tokens import keeps_answer, kept_tokens, token_importance, tower_geometry
 from semcodec.codec.stages import (
     bytes_through,
     choose_tokens,
@@ -204,15 +204,17 @@ class Codec(CodecAssets):
         block, coded; with ``keep_tokens``, only for the tokens the machine gets."""
         layer = self.registry.semantic_layer_for(space)
         coder = self.semantic_coder(layer.name)
-        gain = layer.encoder_gain_for(quality)
-        if gain is None:
+        gains = layer.encoder_gains_for(quality)
+        if not gains:
             raise WeightsError(f"semantic layer {layer.name} has no gain for quality {quality}")
         tower = self.tower(space, sha256=layer.tower_sha256)
         tower.set_split(layer.split_block)
         shape = tower_geometry(image.height, image.width, tower.input_size, 2 * tower.split_stride)
-        kept, fit = None, None
+        kept, fit, gain = None, None, gains[-1]
         with torch.inference_mode():
             features = tower.features(tower.prepare(tower_input(image.pixels, shape), shape))
+            if keep_tokens is None and len(gains) > 1 and tower.classifier is not None:
+                gain = coder.first_gain(features, gains, keeps_answer(tower, features), tuple(features.shape[2:]))
             if keep_tokens is not None:
                 tokens = tower.tail(features)[0]
                 if not 1 <= keep_tokens <= len(tokens):

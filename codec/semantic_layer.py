@@ -14,6 +14,7 @@ kept tokens (:class:`KeptTokensFit`; Adam on straight-through rounding, R + lamb
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,6 +110,22 @@ class SemanticLayerCoder:
             reach if kept is not None else 0,
         )
         return bitstream.pack_semantic(payload, version)
+
+    def first_gain(
+        self, features: Tensor, gains: tuple[int, ...], accept: Callable[[Tensor], bool], map_grid: tuple[int, int]
+    ) -> int:
+        """The first of ``gains`` whose rebuilt map (exactly the decoder's, cropped to ``map_grid``)
+        ``accept`` takes; the last gain when none is taken. ``g_a`` runs once: gains scale its output."""
+        token_grid = _half(map_grid)
+        with torch.inference_mode():
+            unscaled = self.layer.g_a(self.layer.standardise(features))
+            for gain in gains[:-1]:
+                y = unscaled * self.layer.quality_gain(gain)
+                means, _ = self.parameters(z_symbols(self.layer.h_a(y), self.tables), token_grid)
+                y_hat = torch.from_numpy(residuals(y, means).astype(np.float32)).reshape(y.shape) + means
+                if accept(self.layer.synthesis(y_hat, gain, map_grid)):
+                    return gain
+        return gains[-1]
 
     def decode(self, payload: bitstream.SemanticPayload) -> Tensor:
         """The rebuilt map (1, C, h, w) of a semantic chunk."""

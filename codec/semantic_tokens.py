@@ -13,14 +13,21 @@ et al. 2016: token ``t_i``'s logit share ``w_c . t_i``). Measured on the bench's
 (original tokens, classifier on the mean of the kept ones): class evidence 0.90 / 0.90 / 0.87 top-1
 at N = 32 / 16 / 8, activation energy (the token's norm) 0.88 / 0.89 / 0.81, the centre tokens
 0.88 / 0.84 / 0.75. Towers without a classifier rank by energy.
+
+**How many bytes** (layers with ``encoder_gains``). The encoder codes the layer at the lowest gain
+whose rebuilt map still gives the tower's answer on the original (:func:`keeps_answer`): rate
+allocated by what the machine needs, per photo, as a target-quality encoder does for pixels.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch-free at import: the CLI's checks read tower_geometry before torch loads
     from torch import Tensor, nn
+
+    from semcodec.models.towers import VisionTower
 
 MAX_ASPECT = 2.0
 """Wider photos (panoramas) are squashed to this aspect: the token count stays bounded (98 at 224 px)."""
@@ -47,3 +54,10 @@ def kept_tokens(importance: Tensor, keep: int) -> tuple[int, ...]:
     """The flat indices of the ``keep`` most important tokens, in grid order (ties: the earlier)."""
     order = importance.argsort(descending=True, stable=True)[:keep]
     return tuple(sorted(int(i) for i in order))
+
+
+def keeps_answer(tower: VisionTower, features: Tensor) -> Callable[[Tensor], bool]:
+    """Whether a rebuilt split map gives the tower's answer (its classifier's top class) on the
+    original map ``features``; for a tower with a classifier."""
+    answer = tower.classify(tower.tail(features)).argmax(-1)
+    return lambda rebuilt: bool((tower.classify(tower.tail(rebuilt)).argmax(-1) == answer).all())

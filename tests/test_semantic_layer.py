@@ -67,6 +67,70 @@ def test_coder_round_trip_is_the_models_own_hard_rounding():
         assert (float_means - means).abs().max() < 2**-10
 
 
+def test_the_first_accepted_gain_is_judged_on_exactly_the_decoders_map():
+    layer = _tiny_layer()
+    layer.update(force=True)
+    coder = SemanticLayerCoder(layer, "sl-tiny", b"\0" * 8)
+    features = torch.randn(1, 80, 14, 22) * 2
+    seen: list[torch.Tensor] = []
+
+    def refuse(rebuilt: torch.Tensor) -> bool:
+        seen.append(rebuilt)
+        return False
+
+    assert coder.first_gain(features, (0, 2, 3), refuse, (14, 22)) == 3  # none taken: the last, never tried
+    assert len(seen) == 2
+    for gain, rebuilt in zip((0, 2), seen, strict=True):
+        payload = bitstream.unpack_semantic(coder.encode(features, gain), bitstream.FORMAT_VERSION)
+        assert torch.equal(rebuilt, coder.decode(payload))
+    calls = iter([False, True])
+    assert coder.first_gain(features, (0, 1, 3), lambda _: next(calls), (14, 22)) == 1
+
+
+def _weights_with_encoder_gains(semantic_weights: Path, tmp_path: Path, gains: list[int]) -> Path:
+    root = tmp_path / "weights"
+    shutil.copytree(semantic_weights, root, symlinks=True)
+    raw = json.loads((root / REGISTRY_FILE).read_text())
+    raw["semantic_layers"]["sl-tiny"]["encoder_gains"] = gains
+    (root / REGISTRY_FILE).write_text(json.dumps(raw))
+    return root
+
+
+def test_the_encoder_codes_the_layer_at_the_first_gain_that_keeps_the_towers_answer(
+    semantic_weights, kodak_image, tmp_path, monkeypatch
+):
+    root = _weights_with_encoder_gains(semantic_weights, tmp_path, [0, 1, 3])
+    crop = kodak_image[:96, :128]
+
+    def semantic_gain(data: bytes) -> int:
+        header = bitstream.unpack(data)
+        return bitstream.unpack_semantic(header.chunk(bitstream.SEMANTIC_CHUNK), header.version).gain_index
+
+    answers = iter([True])  # the tower's answer: kept at the first gain tried
+    monkeypatch.setattr("semcodec.codec.api.keeps_answer", lambda tower, features: lambda _: next(answers))
+    assert semantic_gain(Codec(root).encode(crop, 1, token_space=TOWER).data) == 0
+    monkeypatch.setattr("semcodec.codec.api.keeps_answer", lambda tower, features: lambda _: False)
+    assert semantic_gain(Codec(root).encode(crop, 1, token_space=TOWER).data) == 3
+    # a pruned file codes the last gain without trying the others; a layer without a list, its one gain
+    assert semantic_gain(Codec(root).encode(crop, 1, token_space=TOWER, keep_tokens=4).data) == 3
+    assert semantic_gain(Codec(semantic_weights).encode(crop, 1, token_space=TOWER).data) == 0
+
+
+def test_keeps_answer_compares_the_towers_top_class(codec):
+    from semcodec.codec.semantic_tokens import keeps_answer
+
+    tower = codec.tower(TOWER)
+    torch.manual_seed(0)
+    features = torch.randn(1, 80, 14, 14)
+    with torch.no_grad():
+        accept = keeps_answer(tower, features)
+        assert accept(features.clone())
+        others = [torch.randn(1, 80, 14, 14) * 3 for _ in range(8)]
+        answer = tower.classify(tower.tail(features)).argmax()
+        for other in others:
+            assert accept(other) == bool(tower.classify(tower.tail(other)).argmax() == answer)
+
+
 def test_a_damaged_semantic_chunk_is_refused():
     layer = _tiny_layer()
     layer.update(force=True)

@@ -150,10 +150,24 @@ class SemanticLayerEntry:
     """The gain index the encoder uses at every file quality (``None``: :attr:`gain_index` per
     quality). The machine's answer hardly follows the pixel quality (sem-lite0-b7: top-1 0.86 at
     gain 0, 1,049 bytes; 0.87 at gain 2, 1,656 bytes), so its layer need not either."""
+    encoder_gains: tuple[int, ...] | None = None
+    """Gain indices the encoder tries, fewest bytes first (overrides :attr:`encoder_gain`): the first
+    whose decoded tokens keep the tower's answer on the original is coded, the last when none does
+    (or when the tower has no classifier). A photo the machine reads easily costs the fewest bytes."""
 
     def encoder_gain_for(self, quality: int) -> int | None:
-        """The gain index a new file of pixel ``quality`` codes this layer at (``None``: none fits)."""
+        """The gain index a new file of pixel ``quality`` codes this layer at (``None``: none fits);
+        with :attr:`encoder_gains`, the last (most bytes) of them."""
+        if self.encoder_gains:
+            return self.encoder_gains[-1]
         return self.encoder_gain if self.encoder_gain is not None else self.gain_index.get(quality)
+
+    def encoder_gains_for(self, quality: int) -> tuple[int, ...]:
+        """The gain indices the encoder tries for pixel ``quality``, fewest bytes first (empty: none fits)."""
+        if self.encoder_gains:
+            return self.encoder_gains
+        gain = self.encoder_gain_for(quality)
+        return () if gain is None else (gain,)
 
     @property
     def short_hash(self) -> bytes:
@@ -352,6 +366,7 @@ def _semantic_entry(name: str, v: dict) -> SemanticLayerEntry:
         info=v.get("info", {}),
         release=v.get("release"),
         encoder_gain=int(v["encoder_gain"]) if v.get("encoder_gain") is not None else None,
+        encoder_gains=tuple(int(g) for g in v["encoder_gains"]) if v.get("encoder_gains") else None,
     )
 
 
