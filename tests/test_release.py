@@ -188,9 +188,10 @@ def test_shipping_a_semantic_layer_writes_its_set_and_keeps_the_model(tiny_weigh
     checkpoint = tmp_path / "run"
     info = {"tower": "efficientnet-lite0", "tower_sha256": tower.source_sha256, "split_block": 7}
     save_checkpoint(SemanticLayer(SemanticLayerConfig(**TINY_ARCH)), checkpoint, "sl-run", 5, info)
-    assert ship_semantic_layer(checkpoint, "sl-run", "sl-test", "", release_paths) == "0.3.0"
+    assert ship_semantic_layer(checkpoint, "sl-run", "sl-test", "", release_paths, (0, 2)) == "0.3.0"
     registry = load_registry(release_paths.weights)
     assert registry.semantic_layers["sl-test"].release == "0.3.0"
+    assert registry.semantic_layers["sl-test"].encoder_gains == (0, 2)
     assert registry.semantic_layer_for("efficientnet-lite0").name == "sl-test"
     assert registry.model(first).release == "0.2.0"  # the pixel model is untouched
     folder = release_paths.conformance / "sl-test"

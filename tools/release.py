@@ -167,12 +167,18 @@ def _add_changelog_line(changelog: Path, version: str, line: str) -> None:
 
 
 def ship_semantic_layer(
-    checkpoint: Path, source_id: str, layer_id: str, notes: str, paths: ReleasePaths = ReleasePaths()
+    checkpoint: Path,
+    source_id: str,
+    layer_id: str,
+    notes: str,
+    paths: ReleasePaths = ReleasePaths(),
+    encoder_gains: tuple[int, ...] | None = None,
 ) -> str:
     """Release semantic layer ``source_id`` of the training folder ``checkpoint`` (``semcodec
     train-semantic-layer --out``) as ``layer_id`` (never used before), the layer the encoder
-    writes for its tower from now on; bump the minor version, add the CHANGELOG line and write the
-    layer's conformance set with the current model. Return the new version."""
+    writes for its tower from now on (``encoder_gains``: the gains it tries, fewest bytes first);
+    bump the minor version, add the CHANGELOG line and write the layer's conformance set with the
+    current model. Return the new version."""
     from semcodec.training.semantic_layer import register
     from semcodec.weights import load_registry
     from semcodec.weights.editor import RegistryEditor
@@ -181,7 +187,7 @@ def ship_semantic_layer(
         raise SystemExit(f"semantic layer {layer_id} was released before: an id names one set of weights forever")
     version = next_minor(current_version(paths.version_file))
     with _all_or_nothing(paths, [paths.weights / f"{layer_id}.safetensors"]):
-        sha = register(checkpoint, source_id, layer_id, paths.weights, encoder_default=True, release=version)
+        sha = register(checkpoint, source_id, layer_id, paths.weights, True, version, encoder_gains)
         registry = load_registry(paths.weights)
         model_id = registry.quality(registry.default_quality).model
         _set_version(paths.version_file, version)

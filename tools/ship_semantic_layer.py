@@ -23,8 +23,14 @@ def main() -> None:
     parser.add_argument("source_id", help="the layer's id there (train-semantic-layer --layer-id)")
     parser.add_argument("layer_id", help="a new id, e.g. sl-lite0-b7")
     parser.add_argument("--notes", default="", help="one line for the CHANGELOG")
+    parser.add_argument(
+        "--encoder-gains",
+        default=None,
+        help="gains the encoder tries, fewest bytes first, e.g. 0,1,2,3: the first that keeps the tower's answer",
+    )
     args = parser.parse_args()
-    version = ship_semantic_layer(args.checkpoint, args.source_id, args.layer_id, args.notes)
+    gains = tuple(int(g) for g in args.encoder_gains.split(",")) if args.encoder_gains else None
+    version = ship_semantic_layer(args.checkpoint, args.source_id, args.layer_id, args.notes, encoder_gains=gains)
     print(f"released semantic layer {args.layer_id} in semcodec {version}")
 
 

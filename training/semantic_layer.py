@@ -302,6 +302,7 @@ def register(
     weights_dir: Path,
     encoder_default: bool = True,
     release: str | None = None,
+    encoder_gains: tuple[int, ...] | None = None,
 ) -> str:
     """Install semantic layer ``source_id`` of the training folder ``source`` as ``layer_id`` in
     ``weights_dir`` (file + registry entry, its gains mapped to that folder's qualities), the one the
@@ -326,6 +327,8 @@ def register(
     entry = _entry(layer, file, sha, editor.quality_numbers, steps, info)
     if release is not None:
         entry["release"] = release
+    if encoder_gains:
+        entry["encoder_gains"] = list(encoder_gains)
     editor.put_semantic_layer(layer_id, entry, encoder_for=info["tower"] if encoder_default else None)
     editor.save()
     return sha
