@@ -122,8 +122,7 @@ class SemanticLayerCoder:
             for gain in gains[:-1]:
                 y = unscaled * self.layer.quality_gain(gain)
                 means, _ = self.parameters(z_symbols(self.layer.h_a(y), self.tables), token_grid)
-                y_hat = torch.from_numpy(residuals(y, means).astype(np.float32)).reshape(y.shape) + means
-                if accept(self.layer.synthesis(y_hat, gain, map_grid)):
+                if accept(self.rebuilt_map(residuals(y, means), means, gain, map_grid)):
                     return gain
         return gains[-1]
 
@@ -146,8 +145,13 @@ class SemanticLayerCoder:
                 "here differs from the encoder's"
             )
         with torch.inference_mode():
-            y_hat = torch.from_numpy(symbols.astype(np.float32)).reshape(1, -1, *token_grid) + means
-            return self.layer.synthesis(y_hat, payload.gain_index, payload.map_grid)
+            return self.rebuilt_map(symbols, means, payload.gain_index, payload.map_grid)
+
+    def rebuilt_map(self, symbols: np.ndarray, means: Tensor, gain_index: int, map_grid: tuple[int, int]) -> Tensor:
+        """The decoder's map from the (channels, positions) ``symbols`` around the exact ``means``:
+        one definition for the decoder and for an encoder judging what the decoder will see."""
+        y_hat = torch.from_numpy(symbols.astype(np.float32)).reshape(means.shape) + means
+        return self.layer.synthesis(y_hat, gain_index, map_grid)
 
     def _fit(
         self,

@@ -187,7 +187,15 @@ def ship_semantic_layer(
         raise SystemExit(f"semantic layer {layer_id} was released before: an id names one set of weights forever")
     version = next_minor(current_version(paths.version_file))
     with _all_or_nothing(paths, [paths.weights / f"{layer_id}.safetensors"]):
-        sha = register(checkpoint, source_id, layer_id, paths.weights, True, version, encoder_gains)
+        sha = register(
+            checkpoint,
+            source_id,
+            layer_id,
+            paths.weights,
+            encoder_default=True,
+            release=version,
+            encoder_gains=encoder_gains,
+        )
         registry = load_registry(paths.weights)
         model_id = registry.quality(registry.default_quality).model
         _set_version(paths.version_file, version)
