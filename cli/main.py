@@ -7,7 +7,7 @@ This module assembles the group (:mod:`~semcodec.cli.app`) and its commands.
 
 from __future__ import annotations
 
-from semcodec.cli import batch, coding, training  # noqa: F401 (each registers its commands on the group)
+from semcodec.cli import batch, coding, semantic_training, training  # noqa: F401 (each registers its commands on the group)
 from semcodec.cli.app import main, run
 
 __all__ = ["main", "run"]

@@ -24,7 +24,9 @@ from torch import Tensor, nn
 
 from semcodec import bitstream
 from semcodec.codec import entropy
-from semcodec.codec.hyperprior import HyperpriorTables, entropy_parameters, hyper_fixed, residuals, z_symbols
+from semcodec.codec.hyperprior import entropy_parameters, hyper_fixed, z_symbols
+from semcodec.codec.latent_walk import EntropyTables, LatentWalk, Timer
+from semcodec.codec.stages import decode_part, encode_part
 from semcodec.errors import BitstreamError
 from semcodec.models.semantic_layer import SemanticLayer
 
@@ -65,12 +67,16 @@ class KeptTokensFit:
 
 
 class SemanticLayerCoder:
-    """Codes a tower map with one trained :class:`SemanticLayer` (``layer_id``, ``weights_hash``)."""
+    """Codes a tower map with one trained :class:`SemanticLayer` (``layer_id``, ``weights_hash``).
+
+    The latent is walked along the layer's coding schedule as the pixel codec's is
+    (:class:`LatentWalk`): one part for a plain hyperprior, slices and checkerboard halves for a
+    layer with a context; every part goes into the one y stream of the chunk."""
 
     def __init__(self, layer: SemanticLayer, layer_id: str, weights_hash: bytes):
         self.layer = layer.eval()
         self.layer_id, self.weights_hash = layer_id, weights_hash
-        self.tables = HyperpriorTables(layer)
+        self.tables = EntropyTables(layer)
 
     def encode(
         self,
@@ -87,24 +93,21 @@ class SemanticLayerCoder:
         if max(map_grid) > MAX_MAP_SIDE:
             raise ValueError(f"tower map {map_grid} above {MAX_MAP_SIDE} per side")
         token_grid = _half(map_grid)
+        coded = coded_positions(token_grid, kept, reach)
         with torch.inference_mode():
             y = self.layer.analysis(features, gain_index)
             z_syms = z_symbols(self.layer.h_a(y), self.tables)
-            means, stds = self.parameters(z_syms, token_grid)
-        coded = coded_positions(token_grid, kept, reach)
         if fit is not None and coded is not None:
+            means, stds = entropy_parameters(self.tables, *self.hyper(z_syms, token_grid))
             y = self._fit(fit, y, means, stds, coded, kept, gain_index, map_grid)
-        with torch.inference_mode():
-            symbols = residuals(y, means)
-        if coded is not None:
-            symbols[:, ~coded] = 0  # what the decoder holds there: the mean, symbol 0
+        walk, stream = self._walk(y, z_syms, token_grid, coded)
         payload = bitstream.SemanticPayload(
             self.layer_id,
             self.weights_hash,
             gain_index,
-            entropy.symbols_crc32(z_syms, symbols),
+            entropy.symbols_crc32(z_syms, walk.symbols),
             entropy.encode_factorized(z_syms, self.tables.pmfs),
-            entropy.encode_gaussian(_coded(symbols, coded), _coded(stds, coded)),
+            stream.data(),
             map_grid,
             kept,
             reach if kept is not None else 0,
@@ -121,8 +124,8 @@ class SemanticLayerCoder:
             unscaled = self.layer.g_a(self.layer.standardise(features))
             for gain in gains[:-1]:
                 y = unscaled * self.layer.quality_gain(gain)
-                means, _ = self.parameters(z_symbols(self.layer.h_a(y), self.tables), token_grid)
-                if accept(self.rebuilt_map(residuals(y, means), means, gain, map_grid)):
+                walk, _ = self._walk(y, z_symbols(self.layer.h_a(y), self.tables), token_grid, None)
+                if accept(self.rebuilt_map(walk.y_hat, gain, map_grid)):
                     return gain
         return gains[-1]
 
@@ -133,25 +136,35 @@ class SemanticLayerCoder:
         token_grid = payload.token_grid
         z_grid = _half(token_grid)
         z_syms = entropy.decode_factorized(payload.z, self.tables.pmfs, z_grid[0] * z_grid[1])
-        means, stds = self.parameters(z_syms, token_grid)
         coded = coded_positions(token_grid, payload.kept, payload.reach)
-        symbols = entropy.decode_gaussian(payload.y, _coded(stds, coded)).reshape(stds.shape[0], -1)
-        if coded is not None:  # the uncoded positions hold the mean: symbol 0
-            decoded, symbols = symbols, np.zeros(stds.shape, dtype=np.int32)
-            symbols[:, coded] = decoded
-        if entropy.symbols_crc32(z_syms, symbols) != payload.crc:
+        stream = entropy.GaussianDecoder(payload.y)
+        walk = LatentWalk(self.tables, *self.hyper(z_syms, token_grid), Timer())
+        with torch.inference_mode():
+            for part in walk.parts():
+                walk.give(decode_part(part, stream, coded, walk.timer))
+        if entropy.symbols_crc32(z_syms, walk.symbols) != payload.crc:
             raise BitstreamError(
                 "decoded semantic-layer symbols fail their CRC: the file is corrupt or the semantic layer "
                 "here differs from the encoder's"
             )
         with torch.inference_mode():
-            return self.rebuilt_map(symbols, means, payload.gain_index, payload.map_grid)
+            return self.rebuilt_map(walk.y_hat, payload.gain_index, payload.map_grid)
 
-    def rebuilt_map(self, symbols: np.ndarray, means: Tensor, gain_index: int, map_grid: tuple[int, int]) -> Tensor:
-        """The decoder's map from the (channels, positions) ``symbols`` around the exact ``means``:
-        one definition for the decoder and for an encoder judging what the decoder will see."""
-        y_hat = torch.from_numpy(symbols.astype(np.float32)).reshape(means.shape) + means
+    def rebuilt_map(self, y_hat: Tensor, gain_index: int, map_grid: tuple[int, int]) -> Tensor:
+        """The decoder's map from its decoded latent ``y_hat``: one definition for the decoder and
+        for an encoder judging what the decoder will see."""
         return self.layer.synthesis(y_hat, gain_index, map_grid)
+
+    def _walk(
+        self, y: Tensor, z_syms: np.ndarray, token_grid: tuple[int, int], coded: np.ndarray | None
+    ) -> tuple[LatentWalk, entropy.GaussianEncoder]:
+        """``y`` coded along the schedule: the walk (symbols, the decoder's ``y_hat``) and its stream."""
+        stream = entropy.GaussianEncoder()
+        walk = LatentWalk(self.tables, *self.hyper(z_syms, token_grid), Timer())
+        with torch.inference_mode():
+            for part in walk.parts():
+                walk.give(encode_part(part, y, stream, coded, walk.timer))
+        return walk, stream
 
     def _fit(
         self,
@@ -164,7 +177,8 @@ class SemanticLayerCoder:
         gain_index: int,
         map_grid: tuple[int, int],
     ) -> Tensor:
-        """``y`` refined so the decoder's map, through ``fit.tail``, gives back the kept tokens."""
+        """``y`` refined so the decoder's map, through ``fit.tail``, gives back the kept tokens. The
+        rate term uses the hyperprior's parameters (a context only lowers the rate the file pays)."""
         grid = means.shape[2:]
         where = torch.from_numpy(coded).reshape(1, 1, *grid)
         index = torch.tensor(kept)
@@ -186,21 +200,20 @@ class SemanticLayerCoder:
                 optimiser.step()
         return y.detach()
 
-    def parameters(self, z_syms: np.ndarray, token_grid: tuple[int, int]) -> tuple[Tensor, np.ndarray]:
-        """Float means (1, M, h, w) and coding stds (M, h*w) on the latent grid, exact at both ends."""
+    def hyper(self, z_syms: np.ndarray, token_grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Fixed-point means and scales of the hyperprior on the latent grid (``h_s`` overshoots an odd
+        grid by one), exact at both ends."""
         rows, cols = token_grid
         z_shape = (1, self.layer.config.hyper_channels, *_half(token_grid))
         means_fixed, scales_fixed = hyper_fixed(self.tables, z_syms, z_shape)
-        return entropy_parameters(
-            self.tables, means_fixed[:, :, :rows, :cols], scales_fixed[:, :, :rows, :cols].contiguous()
-        )
+        return means_fixed[:, :, :rows, :cols], scales_fixed[:, :, :rows, :cols].contiguous()
+
+    def parameters(self, z_syms: np.ndarray, token_grid: tuple[int, int]) -> tuple[Tensor, np.ndarray]:
+        """The hyperprior's float means (1, M, h, w) and coding stds (M, h*w) on the latent grid (a
+        layer with a context refines them slice by slice as it codes)."""
+        return entropy_parameters(self.tables, *self.hyper(z_syms, token_grid))
 
 
 def _half(grid: tuple[int, ...]) -> tuple[int, int]:
     """A grid after one stride-2 stage (odd sides round up)."""
     return -(-grid[0] // 2), -(-grid[1] // 2)
-
-
-def _coded(values: np.ndarray, coded: np.ndarray | None) -> np.ndarray:
-    """The (channels, positions) ``values`` at the coded positions only (all when ``coded`` is None)."""
-    return values if coded is None else np.ascontiguousarray(values[:, coded])

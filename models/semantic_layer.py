@@ -9,9 +9,9 @@ tokens, so the bits the machine reads carry exactly what the machine computes.
 The map (EfficientNet-Lite0 block 7: 80 x 14 x 14 for a 224 px square; from format 4 the photo
 keeps its shape, 80 x 14 x 22 for 3:2) is standardised per channel, analysed to a latent at half its
 grid with a mean-scale hyperprior (Minnen et al. 2018) and per-quality gain vectors (Cui et al.
-2021), like the pixel codec. ``h_s`` is made of Conv2d, ConvTranspose2d and LeakyReLU only, so the
-codec runs it in exact integers
-(:class:`~semcodec.models.integer_hyper.IntegerHyperSynthesis`).
+2021), like the pixel codec, optionally with its channel-wise and checkerboard context (from
+sem-lite0-b7c). ``h_s`` and the context nets are made of Conv2d, ConvTranspose2d and LeakyReLU
+only, so the codec runs them in exact integers (:class:`~semcodec.models.integer_hyper.IntegerHyperSynthesis`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from compressai.models.utils import conv, deconv
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
-from semcodec.models.layers import GainedHyperprior
+from semcodec.models.channel_context import ChannelContext
+from semcodec.models.scheduled_latent import ScheduledLatent
 
 LATENT_INIT_SCALE = 20.0
 
@@ -41,6 +42,11 @@ class SemanticLayerConfig:
     num_qualities: int = 4
     min_gain: float = 0.5
     max_gain: float = 2.0
+    context_slice_channels: int = 0
+    """Channels per slice of a channel-wise context (the pixel codec's); 0: the plain hyperprior."""
+    context_hidden: int = 64
+    context_spatial: bool = False
+    """Each slice also in two checkerboard halves, the second refined from the first."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,7 +60,7 @@ class SemanticLayerConfig:
         return -(-self.latent_grid // 2)
 
 
-class SemanticLayer(GainedHyperprior):
+class SemanticLayer(ScheduledLatent):
     """Tower map (B, C, 14, 14) -> gained latent (B, M, 7, 7) -> hyperprior -> map again."""
 
     def __init__(self, cfg: SemanticLayerConfig):
@@ -90,6 +96,14 @@ class SemanticLayer(GainedHyperprior):
             self.g_a[-1].weight.mul_(LATENT_INIT_SCALE)
             self.g_a[-1].bias.mul_(LATENT_INIT_SCALE)
         self.init_gains(cfg.num_qualities, m, cfg.min_gain, cfg.max_gain)
+        if cfg.context_spatial and not cfg.context_slice_channels:
+            raise ValueError("context_spatial needs a channel context (context_slice_channels > 0)")
+        self.base_channels = m  # one layer: every slice is read by the machine
+        self.context = (
+            ChannelContext(m, m, cfg.context_slice_channels, cfg.context_hidden, spatial=cfg.context_spatial)
+            if cfg.context_slice_channels
+            else None
+        )
 
     def standardise(self, features: Tensor) -> Tensor:
         return (features - self.feature_mean) / self.feature_std
@@ -122,8 +136,7 @@ class SemanticLayer(GainedHyperprior):
         medians = self.z_medians()
         z_hat = quantize_ste(z - medians) + medians
         means, scales = self.hyper_synthesis(z_hat, tuple(y.shape[2:]))
-        _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
-        y_hat = quantize_ste(y - means) + means
+        y_hat, y_likelihoods = self.code_latent(y, means, scales)
         return {
             "features": self.synthesis(y_hat, quality, tuple(features.shape[2:])),
             "likelihoods": {"y": y_likelihoods, "z": z_likelihoods},

@@ -67,6 +67,54 @@ def test_coder_round_trip_is_the_models_own_hard_rounding():
         assert (float_means - means).abs().max() < 2**-10
 
 
+def _context_layer(seed: int = 0) -> SemanticLayer:
+    """A tiny layer with a channel and checkerboard context whose nets do something (not the identity)."""
+    torch.manual_seed(seed)
+    layer = SemanticLayer(SemanticLayerConfig(**TINY_ARCH, context_slice_channels=4, context_spatial=True))
+    with torch.no_grad():
+        for net in [*layer.context.nets, *layer.context.spatial.nets]:
+            net[-1].weight.normal_(0, 0.05)
+    layer.update(force=True)
+    return layer
+
+
+def test_a_layer_with_a_context_decodes_its_symbols_and_the_float_paths_rounding():
+    layer = _context_layer()
+    assert layer.schedule.checkerboard and len(layer.slices) == 2
+    coder = SemanticLayerCoder(layer, "sl-ctx", b"\0" * 8)
+    features = torch.randn(1, 80, 14, 22) * 2
+    payload = bitstream.unpack_semantic(coder.encode(features, 2), bitstream.FORMAT_VERSION)
+    decoded = coder.decode(payload)  # the CRC of the symbols passed: the decoder walked the encoder's parameters
+    with torch.no_grad():
+        y = layer.analysis(features, 2)
+        medians = layer.z_medians()
+        means, scales = layer.hyper_synthesis(torch.round(layer.h_a(y) - medians) + medians, (7, 11))
+        float_map = layer.synthesis(layer.quantize_latent(y, means, scales), 2, (14, 22))
+    close = (decoded - float_map).abs() < 1e-3  # the integer walk rounds as the float one, bar rare ties
+    assert close.float().mean() > 0.99
+    plain = SemanticLayerCoder(_context_layer(), "sl-ctx", b"\0" * 8)
+    for net in [*plain.layer.context.nets, *plain.layer.context.spatial.nets]:
+        torch.nn.init.zeros_(net[-1].weight)
+    plain.__init__(plain.layer, "sl-ctx", b"\0" * 8)  # integer twins of the zeroed nets
+    assert bitstream.unpack_semantic(plain.encode(features, 2), bitstream.FORMAT_VERSION).y != payload.y
+
+
+def test_a_layer_grown_with_a_context_starts_out_coding_as_before():
+    from semcodec.training.semantic_layer import grown
+
+    layer = _tiny_layer()
+    bigger = grown(layer, {"context_slice_channels": 4, "context_spatial": True})
+    assert bigger.context is not None
+    features = torch.randn(2, 80, 14, 14)
+    with torch.no_grad():  # eval: rounded likelihoods (training's noise is drawn per slice)
+        before = layer.eval()(features, torch.tensor([0, 3]))
+        after = bigger.eval()(features, torch.tensor([0, 3]))
+    assert torch.equal(before["features"], after["features"])
+    assert torch.equal(before["likelihoods"]["y"], after["likelihoods"]["y"])
+    with pytest.raises(WeightsError, match="more than a context"):
+        grown(layer, {"latent_channels": 16})
+
+
 def test_the_first_accepted_gain_is_judged_on_exactly_the_decoders_map():
     layer = _tiny_layer()
     layer.update(force=True)

@@ -268,6 +268,19 @@ def load_checkpoint(root: Path, layer_id: str) -> tuple[SemanticLayer, int, dict
     return layer, int(entry.info.get("steps", 0)), info
 
 
+def grown(layer: SemanticLayer, arch: dict) -> SemanticLayer:
+    """``layer`` in a wider architecture (``arch`` overrides its config): only parts that start as the
+    identity (a context model) may be new, so the grown layer starts out coding as ``layer`` did."""
+    bigger = SemanticLayer(SemanticLayerConfig(**{**layer.config.to_dict(), **arch}))
+    try:
+        missing, unexpected = bigger.load_state_dict(layer.state_dict(), strict=False)
+    except RuntimeError:  # a shape changed
+        missing, unexpected = ["(shapes)"], []
+    if unexpected or any(not key.startswith("context.") for key in missing):
+        raise WeightsError(f"--arch {arch} changes more than a context: {sorted(unexpected) or sorted(missing)[:3]}")
+    return bigger
+
+
 def run(cfg: SemanticLayerTraining, tower: VisionTower) -> dict:
     """Train into ``cfg.out``, resuming from it when it exists (its own architecture and steps)."""
     import json
@@ -284,6 +297,8 @@ def run(cfg: SemanticLayerTraining, tower: VisionTower) -> dict:
         layer, step, released = load_checkpoint(default_weights_dir(), cfg.init_from)
         if released["tower"] != cfg.tower:
             raise WeightsError(f"--init-from {cfg.init_from} codes {released['tower']}'s map, not {cfg.tower}'s")
+        if cfg.arch:
+            layer = grown(layer, cfg.arch)
         tqdm.write(f"{cfg.layer_id}: starting from {cfg.init_from} at step {step}")
     info = {"tower": cfg.tower, "tower_sha256": tower.source_sha256, "split_block": tower.split_block,
             "lambdas": list(cfg.lambdas), "kl_weight": cfg.kl_weight, "token_weight": cfg.token_weight}  # fmt: skip
