@@ -3,8 +3,9 @@
 A file is ``header | Z | [MASK] | [TSPC] | YB | YE``: the side information, the kept-token mask of a
 pruned file, the token space the encoder chose (absent: the codec's latent space), the base layer
 (enough for the latent-space tokens) and the enhancement layer. A file with a semantic layer
-(``encode --token-space TOWER``, since 0.3.0) is ``header | TSPC | SEM | Z | [MASK] | YB | YE``: the
-tower's own map, coded at the encoder, comes first. Whatever a tokens decoder needs comes before
+(``encode --token-space TOWER``, since 0.3.0) is ``header | SEM | Z | [MASK] | YB | YE``: the
+tower's own map, coded at the encoder, comes first (releases 0.3.0-3.1.0 also wrote ``TSPC`` before
+it, naming the tower the layer's id already names). Whatever a tokens decoder needs comes before
 what it does not, so it reads only a prefix of the file (:data:`TOKENS_PREFIX`).
 
 From format 5 an image whose latent grid is larger than :data:`LATENT_TILE` on a side is coded in

@@ -170,12 +170,11 @@ def pack_file(
     first, optional = [], []
     if mask is not None:
         optional.append(bitstream.Chunk(bitstream.MASK_CHUNK, entropy.encode_mask(mask)))
-    if space != entry.token_space:  # the latent space is recorded by omission
-        space_chunk = bitstream.Chunk(bitstream.TOKEN_SPACE_CHUNK, space.encode())
-        if semantic is None:
-            optional.append(space_chunk)
-        else:  # what a tokens decoder reads comes first
-            first = [space_chunk, bitstream.Chunk(bitstream.SEMANTIC_CHUNK, semantic)]
+    if semantic is not None:  # what a tokens decoder reads comes first; its layer names the tower, so
+        # no TSPC repeats it (files of 2.0.0-3.1.0 did: 30 bytes; every reader serves SEM's tower without)
+        first = [bitstream.Chunk(bitstream.SEMANTIC_CHUNK, semantic)]
+    elif space != entry.token_space:  # the latent space is recorded by omission
+        optional.append(bitstream.Chunk(bitstream.TOKEN_SPACE_CHUNK, space.encode()))
     header = bitstream.Header(
         version=bitstream.file_version(tiles),
         model_id=entry.name,
