@@ -98,8 +98,10 @@ class SemanticLayerCoder:
             y = self.layer.analysis(features, gain_index)
             z_syms = z_symbols(self.layer.h_a(y), self.tables)
         if fit is not None and coded is not None:
-            means, stds = entropy_parameters(self.tables, *self.hyper(z_syms, token_grid))
-            y = self._fit(fit, y, means, stds, coded, kept, gain_index, map_grid)
+            means_fixed, scales_fixed = self.hyper(z_syms, token_grid)
+            means, stds = entropy_parameters(self.tables, means_fixed, scales_fixed)
+            scales = (scales_fixed / self.tables.one).float()  # what the context nets read: unbounded
+            y = self._fit(fit, y, means, scales, stds, coded, kept, gain_index, map_grid)
         walk, stream = self._walk(y, z_syms, token_grid, coded)
         payload = bitstream.SemanticPayload(
             self.layer_id,
@@ -171,14 +173,15 @@ class SemanticLayerCoder:
         fit: KeptTokensFit,
         y: Tensor,
         means: Tensor,
+        scales: Tensor,
         stds: np.ndarray,
         coded: np.ndarray,
         kept: tuple[int, ...],
         gain_index: int,
         map_grid: tuple[int, int],
     ) -> Tensor:
-        """``y`` refined so the decoder's map, through ``fit.tail``, gives back the kept tokens. The
-        rate term uses the hyperprior's parameters (a context only lowers the rate the file pays)."""
+        """``y`` refined so the decoder's map, through ``fit.tail``, gives back the kept tokens; with a
+        context, through the layer's float pass along its schedule (the means the decoder derives)."""
         grid = means.shape[2:]
         where = torch.from_numpy(coded).reshape(1, 1, *grid)
         index = torch.tensor(kept)
@@ -189,11 +192,15 @@ class SemanticLayerCoder:
         optimiser = torch.optim.Adam([y], lr=fit.lr)
         with torch.enable_grad():
             for _ in range(fit.steps):
-                residual = quantize_ste(y - means)
-                y_hat = torch.where(where, residual + means, means)
+                if self.layer.context is None:
+                    residual = quantize_ste(y - means)
+                    y_hat = torch.where(where, residual + means, means)
+                    likelihood = (bins.cdf(residual + 0.5) - bins.cdf(residual - 0.5)).clamp_min(1e-9)
+                    bits = -(torch.log2(likelihood) * where).sum()
+                else:  # the decoder's means come from the context: the uncoded positions hold those
+                    y_hat, likelihood = self.layer.code_latent(y, means, scales, rate="rounded", keep=where)
+                    bits = -torch.log2(likelihood).sum()
                 tokens = fit.tail(self.layer.synthesis(y_hat, gain_index, map_grid))[0][index]
-                likelihood = (bins.cdf(residual + 0.5) - bins.cdf(residual - 0.5)).clamp_min(1e-9)
-                bits = -(torch.log2(likelihood) * where).sum()
                 loss = (tokens - target).pow(2).mean() / energy + fit.rate_weight * bits / 1000
                 optimiser.zero_grad()
                 loss.backward()

@@ -99,6 +99,28 @@ def test_a_layer_with_a_context_decodes_its_symbols_and_the_float_paths_rounding
     assert bitstream.unpack_semantic(plain.encode(features, 2), bitstream.FORMAT_VERSION).y != payload.y
 
 
+def test_a_pruned_layer_with_a_context_is_fitted_through_the_decoders_means():
+    """The kept-token fit models the decoder with the layer's float pass along its schedule: the
+    uncoded positions hold the context's means, not the hyperprior's (what the fit assumed before)."""
+    from semcodec.codec.hyperprior import z_symbols
+    from semcodec.codec.semantic_layer import coded_positions
+
+    layer = _context_layer()
+    coder = SemanticLayerCoder(layer, "sl-ctx", b"\0" * 8)
+    features, kept = torch.randn(1, 80, 14, 22) * 2, (3, 17, 40, 60)
+    data = coder.encode(features, 0, kept, 1)
+    decoded = coder.decode(bitstream.unpack_semantic(data, bitstream.FORMAT_VERSION))
+    with torch.no_grad():
+        y = layer.analysis(features, 0)
+        means_fixed, scales_fixed = coder.hyper(z_symbols(layer.h_a(y), coder.tables), (7, 11))
+        means, scales = means_fixed / coder.tables.one, scales_fixed / coder.tables.one
+        where = torch.from_numpy(coded_positions((7, 11), kept, 1)).reshape(1, 1, 7, 11)
+        modelled, _ = layer.code_latent(y, means, scales, rate="rounded", keep=where)
+        hyperprior_only = torch.where(where, torch.round(y - means) + means, means)
+    assert ((layer.synthesis(modelled, 0, (14, 22)) - decoded).abs() < 1e-3).float().mean() > 0.99
+    assert not torch.allclose(layer.synthesis(hyperprior_only, 0, (14, 22)), decoded, atol=1e-3)
+
+
 def test_a_layer_grown_with_a_context_starts_out_coding_as_before():
     from semcodec.training.semantic_layer import grown
 
