@@ -327,6 +327,8 @@ def test_train_semantic_layer_cli_writes_a_resumable_checkpoint(tmp_path):
     _, steps, info = load_checkpoint(out, f"sem-{TOWER}")
     assert steps == 3 and (tmp_path / "maps.pt").exists()
     assert info["token_weight"] == 2.0 and "q1_token_error" in info["held_out"]
+    kept, _ = torch.load(tmp_path / "maps.pt")
+    assert kept["tokens"].shape[:1] == kept["maps"].shape[:1]  # the token term's tail ran once, kept for the next run
 
 
 def test_the_token_term_adds_the_tails_relative_token_error(codec):

@@ -67,7 +67,7 @@ class SemanticLayerTraining:
     save_every: int = 500
     seed: int = 0
     arch: dict = field(default_factory=dict)
-    cache: Path | None = None  # the tower's maps of the crops, kept here to start the next run at once
+    cache: Path | None = None  # the crops' maps (and tail tokens, once computed), kept to start the next run at once
 
 
 @dataclass
@@ -88,6 +88,11 @@ class MapCache:
 
     def __len__(self) -> int:
         return self.maps.shape[0]
+
+    def saved(self) -> dict[str, Tensor]:
+        """What ``--cache`` keeps: maps, logits and, once computed, the tail's tokens."""
+        parts = {"maps": self.maps, "logits": self.logits}
+        return parts if self.tokens is None else {**parts, "tokens": self.tokens}
 
 
 def build_map_cache(tower: VisionTower, bank: CropBank, count: int) -> MapCache:
@@ -168,15 +173,19 @@ def train_semantic_layer(
     size = tower.input_size
     started = time.time()
     if cfg.cache is not None and cfg.cache.exists():
-        cache, val = (MapCache(parts["maps"], parts["logits"]) for parts in torch.load(cfg.cache))
+        cache, val = (MapCache(p["maps"], p["logits"], p.get("tokens")) for p in torch.load(cfg.cache))
     else:
         bank = CropBank(train_paths, short_side=max(256, size), crop=size, seed=cfg.seed, zoom=cfg.zoom)
         cache = build_map_cache(tower, bank, cfg.crops_per_image * len(bank))
         val = build_map_cache(tower, CropBank(sorted(held), max(256, size), size, seed=cfg.seed + 1), len(held))
-        if cfg.cache is not None:
-            torch.save([{"maps": c.maps, "logits": c.logits} for c in (cache, val)], cfg.cache)
-    if cfg.token_weight > 0:
-        cache.with_tokens(tower)
+    fresh = cfg.cache is not None and not cfg.cache.exists()
+    if cfg.token_weight > 0 and cache.tokens is None:
+        cache.with_tokens(tower)  # the tail over every crop: minutes on a CPU, so kept in the cache too
+        fresh = cfg.cache is not None
+    if fresh:
+        partial = cfg.cache.with_name(cfg.cache.name + ".partial")
+        torch.save([c.saved() for c in (cache, val)], partial)
+        partial.replace(cfg.cache)  # whole or not at all: a run killed meanwhile keeps the old cache
     cache_seconds = time.time() - started
     if layer is None:
         layer = SemanticLayer(SemanticLayerConfig(feature_channels=tower.split_dim, **cfg.arch))
