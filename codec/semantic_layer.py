@@ -97,12 +97,12 @@ class SemanticLayerCoder:
         with torch.inference_mode():
             y = self.layer.analysis(features, gain_index)
             z_syms = z_symbols(self.layer.h_a(y), self.tables)
+        hyper = self.hyper(z_syms, token_grid)
         if fit is not None and coded is not None:
-            means_fixed, scales_fixed = self.hyper(z_syms, token_grid)
-            means, stds = entropy_parameters(self.tables, means_fixed, scales_fixed)
-            scales = (scales_fixed / self.tables.one).float()  # what the context nets read: unbounded
+            means, stds = entropy_parameters(self.tables, *hyper)
+            scales = (hyper[1] / self.tables.one).float()  # what the context nets read: unbounded
             y = self._fit(fit, y, means, scales, stds, coded, kept, gain_index, map_grid)
-        walk, stream = self._walk(y, z_syms, token_grid, coded)
+        walk, stream = self._walk(y, hyper, coded)
         payload = bitstream.SemanticPayload(
             self.layer_id,
             self.weights_hash,
@@ -126,7 +126,7 @@ class SemanticLayerCoder:
             unscaled = self.layer.g_a(self.layer.standardise(features))
             for gain in gains[:-1]:
                 y = unscaled * self.layer.quality_gain(gain)
-                walk, _ = self._walk(y, z_symbols(self.layer.h_a(y), self.tables), token_grid, None)
+                walk, _ = self._walk(y, self.hyper(z_symbols(self.layer.h_a(y), self.tables), token_grid), None)
                 if accept(self.rebuilt_map(walk.y_hat, gain, map_grid)):
                     return gain
         return gains[-1]
@@ -158,11 +158,12 @@ class SemanticLayerCoder:
         return self.layer.synthesis(y_hat, gain_index, map_grid)
 
     def _walk(
-        self, y: Tensor, z_syms: np.ndarray, token_grid: tuple[int, int], coded: np.ndarray | None
+        self, y: Tensor, hyper: tuple[Tensor, Tensor], coded: np.ndarray | None
     ) -> tuple[LatentWalk, entropy.GaussianEncoder]:
-        """``y`` coded along the schedule: the walk (symbols, the decoder's ``y_hat``) and its stream."""
+        """``y`` coded along the schedule from the hyperprior's fixed-point ``(means, scales)``
+        (:meth:`hyper`): the walk (symbols, the decoder's ``y_hat``) and its stream."""
         stream = entropy.GaussianEncoder()
-        walk = LatentWalk(self.tables, *self.hyper(z_syms, token_grid), Timer())
+        walk = LatentWalk(self.tables, *hyper, Timer())
         with torch.inference_mode():
             for part in walk.parts():
                 walk.give(encode_part(part, y, stream, coded, walk.timer))
@@ -214,11 +215,6 @@ class SemanticLayerCoder:
         z_shape = (1, self.layer.config.hyper_channels, *_half(token_grid))
         means_fixed, scales_fixed = hyper_fixed(self.tables, z_syms, z_shape)
         return means_fixed[:, :, :rows, :cols], scales_fixed[:, :, :rows, :cols].contiguous()
-
-    def parameters(self, z_syms: np.ndarray, token_grid: tuple[int, int]) -> tuple[Tensor, np.ndarray]:
-        """The hyperprior's float means (1, M, h, w) and coding stds (M, h*w) on the latent grid (a
-        layer with a context refines them slice by slice as it codes)."""
-        return entropy_parameters(self.tables, *self.hyper(z_syms, token_grid))
 
 
 def _half(grid: tuple[int, ...]) -> tuple[int, int]:

@@ -49,7 +49,7 @@ def semantic_weights(tmp_path_factory, codec) -> Path:
 
 
 def test_coder_round_trip_is_the_models_own_hard_rounding():
-    from semcodec.codec.hyperprior import z_symbols
+    from semcodec.codec.hyperprior import entropy_parameters, z_symbols
 
     layer = _tiny_layer()
     layer.update(force=True)
@@ -60,7 +60,8 @@ def test_coder_round_trip_is_the_models_own_hard_rounding():
     decoded = coder.decode(payload)
     with torch.no_grad():
         y = layer.analysis(features, 1)
-        means, _ = coder.parameters(z_symbols(layer.h_a(y), coder.tables), (7, 7))  # the exact integer path
+        hyper = coder.hyper(z_symbols(layer.h_a(y), coder.tables), (7, 7))
+        means, _ = entropy_parameters(coder.tables, *hyper)  # the exact integer path
         assert torch.equal(decoded, layer.synthesis(torch.round(y - means) + means, 1))
         medians = layer.z_medians()  # the float path it approximates (means within 2^-10)
         float_means, _ = layer.hyper_synthesis(torch.round(layer.h_a(y) - medians) + medians)
@@ -92,10 +93,10 @@ def test_a_layer_with_a_context_decodes_its_symbols_and_the_float_paths_rounding
         float_map = layer.synthesis(layer.quantize_latent(y, means, scales), 2, (14, 22))
     close = (decoded - float_map).abs() < 1e-3  # the integer walk rounds as the float one, bar rare ties
     assert close.float().mean() > 0.99
-    plain = SemanticLayerCoder(_context_layer(), "sl-ctx", b"\0" * 8)
-    for net in [*plain.layer.context.nets, *plain.layer.context.spatial.nets]:
+    identity = _context_layer()
+    for net in [*identity.context.nets, *identity.context.spatial.nets]:
         torch.nn.init.zeros_(net[-1].weight)
-    plain.__init__(plain.layer, "sl-ctx", b"\0" * 8)  # integer twins of the zeroed nets
+    plain = SemanticLayerCoder(identity, "sl-ctx", b"\0" * 8)  # its integer twins: of the zeroed nets
     assert bitstream.unpack_semantic(plain.encode(features, 2), bitstream.FORMAT_VERSION).y != payload.y
 
 
