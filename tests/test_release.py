@@ -227,3 +227,32 @@ def test_the_registry_editor_refuses_a_registry_the_codec_would_not_load(tiny_we
     editor.serve("vit-hp-small", {2: (1, 0.02)}, default_quality=2)
     editor.save()
     assert load_registry(root).default_quality == 2
+
+
+def test_a_model_shipped_for_the_high_rungs_leaves_the_low_ones_to_their_model(tiny_weights, release_paths):
+    """A ladder's top rungs from a new model: the old one keeps serving (and writing) the low qualities,
+    the new one's frozen table and conformance set hold only its rungs."""
+    first = load_registry(tiny_weights).quality(1).model
+    ship(tiny_weights, first, "the first model", release_paths)
+    editor = json.loads((tiny_weights / REGISTRY_FILE).read_text())
+    second = f"{first}.top"
+    entry = editor["models"].pop(first)
+    editor["models"][second] = {**entry, "file": f"{second}.safetensors", "token_heads": {}}
+    editor["qualities"] = {q: {**v, "model": second} for q, v in editor["qualities"].items()}
+    checkpoints = release_paths.weights.parent / "top-checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / REGISTRY_FILE).write_text(json.dumps(editor))
+    (checkpoints / f"{second}.safetensors").write_bytes((tiny_weights / entry["file"]).read_bytes())
+    with pytest.raises(SystemExit, match="no quality"):
+        ship(checkpoints, second, "", release_paths, qualities=[5])
+    assert ship(checkpoints, second, "the top rung", release_paths, qualities=[2], default_quality=2) == "0.3.0"
+    registry = load_registry(release_paths.weights)
+    assert registry.quality(1).model == first and registry.quality(2).model == second
+    assert sorted(registry.model(second).qualities) == [2] and registry.default_quality == 2
+    codec = Codec(release_paths.weights)
+    assert bitstream.unpack(codec.encode(synthetic_image(64, 64), 1).data).model_id == first
+    assert bitstream.unpack(codec.encode(synthetic_image(64, 64), 2).data).model_id == second
+    manifest = json.loads((release_paths.conformance / second / MANIFEST).read_text())
+    assert {r["quality"] for r in manifest["streams"]} == {2}
+    assert _assert_set_decodes_as_recorded(release_paths.conformance / first, codec) >= 5
+    assert "now the encoder's model at qualities 2" in release_paths.changelog.read_text()

@@ -12,7 +12,7 @@ import datetime
 import re
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,15 +52,23 @@ class ReleasePaths:
 
 
 def ship(
-    checkpoints: Path, model_id: str, notes: str, paths: ReleasePaths = ReleasePaths(), drop_heads: bool = False
+    checkpoints: Path,
+    model_id: str,
+    notes: str,
+    paths: ReleasePaths = ReleasePaths(),
+    drop_heads: bool = False,
+    qualities: Collection[int] | None = None,
+    default_quality: int | None = None,
 ) -> str:
     """Release ``model_id`` from the training folder ``checkpoints``; return the new version.
 
     The checkpoint's weights (and the token heads distilled for exactly these weights) are copied under
     the same id into ``paths.weights``, which must not know the id yet: released ids are never reused.
-    The new model serves every quality from then on; every older model stays listed so its files
-    keep decoding. A token space the current model serves and the new one has no fitted head for
-    would stop encoding: refused unless ``drop_heads``.
+    The new model serves every quality of its table from then on, or only ``qualities`` (then its
+    frozen table holds just those, and the other qualities keep their models: a model for the high
+    rungs of a ladder); every older model stays listed so its files keep decoding. A token space the
+    model serving the default quality has and the new one has no fitted head for would stop
+    encoding: refused unless ``drop_heads``. ``default_quality``: the encoder's default from now on.
     """
     from semcodec.weights import load_registry, sha256_file
     from semcodec.weights.editor import RegistryEditor
@@ -80,8 +88,17 @@ def ship(
         if head.codec_sha256 == source.sha256:  # stale heads (other weights) do not ship
             heads[space] = head.record
             files[head.file] = head.sha256
+    levels = dict(source.qualities)
+    if qualities is not None:
+        unknown = sorted(set(qualities) - set(levels))
+        if unknown or not qualities:
+            raise SystemExit(f"{model_id} has no quality {unknown or 'at all'} in its table to serve")
+        levels = {q: v for q, v in levels.items() if q in set(qualities)}
+    default = default_quality if default_quality is not None else target.default_quality
+    takes_default = qualities is None or default in levels
     served = target.serving_model(target.default_quality) if target.default_quality is not None else None
     lost = sorted(set(target.model(served).get("token_heads", {}) if served else {}) - set(heads))
+    lost = lost if takes_default else []
     if lost and not drop_heads:
         raise SystemExit(
             f"{model_id} has no head fitted to its weights for {', '.join(lost)}, which {served} serves: "
@@ -96,16 +113,18 @@ def ship(
             if sha256_file(paths.weights / name) != sha:
                 raise SystemExit(f"copy of {name} does not match its sha256")
         entry = {**RegistryEditor(checkpoints).model(model_id), "release": version, "token_heads": heads}
-        entry["qualities"] = {
-            str(q): {"gain_index": v.gain_index, "lambda": v.lmbda} for q, v in source.qualities.items()
-        }
+        entry["qualities"] = {str(q): {"gain_index": v.gain_index, "lambda": v.lmbda} for q, v in levels.items()}
         target.put_model(model_id, entry)
-        table = {q: (v.gain_index, v.lmbda) for q, v in source.qualities.items()}
-        keep = target.default_quality if target.default_quality in table else min(table)
-        target.serve_only(model_id, table, keep)
+        table = {q: (v.gain_index, v.lmbda) for q, v in levels.items()}
+        if qualities is None:
+            keep = default if default in table else min(table)
+            target.serve_only(model_id, table, keep)
+        else:
+            target.serve(model_id, table, default)
         target.save()  # refuses (one line) a registry the codec would not load
         _set_version(paths.version_file, version)
-        _add_changelog_entry(paths.changelog, version, model_id, source.sha256, notes)
+        served = None if qualities is None else sorted(levels)
+        _add_changelog_entry(paths.changelog, version, model_id, source.sha256, notes, served)
         written_by = f"semcodec {version} (its release build: this checkout)"
         write_set(model_id, paths.conformance, paths.kodak, written_by, weights_dir=paths.weights)
     return version
@@ -137,10 +156,13 @@ def _set_version(version_file: Path, version: str) -> None:
     write_text_atomic(version_file, _VERSION.sub(f'__version__ = "{version}"', text, count=1))
 
 
-def _add_changelog_entry(changelog: Path, version: str, model_id: str, sha256: str, notes: str) -> None:
+def _add_changelog_entry(
+    changelog: Path, version: str, model_id: str, sha256: str, notes: str, qualities: list[int] | None = None
+) -> None:
     """Turn ``[Unreleased]`` into the release's section (Keep a Changelog), the model listed first."""
+    where = "every quality" if qualities is None else "qualities " + ", ".join(str(q) for q in qualities)
     line = (
-        f"Model `{model_id}` (weights sha256 `{sha256[:16]}...`), now the encoder's model at every quality; "
+        f"Model `{model_id}` (weights sha256 `{sha256[:16]}...`), now the encoder's model at {where}; "
         f"its conformance set is `tests/conformance/{model_id}/`. Every earlier model still decodes."
         + (f"\n- {notes}" if notes else "")
     )
