@@ -113,3 +113,61 @@ def train_semantic_layer(
     result = sl.run(cfg, load_tower(tower, None))
     summary = f"{result['steps']} steps -> {cfg.layer_id} in {out}; held out: {result['held_out']}"
     click.echo(f"semantic layer for {tower}: {summary}", err=True)
+
+
+@main.command("train-semantic-condition")
+@_training_data
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Training folder: the model's file and registry entry (overwritten at the end).",
+)
+@click.option("--base", default=None, help="The pixel model grown  [default: the default quality's].")
+@click.option("--model-name", default=None, help="The new model's id  [default: BASE.s1].")
+@click.option("--max-minutes", type=float, default=30.0, show_default=True, help="Training time after the cache.")
+@click.option("--steps", type=int, default=100000, show_default=True)
+@click.option("--batch", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=3e-4, show_default=True)
+@click.option("--hidden", type=int, default=96, show_default=True, help="The refiner's width.")
+@click.option("--max-images", type=int, default=None, help="Use only the first N images.")
+@click.pass_context
+def train_semantic_condition(
+    ctx: click.Context,
+    data_dirs: tuple[Path, ...],
+    out: Path,
+    base: str | None,
+    model_name: str | None,
+    max_minutes: float,
+    steps: int,
+    batch: int,
+    lr: float,
+    hidden: int,
+    max_images: int | None,
+) -> None:
+    """Grow a pixel model whose entropy model reads the default semantic layer (only the new refiner
+    trains, rate only, on cached latents); install it with tools/ship_conditioned.py."""
+    import numpy as np
+
+    from semcodec.codec import Codec
+    from semcodec.training import semantic_condition as sc
+
+    codec = Codec(ctx.obj.get("weights"))
+    registry = codec.registry
+    base = base or registry.quality(registry.default_quality).model
+    layer = registry.semantic_layer_for(registry.default_token_space) if registry.default_token_space else None
+    if layer is None:
+        raise click.UsageError("these weights write no semantic layer by default: nothing to condition on")
+    base_model, _ = codec.model(base)
+    paths = _training_images(data_dirs, max_images)
+
+    def semantic_latent(pixels: np.ndarray):
+        return codec.semantic_latent(pixels)
+
+    cache = sc.photo_latents(paths, base_model, semantic_latent, log=lambda m: click.echo(m, err=True))
+    model = sc.grown_with_refiner(base_model, cache[0].semantic.shape[1], hidden)
+    taken = sc.train_refiner(model, cache, max_minutes, steps, lr, batch, log=lambda m: click.echo(m, err=True))
+    name = model_name or f"{base}.s1"
+    info = {"steps": taken, "batch": batch, "lr": lr, "photos": len(cache), "max_minutes": max_minutes}
+    sha = sc.save_conditioned(out, model, name, registry.model(base), layer, info)
+    click.echo(f"{name} ({taken} steps, reads {layer.name}) -> {out} (sha256 {sha[:16]})", err=True)

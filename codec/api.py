@@ -37,6 +37,7 @@ from semcodec.codec.stages import (
     choose_tokens,
     code_latent,
     coded_tokens,
+    conditioned_side,
     decode_part,
     decode_side_information,
     layer_decoders,
@@ -154,16 +155,20 @@ class Codec(CodecAssets):
         if not writes_semantic and space != entry.token_space and space not in entry.token_heads:
             raise WeightsError(f"model {entry.name} has no token head for {space!r}: only its semantic layer serves it")
         steer_for = entry.token_space if writes_semantic else space
-        semantic = None
+        semantic, semantic_latent = None, None
+        tiles = tiled.tile_count(size, model)
         if writes_semantic:  # first: a wrong keep_tokens is refused before the pixels are coded
             with timer("semantic"):
-                semantic = self._semantic_chunk(space, quality, image, keep_tokens)
+                semantic, semantic_latent = self._semantic_chunk(space, quality, image, keep_tokens)
             keep_tokens = None  # the pixel layers are whole
+            conditioned = self.registry.conditioned_model(entry.name, self.registry.semantic_layer_for(space).name)
+            if conditioned is not None and tiles == 1:  # the pixel layers read what the machine's layer sent
+                entry, level = conditioned, conditioned.level(quality)
+                model, tables = self.model(entry.name)
         total = latent_token_count(*size, model.latent_stride)
         if keep_tokens is not None and not 1 <= keep_tokens <= total:
             raise InputError(f"keep_tokens={keep_tokens}: a {size[1]}x{size[0]} image has 1..{total} latent tokens")
 
-        tiles = tiled.tile_count(size, model)
         if tiles > 1:  # a large image (format 5 on): tile by tile, in bounded memory
             if keep_tokens is not None:
                 raise InputError(
@@ -192,6 +197,9 @@ class Codec(CodecAssets):
                 y = self._refine(model, entry.name, level, steer_for, x, y, size, refine, scored)
         with torch.inference_mode():
             side = side_information(model, tables, y, timer)
+            if model.semantic_refiner is not None:
+                with timer("hyper"):
+                    side = conditioned_side(tables, side, semantic_latent, size, model.latent_stride)
             mask = pruned_mask(model, tables, side, y, size, keep_tokens, chosen, timer)
             coded = coded_tokens(mask, content)
             y_symbols, base, enhancement = code_latent(tables, side, y, coded, timer)
@@ -199,9 +207,12 @@ class Codec(CodecAssets):
         data = pack_file(entry, quality, size, symbols, side.coded, mask, space, base, enhancement, semantic)
         return EncodeResult(data, symbols, *size, notes, timer.seconds, refine.steps if refine else 0)
 
-    def _semantic_chunk(self, space: str, quality: int, image: LoadedImage, keep_tokens: int | None) -> bytes:
+    def _semantic_chunk(
+        self, space: str, quality: int, image: LoadedImage, keep_tokens: int | None
+    ) -> tuple[bytes, torch.Tensor]:
         """The semantic layer's chunk: the tower's map of ``image`` (at its own shape) after its split
-        block, coded; with ``keep_tokens``, only for the tokens the machine gets."""
+        block, coded; with ``keep_tokens``, only for the tokens the machine gets. And the latent its
+        decoder gets (what a pixel model that reads the layer conditions on)."""
         layer = self.registry.semantic_layer_for(space)
         coder = self.semantic_coder(layer.name)
         gains = layer.encoder_gains_for(quality)
@@ -224,7 +235,16 @@ class Codec(CodecAssets):
                 kept = kept_tokens(token_importance(tokens, tower.classifier), keep_tokens)
                 fit = KeptTokensFit(tower.tail, tokens.clone(), SEMANTIC_FIT_STEPS)
         features = features.clone()  # out of inference mode: the fit runs autograd through it
-        return coder.encode(features, gain, kept, SEMANTIC_REACH, fit=fit)
+        return coder.encode_latent(features, gain, kept, SEMANTIC_REACH, fit=fit)
+
+    def semantic_latent(self, image: ImageInput, quality: int | None = None) -> torch.Tensor:
+        """The decoded semantic latent (1, M, h, w) a default file of ``image`` carries: what a pixel
+        model that reads the semantic layer conditions on (its training pairs photos with this)."""
+        space = self.registry.default_token_space
+        if space is None:
+            raise WeightsError("these weights write no semantic layer by default")
+        quality = self.default_quality if quality is None else quality
+        return self._semantic_chunk(space, quality, load_image(image, max_pixels=self.max_pixels), None)[1]
 
     def _recorded_space(self, entry: ModelEntry, token_space: str | None) -> str:
         self.registry.check_encode_space(entry.name, token_space)
@@ -290,6 +310,8 @@ class Codec(CodecAssets):
         entry, level = self._decoder_for(header)
         model, tables = self.model(entry.name)
         if tiled.tile_count((header.height, header.width), model, header.version) > 1:
+            if model.semantic_refiner is not None:
+                raise BitstreamError(f"corrupt bitstream: model {entry.name} codes no image in tiles")
             y_hat, z, y = tiled.decode_tiles(model, tables, header, base_only, timer)
             symbols = Symbols(z, y)
             if not base_only and symbols.crc32() != header.symbols_crc:
@@ -297,6 +319,10 @@ class Codec(CodecAssets):
             return Decoded(header, model, level.gain_index, y_hat, symbols, timer.seconds)
         with torch.inference_mode():
             side = decode_side_information(model, tables, header, timer)
+            if model.semantic_refiner is not None:
+                latent = self._conditioning_latent(header, entry)
+                with timer("hyper"):
+                    side = conditioned_side(tables, side, latent, (header.height, header.width), model.latent_stride)
             grid = tuple(side.means_fixed.shape[2:])
             mask = token_mask(header, grid[0] * grid[1])
             coded = mask
@@ -315,6 +341,22 @@ class Codec(CodecAssets):
                     "differs from the encoder's"
                 )
         return Decoded(header, model, level.gain_index, walk.y_hat, symbols, timer.seconds, mask)
+
+    def _conditioning_latent(self, header: bitstream.Header, entry: ModelEntry) -> torch.Tensor:
+        """The decoded semantic latent a file's pixel model reads: its semantic chunk, which must be
+        of the layer the model was trained with."""
+        condition = entry.semantic_condition
+        payload = header.find(bitstream.SEMANTIC_CHUNK)
+        if payload is None:
+            raise BitstreamError(f"corrupt bitstream: model {entry.name} reads a semantic layer the file lacks")
+        chunk = bitstream.unpack_semantic(payload, header.version)
+        if chunk.layer_id != condition.layer or chunk.weights_hash != condition.layer_hash:
+            raise BitstreamError(
+                f"corrupt bitstream: model {entry.name} reads semantic layer {condition.layer}, "
+                f"the file carries {chunk.layer_id}"
+            )
+        self.registry.decoding_semantic_layer(chunk.layer_id, chunk.weights_hash)
+        return self.semantic_coder(chunk.layer_id).decoded_latent(chunk)
 
     def _decoder_for(self, header: bitstream.Header) -> tuple[ModelEntry, QualityLevel]:
         """The model the file names (its own quality table: files keep their meaning), or a clear refusal."""

@@ -55,7 +55,10 @@ class CodecAssets:
             cls, config_cls = ARCHITECTURES[entry.architecture]
             with _ordinary_tensors():
                 model = cls(config_cls(**entry.config))
-                model.load_state_dict(load_state_dict(self.registry, name))
+                state = load_state_dict(self.registry, name)
+                if entry.semantic_condition is not None:  # its file holds the refiner; the rest is the base's
+                    state = {**load_state_dict(self.registry, entry.semantic_condition.base), **state}
+                model.load_state_dict(state)
             model.eval()
             # oneDNN's (transposed) convolutions ran 2-3x faster on channels-last maps (2-core CPU)
             for stage in (*model.analysis_stages(), *model.synthesis_stages()):

@@ -39,7 +39,7 @@ class Timer:
 
 class EntropyTables(HyperpriorTables):
     """The pixel codec's tables: the hyperprior's plus its coding schedule and the integer twins of
-    the context nets."""
+    the context nets (and of the semantic refiner, for a model that reads the semantic layer)."""
 
     def __init__(self, model: SemanticHyperprior):
         super().__init__(model)
@@ -50,6 +50,8 @@ class EntropyTables(HyperpriorTables):
         self.context = [IntegerHyperSynthesis(net, self.h_s.frac_bits).eval() for net in nets]
         spatial = model.context.spatial.nets if model.context is not None and model.context.spatial else []
         self.spatial = [IntegerHyperSynthesis(net, self.h_s.frac_bits).eval() for net in spatial]
+        refiner = getattr(model, "semantic_refiner", None)  # a pixel model that reads the semantic layer
+        self.semantic = IntegerHyperSynthesis(refiner, self.h_s.frac_bits).eval() if refiner is not None else None
 
 
 @dataclass(frozen=True)

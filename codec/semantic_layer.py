@@ -89,6 +89,19 @@ class SemanticLayerCoder:
     ) -> bytes:
         """A semantic chunk's payload for one map (1, C, h, w); ``kept``: the token indices the
         machine gets (``None``: all); ``fit``: fit the coded latent to them (pruned files only)."""
+        return self.encode_latent(features, gain_index, kept, reach, version, fit)[0]
+
+    def encode_latent(
+        self,
+        features: Tensor,
+        gain_index: int,
+        kept: tuple[int, ...] | None = None,
+        reach: int = 0,
+        version: int = bitstream.FORMAT_VERSION,
+        fit: KeptTokensFit | None = None,
+    ) -> tuple[bytes, Tensor]:
+        """:meth:`encode`, and the decoded latent ``y_hat`` (1, M, h, w) a decoder of the chunk gets
+        (what a pixel model that reads the semantic layer conditions on)."""
         map_grid = tuple(features.shape[2:])
         if max(map_grid) > MAX_MAP_SIDE:
             raise ValueError(f"tower map {map_grid} above {MAX_MAP_SIDE} per side")
@@ -114,7 +127,7 @@ class SemanticLayerCoder:
             kept,
             reach if kept is not None else 0,
         )
-        return bitstream.pack_semantic(payload, version)
+        return bitstream.pack_semantic(payload, version), walk.y_hat
 
     def first_gain(
         self, features: Tensor, gains: tuple[int, ...], accept: Callable[[Tensor], bool], map_grid: tuple[int, int]
@@ -133,6 +146,12 @@ class SemanticLayerCoder:
 
     def decode(self, payload: bitstream.SemanticPayload) -> Tensor:
         """The rebuilt map (1, C, h, w) of a semantic chunk."""
+        y_hat = self.decoded_latent(payload)
+        with torch.inference_mode():
+            return self.rebuilt_map(y_hat, payload.gain_index, payload.map_grid)
+
+    def decoded_latent(self, payload: bitstream.SemanticPayload) -> Tensor:
+        """The decoded latent ``y_hat`` (1, M, h, w) of a semantic chunk: symbols plus exact means."""
         if not 0 <= payload.gain_index < self.layer.config.num_qualities:
             raise BitstreamError(f"corrupt bitstream: semantic layer gain index {payload.gain_index}")
         token_grid = payload.token_grid
@@ -149,8 +168,7 @@ class SemanticLayerCoder:
                 "decoded semantic-layer symbols fail their CRC: the file is corrupt or the semantic layer "
                 "here differs from the encoder's"
             )
-        with torch.inference_mode():
-            return self.rebuilt_map(walk.y_hat, payload.gain_index, payload.map_grid)
+        return walk.y_hat
 
     def rebuilt_map(self, y_hat: Tensor, gain_index: int, map_grid: tuple[int, int]) -> Tensor:
         """The decoder's map from its decoded latent ``y_hat``: one definition for the decoder and

@@ -24,6 +24,7 @@ from semcodec.codec.latent_walk import (
     Timer,
 )
 from semcodec.codec.refine import RefineConfig
+from semcodec.codec.semantic_condition import condition_fixed, on_latent_grid, semantic_fixed
 from semcodec.codec.token_choice import important_tokens, latent_energy, symbol_energy
 from semcodec.errors import BitstreamError
 from semcodec.models import SemanticHyperprior
@@ -83,6 +84,17 @@ def side_information(
     with timer("hyper"):
         means_fixed, scales_fixed = hyper_fixed(tables, symbols, z.shape)
     return SideInformation(symbols, coded, means_fixed, scales_fixed)
+
+
+def conditioned_side(
+    tables: EntropyTables, side: SideInformation, semantic_latent: torch.Tensor, photo: tuple[int, int], stride: int
+) -> SideInformation:
+    """``side`` with its fixed-point parameters refined from the decoded semantic latent (a model
+    that reads the semantic layer, :mod:`semcodec.codec.semantic_condition`): exact at both ends."""
+    grid = tuple(side.means_fixed.shape[2:])
+    semantic = semantic_fixed(on_latent_grid(semantic_latent, photo, grid, stride), tables)
+    means, scales = condition_fixed(tables.semantic, side.means_fixed, side.scales_fixed, semantic)
+    return SideInformation(side.symbols, side.coded, means, scales)
 
 
 def choose_tokens(model: SemanticHyperprior, y: torch.Tensor, size: tuple[int, int], keep: int) -> torch.Tensor:

@@ -17,6 +17,7 @@ from semcodec.models.layers import (
     ParallelSum,
     WindowedTransformer,
     start_as_identity,
+    zero_start_refiner,
     zero_started,
 )
 from semcodec.models.scheduled_latent import ScheduledLatent
@@ -25,6 +26,9 @@ ANALYSIS_TRANSFORMER = 7
 """Index of the :class:`WindowedTransformer` in ``g_a`` (state-dict keys ``g_a.7.blocks.*``)."""
 SYNTHESIS_TRANSFORMER = 1
 """Index of the :class:`WindowedTransformer` in ``g_s``."""
+SEMANTIC_SCALE = 1 / 16
+"""The semantic latent's weight as the refiner reads it: near z's range. A power of two, so the
+integer path reads ``floor(fixed / 16)`` of the exact fixed-point latent."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,11 @@ class SemanticHyperpriorConfig:
     synthesis_patch: bool = False
     """The decoder's counterpart: a 16 x 16 stride-16 transposed convolution of ``g_s``'s token grid
     added to the pixels its transposed convolutions draw (a learned block basis per token)."""
+    semantic_channels: int = 0
+    """Channels of the decoded semantic-layer latent the entropy model reads (resampled to y's grid):
+    a refiner of the hyperprior's means and scales (:attr:`semantic_refiner`); 0: none. Such a model
+    decodes only files that carry the semantic layer it was trained with."""
+    semantic_hidden: int = 96
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,6 +135,11 @@ class SemanticHyperprior(ScheduledLatent):
             if cfg.context_slice_channels
             else None
         )
+        self.semantic_refiner = (
+            zero_start_refiner(2 * m + cfg.semantic_channels, cfg.semantic_hidden, 2 * m)
+            if cfg.semantic_channels
+            else None
+        )
 
     latent_stride = 16
     """Stride of ``g_a``: one semantic token per 16 x 16 pixels."""
@@ -139,7 +153,7 @@ class SemanticHyperprior(ScheduledLatent):
         """Whether state-dict ``key``, missing from weights trained with config ``trained``, belongs
         to a part this model starts as the identity (a context model, extra analysis blocks), so
         the trained weights may resume into it."""
-        if key.startswith(("context.", "analysis_patch.", "synthesis_patch.")):
+        if key.startswith(("context.", "analysis_patch.", "synthesis_patch.", "semantic_refiner.")):
             return True
         depth = trained.get("depth", self.config.depth) + trained.get("analysis_extra_depth", 0)
         prefix = f"g_a.{ANALYSIS_TRANSFORMER}.blocks."
@@ -194,13 +208,27 @@ class SemanticHyperprior(ScheduledLatent):
         means, scales = self.h_s(z_hat).chunk(2, dim=1)
         return means, scales
 
+    def semantic_condition(self, means: Tensor, scales: Tensor, semantic: Tensor) -> tuple[Tensor, Tensor]:
+        """The hyperprior's ``(means, scales)`` refined from the decoded semantic latent on y's grid
+        (:func:`~semcodec.codec.semantic_condition.on_latent_grid`), read at :data:`SEMANTIC_SCALE`
+        (its values reach a few hundred): what was already sent for the machine, reused for pixels."""
+        inputs = torch.cat([means, scales, semantic * SEMANTIC_SCALE], dim=1)
+        d_mean, d_scale = self.semantic_refiner(inputs).chunk(2, dim=1)
+        return means + d_mean, scales + d_scale
+
     def decoded_hyper(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """``(means, scales)`` a decoder derives for latent ``y``: z hard-rounded around the
         medians, then ``h_s`` (float maths; the codec's integer path matches it up to rounding)."""
         medians = self.z_medians()
         return self.hyper_synthesis(torch.round(self.h_a(y) - medians) + medians)
 
-    def forward(self, x: Tensor, quality: Tensor | int, transform_dtype: torch.dtype | None = None) -> dict:
+    def forward(
+        self,
+        x: Tensor,
+        quality: Tensor | int,
+        transform_dtype: torch.dtype | None = None,
+        semantic: Tensor | None = None,
+    ) -> dict:
         """Training pass: noisy ``y``/``z`` for the rate, straight-through rounding for synthesis.
 
         (Mixed quantization, Minnen & Singh 2020: the decoder learns on the values it will see.)
@@ -210,18 +238,21 @@ class SemanticHyperprior(ScheduledLatent):
         autocast = torch.autocast(x.device.type, dtype=transform_dtype, enabled=transform_dtype is not None)
         with autocast:
             y = self.analysis(x, quality)
-        out = self.entropy_forward(y.float())
+        out = self.entropy_forward(y.float(), semantic=semantic)
         with autocast:
             x_hat = self.synthesis(out["y_hat"], quality)
         return {"x_hat": x_hat.float(), **out}
 
-    def entropy_forward(self, y: Tensor, rate: str = "noise", keep: Tensor | None = None) -> dict:
+    def entropy_forward(
+        self, y: Tensor, rate: str = "noise", keep: Tensor | None = None, semantic: Tensor | None = None
+    ) -> dict:
         """The rate half of :meth:`forward` from gained latents ``y``: ``y_hat``, the likelihoods and
         the hyperprior's means (also the whole pass when only the entropy model trains, on cached latents).
 
         ``rate="noise"``: likelihoods of the noisy ``y`` and ``z`` (training's smooth proxy).
         ``rate="rounded"``: of the rounded values the file holds, what the coder charges (gradients
-        pass by straight-through rounding); ``keep`` as in :meth:`code_latent`."""
+        pass by straight-through rounding); ``keep`` as in :meth:`code_latent`. ``semantic``: the
+        decoded semantic latent on y's grid, for a model with a :attr:`semantic_refiner`."""
         z = self.h_a(y)
         medians = self.z_medians()
         z_hat = quantize_ste(z - medians) + medians
@@ -235,5 +266,9 @@ class SemanticHyperprior(ScheduledLatent):
         else:
             _, z_likelihoods = self.entropy_bottleneck(z)
         means, scales = self.hyper_synthesis(z_hat)
+        if self.semantic_refiner is not None:
+            if semantic is None:
+                raise ValueError("this model reads the semantic latent: give semantic=")
+            means, scales = self.semantic_condition(means, scales, semantic)
         y_hat, y_likelihoods = self.code_latent(y, means, scales, rate=rate, keep=keep)
         return {"y_hat": y_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}, "means": means}

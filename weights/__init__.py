@@ -94,6 +94,21 @@ class TokenHeadEntry:
 
 
 @dataclass(frozen=True)
+class SemanticCondition:
+    """What a pixel model that reads the semantic layer was trained with: the layer (by id and
+    weights) whose decoded latent its entropy model reads, and the pixel model it grew from, which
+    codes files without that layer."""
+
+    layer: str
+    layer_sha256: str
+    base: str
+
+    @property
+    def layer_hash(self) -> bytes:
+        return bytes.fromhex(self.layer_sha256[:16])
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     name: str
     architecture: str
@@ -107,6 +122,8 @@ class ModelEntry:
     """The quality numbers this model's files carry -> its gain index and lambda (frozen with it)."""
     release: str | None = None
     """The semcodec release that shipped (and froze) this model; ``None``: a training checkpoint."""
+    semantic_condition: SemanticCondition | None = None
+    """Set for a model whose entropy model reads a semantic layer: it codes only files carrying it."""
 
     @property
     def short_hash(self) -> bytes:
@@ -188,6 +205,17 @@ class Registry:
     default_token_space: str | None = None
     """The token space a file carries when the encoder is not told one: its semantic layer is in
     every default file (``None``: pixel-only files by default)."""
+    encoder_conditioned: dict[str, str] = field(default_factory=dict)
+    """Pixel model -> the model the encoder uses instead for a file that carries the semantic layer
+    that model reads (:class:`SemanticCondition`); pixel-only files keep the pixel model."""
+
+    def conditioned_model(self, model_name: str, layer_name: str) -> ModelEntry | None:
+        """The model the encoder codes ``model_name``'s qualities with in a file carrying semantic
+        layer ``layer_name`` (``None``: ``model_name`` itself)."""
+        name = self.encoder_conditioned.get(model_name)
+        if name is None or self.models[name].semantic_condition.layer != layer_name:
+            return None
+        return self.models[name]
 
     def requested_space(self, token_space: str | None) -> str | None:
         """The token space an encode asked for ``token_space`` writes: the registry's default when
@@ -316,6 +344,13 @@ def parse_registry(raw: dict, root: Path) -> Registry:
         default_space = raw.get("default_token_space")
         if default_space is not None and default_space not in encoder_semantic:
             raise KeyError(f"default_token_space {default_space!r} has no encoder semantic layer")
+        conditioned = {str(k): str(v) for k, v in raw.get("encoder_conditioned", {}).items()}
+        for base, name in conditioned.items():
+            condition = models[name].semantic_condition if name in models else None
+            if condition is None or condition.base != base or condition.layer not in semantic:
+                raise KeyError(f"encoder_conditioned: {name!r} is no installed model reading a layer for {base!r}")
+            if models[name].qualities != {q: _with_model(v, name) for q, v in models[base].qualities.items()}:
+                raise KeyError(f"encoder_conditioned: {name!r} has not the quality table of {base!r}")
     except (ValueError, KeyError, TypeError) as exc:
         raise WeightsError(f"weights registry {path} is malformed: {exc}") from None
     for level in qualities.values():
@@ -326,7 +361,11 @@ def parse_registry(raw: dict, root: Path) -> Registry:
                 f"weights registry {path} is malformed: quality {level.quality} disagrees with "
                 f"model {level.model!r}'s own quality table"
             )
-    return Registry(root, models, qualities, default, retired, semantic, encoder_semantic, default_space)
+    return Registry(root, models, qualities, default, retired, semantic, encoder_semantic, default_space, conditioned)
+
+
+def _with_model(level: QualityLevel, model: str) -> QualityLevel:
+    return QualityLevel(level.quality, model, level.gain_index, level.lmbda)
 
 
 def _model_entry(name: str, m: dict, current: dict[int, QualityLevel]) -> ModelEntry:
@@ -350,6 +389,7 @@ def _model_entry(name: str, m: dict, current: dict[int, QualityLevel]) -> ModelE
         token_heads={space: TokenHeadEntry.from_record(h) for space, h in m.get("token_heads", {}).items()},
         qualities=own,
         release=m.get("release"),
+        semantic_condition=SemanticCondition(**m["semantic_condition"]) if m.get("semantic_condition") else None,
     )
 
 

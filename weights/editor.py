@@ -89,6 +89,11 @@ class RegistryEditor:
         if encoder_for is not None:
             self._raw.setdefault("encoder_semantic_layers", {})[encoder_for] = layer_id
 
+    def put_conditioned(self, base: str, model: str) -> None:
+        """Make ``model`` (which reads a semantic layer) the encoder's model in place of ``base`` for
+        files that carry that layer."""
+        self._raw.setdefault("encoder_conditioned", {})[base] = model
+
     # ---------------------------------------------------------------- writing
     def save(self) -> None:
         """Write the registry atomically, after checking that it parses as the codec will read it."""
