@@ -136,3 +136,40 @@ def test_train_semantic_condition_writes_a_model_the_codec_installs(tmp_path, ko
     root = _packaged_copy(tmp_path / "weights")
     register_conditioned(out, "vit-hp-192.tiny-s", root)
     assert load_registry(root).encoder_conditioned == {"vit-hp-192": "vit-hp-192.tiny-s"}
+
+
+def test_shipping_a_conditioned_model_writes_its_set_and_refuses_its_id_again(tmp_path, codec, kodak_image):
+    from PIL import Image
+
+    from semcodec.codec.conformance import MANIFEST
+    from tools.release import ReleasePaths, ship_conditioned
+
+    registry = codec.registry
+    base = registry.quality(registry.default_quality).model
+    layer = registry.semantic_layer_for(registry.default_token_space)
+    channels = codec.semantic_coder(layer.name).layer.config.latent_channels
+    run = tmp_path / "run"
+    save_conditioned(
+        run, grown_with_refiner(codec.model(base)[0], channels, 8), "vit-hp-192.s-rel", registry.model(base), layer, {}
+    )
+    (tmp_path / "weights").mkdir()
+    kodak = tmp_path / "kodak"
+    kodak.mkdir()
+    for name in ("kodim23.png", "kodim05.png"):
+        Image.fromarray(kodak_image).save(kodak / name)
+    (tmp_path / "__init__.py").write_text('__version__ = "3.2.0"\n')
+    paths = ReleasePaths(
+        _packaged_copy(tmp_path / "weights"),
+        tmp_path / "__init__.py",
+        tmp_path / "CHANGELOG.md",
+        tmp_path / "sets",
+        kodak,
+    )
+    assert ship_conditioned(run, "vit-hp-192.s-rel", "", paths) == "3.3.0"
+    shipped = load_registry(paths.weights)
+    assert shipped.model("vit-hp-192.s-rel").release == "3.3.0"
+    assert shipped.encoder_conditioned == {base: "vit-hp-192.s-rel"}
+    manifest = json.loads((paths.conformance / "vit-hp-192.s-rel" / MANIFEST).read_text())
+    assert {r["quality"] for r in manifest["streams"]} == set(registry.model(base).qualities)
+    with pytest.raises(SystemExit, match="released before"):
+        ship_conditioned(run, "vit-hp-192.s-rel", "", paths)

@@ -232,3 +232,36 @@ def ship_semantic_layer(
             model_id, paths.conformance, paths.kodak, written_by, weights_dir=paths.weights, semantic_layer=layer_id
         )
     return version
+
+
+def ship_conditioned(checkpoint: Path, model_id: str, notes: str, paths: ReleasePaths = ReleasePaths()) -> str:
+    """Release ``model_id`` of the training folder ``checkpoint`` (``semcodec train-semantic-condition
+    --out``), a pixel model that reads a released semantic layer, as the encoder's model in place of
+    its base for files carrying that layer; bump the minor version, add the CHANGELOG line and write
+    its conformance set (default files at each quality of its table). Return the new version."""
+    from semcodec.training.semantic_condition import register_conditioned
+    from semcodec.weights import load_registry
+    from semcodec.weights.editor import RegistryEditor
+
+    source = load_registry(checkpoint).model(model_id)
+    target = RegistryEditor(paths.weights)
+    if target.has_model(model_id) or target.retired(model_id) or (paths.weights / source.file).exists():
+        raise SystemExit(f"{model_id} was released before: a model id names one set of weights forever")
+    condition = source.semantic_condition
+    if condition is None:
+        raise SystemExit(f"{model_id} in {checkpoint} reads no semantic layer: release it with ship_model.py")
+    if target.semantic_layer(condition.layer).get("sha256") != condition.layer_sha256:
+        raise SystemExit(f"{model_id} reads semantic layer {condition.layer}, not installed with those weights")
+    version = next_minor(current_version(paths.version_file))
+    with _all_or_nothing(paths, [paths.weights / source.file]):
+        sha = register_conditioned(checkpoint, model_id, paths.weights, release=version)
+        _set_version(paths.version_file, version)
+        line = (
+            f"Model `{model_id}` (weights sha256 `{sha[:16]}...`): files carrying semantic layer `{condition.layer}` "
+            f"code their pixels with it in place of `{condition.base}`, whose entropy model now reads what that "
+            f"layer sent; its conformance set is `tests/conformance/{model_id}/`."
+        )
+        _add_changelog_line(paths.changelog, version, line + (f"\n- {notes}" if notes else ""))
+        written_by = f"semcodec {version} (its release build: this checkout)"
+        write_set(model_id, paths.conformance, paths.kodak, written_by, weights_dir=paths.weights)
+    return version
