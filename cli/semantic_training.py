@@ -129,7 +129,7 @@ def train_semantic_layer(
 @click.option("--steps", type=int, default=100000, show_default=True)
 @click.option("--batch", type=int, default=32, show_default=True)
 @click.option("--lr", type=float, default=3e-4, show_default=True)
-@click.option("--hidden", type=int, default=96, show_default=True, help="The refiner's width.")
+@click.option("--hidden", type=int, default=64, show_default=True, help="The refiner's width.")
 @click.option("--max-images", type=int, default=None, help="Use only the first N images.")
 @click.pass_context
 def train_semantic_condition(

@@ -17,7 +17,7 @@ from semcodec.models.layers import (
     ParallelSum,
     WindowedTransformer,
     start_as_identity,
-    zero_start_refiner,
+    zero_start_pointwise_refiner,
     zero_started,
 )
 from semcodec.models.scheduled_latent import ScheduledLatent
@@ -69,7 +69,7 @@ class SemanticHyperpriorConfig:
     """Channels of the decoded semantic-layer latent the entropy model reads (resampled to y's grid):
     a refiner of the hyperprior's means and scales (:attr:`semantic_refiner`); 0: none. Such a model
     decodes only files that carry the semantic layer it was trained with."""
-    semantic_hidden: int = 96
+    semantic_hidden: int = 64
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -136,7 +136,7 @@ class SemanticHyperprior(ScheduledLatent):
             else None
         )
         self.semantic_refiner = (
-            zero_start_refiner(2 * m + cfg.semantic_channels, cfg.semantic_hidden, 2 * m)
+            zero_start_pointwise_refiner(2 * m + cfg.semantic_channels, cfg.semantic_hidden, 2 * m)
             if cfg.semantic_channels
             else None
         )

@@ -37,7 +37,7 @@ class CachedPhoto:
     semantic: Tensor  # (1, M, h, w) the decoded semantic latent on y's grid
 
 
-def grown_with_refiner(base: SemanticHyperprior, semantic_channels: int, hidden: int = 96) -> SemanticHyperprior:
+def grown_with_refiner(base: SemanticHyperprior, semantic_channels: int, hidden: int = 64) -> SemanticHyperprior:
     """A copy of ``base`` with a zero-started semantic refiner: it codes exactly as ``base`` until trained."""
     config = SemanticHyperpriorConfig(
         **{**base.config.to_dict(), "semantic_channels": semantic_channels, "semantic_hidden": hidden}
