@@ -30,6 +30,7 @@ from semcodec.codec.latent_walk import (
     Timer,
 )
 from semcodec.codec.refine import RefineConfig, refine_latent, token_fidelity
+from semcodec.codec.semantic_condition import on_latent_grid
 from semcodec.codec.semantic_layer import KeptTokensFit
 from semcodec.codec.semantic_tokens import keeps_answer, kept_tokens, token_importance, tower_geometry
 from semcodec.codec.stages import (
@@ -194,7 +195,10 @@ class Codec(CodecAssets):
                 scored = chosen  # the tokens the file codes: the refinement scores the others as free means
                 if scored is None and content is not None:
                     scored = torch.from_numpy(content).reshape(y.shape[2:])
-                y = self._refine(model, entry.name, level, steer_for, x, y, size, refine, scored)
+                condition = None
+                if model.semantic_refiner is not None:
+                    condition = on_latent_grid(semantic_latent, size, tuple(y.shape[2:]), model.latent_stride)
+                y = self._refine(model, entry.name, level, steer_for, x, y, size, refine, scored, condition)
         with torch.inference_mode():
             side = side_information(model, tables, y, timer)
             if model.semantic_refiner is not None:
@@ -284,8 +288,10 @@ class Codec(CodecAssets):
         size: tuple[int, int],
         config: RefineConfig,
         keep: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``y`` refined for ``R + lambda D`` (and the token space's head, if it has one)."""
+        """``y`` refined for ``R + lambda D`` (and the token space's head, if it has one); ``condition``:
+        the semantic latent on y's grid, for a model that reads it."""
         x, y = x.clone(), y.clone()  # out of inference mode: autograd needs ordinary tensors
         semantic = None
         if space != self.registry.model(model_name).token_space:
@@ -293,7 +299,9 @@ class Codec(CodecAssets):
             tower = self.tower(space, sha256=info.tower_sha256)
             semantic = token_fidelity(head, tower, x[:, :, : size[0], : size[1]])
         keep = keep[None, None] if keep is not None else None
-        return refine_latent(model, x, y, level.gain_index, level.lmbda, size, config, semantic, keep, self.progress)[0]
+        return refine_latent(
+            model, x, y, level.gain_index, level.lmbda, size, config, semantic, keep, self.progress, condition
+        )[0]
 
     # ---------------------------------------------------------------- decode
     def decode_symbols(self, data: bytes, base_only: bool = False) -> Decoded:

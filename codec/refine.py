@@ -72,6 +72,7 @@ def refine_latent(
     semantic: SemanticLoss | None = None,
     keep: Tensor | None = None,
     progress: bool = False,
+    condition: Tensor | None = None,
 ) -> tuple[Tensor, list[dict[str, float]]]:
     """The refined gained latent (same shape as ``y``) and the objective's terms per step.
 
@@ -80,6 +81,7 @@ def refine_latent(
     others decode as the prior's means, cost nothing and get no say). Returns the latent of the best
     step seen (the objective is noisy under STE).
     Needs grad mode: call outside ``torch.inference_mode``. ``progress``: a bar on stderr (seconds per step).
+    ``condition``: the decoded semantic latent on y's grid, for a model that reads it.
     """
     from tqdm import tqdm
 
@@ -90,7 +92,9 @@ def refine_latent(
     optimizer = torch.optim.Adam([latent], lr=config.lr)
     best, best_loss, history = latent.detach().clone(), math.inf, []
     for step in tqdm(range(config.steps + 1), desc="refine", unit="step", disable=not progress, leave=False):
-        terms = objective(model, latent, target, gain_index, lmbda, pixels, semantic, config.semantic_weight, keep)
+        terms = objective(
+            model, latent, target, gain_index, lmbda, pixels, semantic, config.semantic_weight, keep, condition
+        )
         loss = terms["loss"]
         history.append({k: float(v.detach()) for k, v in terms.items()})
         if float(loss.detach()) < best_loss:
@@ -115,9 +119,10 @@ def objective(
     semantic: SemanticLoss | None = None,
     semantic_weight: float = RefineConfig.semantic_weight,
     keep: Tensor | None = None,
+    condition: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """``bpp + lambda * (255^2 * MSE [+ weight * semantic])`` of latent ``y`` as the decoder would see it."""
-    out = model.entropy_forward(y, rate="rounded", keep=keep)
+    out = model.entropy_forward(y, rate="rounded", keep=keep, semantic=condition)
     y_hat, means = out["y_hat"], out["means"]
     bits = sum(-torch.log2(likelihood).sum() for likelihood in out["likelihoods"].values())
     x_hat = model.synthesis(y_hat, gain_index)[:, :, : target.shape[2], : target.shape[3]]

@@ -173,3 +173,10 @@ def test_shipping_a_conditioned_model_writes_its_set_and_refuses_its_id_again(tm
     assert {r["quality"] for r in manifest["streams"]} == set(registry.model(base).qualities)
     with pytest.raises(SystemExit, match="released before"):
         ship_conditioned(run, "vit-hp-192.s-rel", "", paths)
+
+
+def test_a_refining_encoder_steers_the_latent_through_the_conditioned_rate(conditioned_weights, photo):
+    conditioned = Codec(conditioned_weights)
+    result = conditioned.encode(photo, 1, effort=1)
+    assert result.refined_steps > 0 and bitstream.unpack(result.data).model_id == CONDITIONED
+    assert np.array_equal(conditioned.decode_symbols(result.data).symbols.y, result.symbols.y)
