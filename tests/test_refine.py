@@ -114,7 +114,7 @@ def test_refinement_scores_the_padding_tokens_as_the_file_does(codec, crop, monk
 
     seen = []
 
-    def spy(model, x, y, gain_index, lmbda, size, config, semantic=None, keep=None, progress=False):
+    def spy(model, x, y, gain_index, lmbda, size, config, semantic=None, keep=None, progress=False, condition=None):
         seen.append(keep)
         return y, []
 

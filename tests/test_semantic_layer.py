@@ -178,9 +178,9 @@ def test_the_encoder_codes_the_layer_at_the_first_gain_that_keeps_the_towers_ans
         return bitstream.unpack_semantic(header.chunk(bitstream.SEMANTIC_CHUNK), header.version).gain_index
 
     answers = iter([True])  # the tower's answer: kept at the first gain tried
-    monkeypatch.setattr("semcodec.codec.api.keeps_answer", lambda tower, features: lambda _: next(answers))
+    monkeypatch.setattr("semcodec.codec.semantic_stages.keeps_answer", lambda tower, features: lambda _: next(answers))
     assert semantic_gain(Codec(root).encode(crop, 1, token_space=TOWER).data) == 0
-    monkeypatch.setattr("semcodec.codec.api.keeps_answer", lambda tower, features: lambda _: False)
+    monkeypatch.setattr("semcodec.codec.semantic_stages.keeps_answer", lambda tower, features: lambda _: False)
     assert semantic_gain(Codec(root).encode(crop, 1, token_space=TOWER).data) == 3
     # a pruned file codes the last gain without trying the others; a layer without a list, its one gain
     assert semantic_gain(Codec(root).encode(crop, 1, token_space=TOWER, keep_tokens=4).data) == 3
