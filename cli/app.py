@@ -186,10 +186,16 @@ def _version_text(weights_dir: Path | None = None) -> str:
         registry = load_registry(weights_dir)
     except SemcodecError as exc:
         return "\n".join([*lines, f"models: none ({exc})"])
-    encoder = registry.quality(registry.default_quality).model if registry.qualities else None
+    served = {name: sorted(q for q, v in registry.qualities.items() if v.model == name) for name in registry.models}
+    in_place_of = {model: base for base, model in registry.encoder_conditioned.items()}
     for name, entry in registry.models.items():
         release = f"released in {entry.release}" if entry.release else "unreleased checkpoint"
-        role = ", encodes" if name == encoder else ", decodes"
+        qualities = served[name] or served.get(in_place_of.get(name, ""), [])
+        role = ", decodes"
+        if qualities:
+            role = f", encodes q{qualities[0]}-{qualities[-1]}" if len(qualities) > 1 else f", encodes q{qualities[0]}"
+            if name in in_place_of:
+                role += f" of files with {entry.semantic_condition.layer}"
         lines.append(f"model {name} ({release}, weights {entry.sha256[:16]}{role})")
     writes = set(registry.encoder_semantic_layers.values())
     for name, layer in registry.semantic_layers.items():

@@ -180,3 +180,11 @@ def test_a_refining_encoder_steers_the_latent_through_the_conditioned_rate(condi
     result = conditioned.encode(photo, 1, effort=1)
     assert result.refined_steps > 0 and bitstream.unpack(result.data).model_id == CONDITIONED
     assert np.array_equal(conditioned.decode_symbols(result.data).symbols.y, result.symbols.y)
+
+
+def test_version_says_which_files_a_conditioned_model_encodes(conditioned_weights):
+    from semcodec.cli.app import _version_text
+
+    text = _version_text(conditioned_weights)
+    layer = load_registry(conditioned_weights).model(CONDITIONED).semantic_condition.layer
+    assert f"model {CONDITIONED} (unreleased checkpoint" in text and f"encodes q1-4 of files with {layer})" in text
