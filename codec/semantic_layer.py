@@ -116,6 +116,19 @@ class SemanticLayerCoder:
             scales = (hyper[1] / self.tables.one).float()  # what the context nets read: unbounded
             y = self._fit(fit, y, means, scales, stds, coded, kept, gain_index, map_grid)
         walk, stream = self._walk(y, hyper, coded)
+        return self._packed(gain_index, z_syms, walk, stream, map_grid, kept, reach, version), walk.y_hat
+
+    def _packed(
+        self,
+        gain_index: int,
+        z_syms: np.ndarray,
+        walk: LatentWalk,
+        stream: entropy.GaussianEncoder,
+        map_grid: tuple[int, int],
+        kept: tuple[int, ...] | None,
+        reach: int,
+        version: int,
+    ) -> bytes:
         payload = bitstream.SemanticPayload(
             self.layer_id,
             self.weights_hash,
@@ -127,22 +140,47 @@ class SemanticLayerCoder:
             kept,
             reach if kept is not None else 0,
         )
-        return bitstream.pack_semantic(payload, version), walk.y_hat
+        return bitstream.pack_semantic(payload, version)
 
     def first_gain(
         self, features: Tensor, gains: tuple[int, ...], accept: Callable[[Tensor], bool], map_grid: tuple[int, int]
     ) -> int:
         """The first of ``gains`` whose rebuilt map (exactly the decoder's, cropped to ``map_grid``)
         ``accept`` takes; the last gain when none is taken. ``g_a`` runs once: gains scale its output."""
+        return self._first_accepted(features, gains, accept, map_grid)[0]
+
+    def encode_first_accepted(
+        self,
+        features: Tensor,
+        gains: tuple[int, ...],
+        accept: Callable[[Tensor], bool],
+        version: int = bitstream.FORMAT_VERSION,
+    ) -> tuple[bytes, Tensor]:
+        """:meth:`encode_latent` at :meth:`first_gain`'s gain; the accepted trial's walk is the file's
+        (the same symbols, one walk fewer)."""
+        map_grid = tuple(features.shape[2:])
+        gain, trial = self._first_accepted(features, gains, accept, map_grid)
+        if trial is None:
+            return self.encode_latent(features, gain, version=version)
+        z_syms, walk, stream = trial
+        return self._packed(gain, z_syms, walk, stream, map_grid, None, 0, version), walk.y_hat
+
+    def _first_accepted(
+        self, features: Tensor, gains: tuple[int, ...], accept: Callable[[Tensor], bool], map_grid: tuple[int, int]
+    ) -> tuple[int, tuple | None]:
+        """The accepted gain and its trial ``(z symbols, walk, stream)``; the last gain and ``None``."""
         token_grid = _half(map_grid)
+        if max(map_grid) > MAX_MAP_SIDE:
+            raise ValueError(f"tower map {map_grid} above {MAX_MAP_SIDE} per side")
         with torch.inference_mode():
             unscaled = self.layer.g_a(self.layer.standardise(features))
             for gain in gains[:-1]:
                 y = unscaled * self.layer.quality_gain(gain)
-                walk, _ = self._walk(y, self.hyper(z_symbols(self.layer.h_a(y), self.tables), token_grid), None)
+                z_syms = z_symbols(self.layer.h_a(y), self.tables)
+                walk, stream = self._walk(y, self.hyper(z_syms, token_grid), None)
                 if accept(self.rebuilt_map(walk.y_hat, gain, map_grid)):
-                    return gain
-        return gains[-1]
+                    return gain, (z_syms, walk, stream)
+        return gains[-1], None
 
     def decode(self, payload: bitstream.SemanticPayload) -> Tensor:
         """The rebuilt map (1, C, h, w) of a semantic chunk."""

@@ -40,7 +40,7 @@ class SemanticLayerStages(CodecAssets):
         with torch.inference_mode():
             features = tower.features(tower.prepare(tower_input(image.pixels, shape), shape))
             if keep_tokens is None and len(gains) > 1 and tower.classifier is not None:
-                gain = coder.first_gain(features, gains, keeps_answer(tower, features), tuple(features.shape[2:]))
+                return coder.encode_first_accepted(features, gains, keeps_answer(tower, features))
             if keep_tokens is not None:
                 tokens = tower.tail(features)[0]
                 if not 1 <= keep_tokens <= len(tokens):

@@ -442,3 +442,15 @@ def test_format_3_semantic_chunks_parse_as_they_were_written():
     damaged[len(damaged) - 6] = 0xFF  # the kept-token bitmap's last byte (before z, y): tokens past the grid
     with pytest.raises(BitstreamError, match="malformed"):
         bitstream.unpack_semantic(bytes(damaged), 4)
+
+
+def test_the_accepted_trial_is_the_file_coded_at_that_gain():
+    layer = _tiny_layer()
+    layer.update(force=True)
+    coder = SemanticLayerCoder(layer, "sl-tiny", b"\0" * 8)
+    features = torch.randn(1, 80, 14, 22) * 2
+    calls = iter([False, True])
+    data, latent = coder.encode_first_accepted(features, (0, 1, 3), lambda _: next(calls))
+    direct, direct_latent = coder.encode_latent(features, 1)
+    assert data == direct and torch.equal(latent, direct_latent)
+    assert coder.encode_first_accepted(features, (0, 3), lambda _: False)[0] == coder.encode(features, 3)
