@@ -34,7 +34,7 @@ def _packaged_copy(root: Path) -> Path:
 
 def _conditioned_weights(tmp_path_factory, codec: Codec, zero: bool) -> Path:
     registry = codec.registry
-    base = registry.quality(registry.default_quality).model
+    base = registry.quality(1).model
     layer = registry.semantic_layer_for(registry.default_token_space)
     channels = codec.semantic_coder(layer.name).layer.config.latent_channels
     model = grown_with_refiner(codec.model(base)[0], channels, hidden=16)
@@ -128,6 +128,7 @@ def test_train_semantic_condition_writes_a_model_the_codec_installs(tmp_path, ko
         Image.fromarray(np.ascontiguousarray(kodak_image[:320, 64 * i : 64 * i + 320])).save(photos / f"p{i}.png")
     out = tmp_path / "run"
     args = ["train-semantic-condition", "--data", str(photos), "--out", str(out), "--steps", "2", "--batch", "2"]
+    args += ["--base", "vit-hp-192"]
     result = CliRunner().invoke(main, [*args, "--hidden", "8", "--model-name", "vit-hp-192.tiny-s"])
     assert result.exit_code == 0, result.output
     entry = load_registry(out).model("vit-hp-192.tiny-s")
@@ -145,7 +146,7 @@ def test_shipping_a_conditioned_model_writes_its_set_and_refuses_its_id_again(tm
     from tools.release import ReleasePaths, ship_conditioned
 
     registry = codec.registry
-    base = registry.quality(registry.default_quality).model
+    base = registry.quality(1).model
     layer = registry.semantic_layer_for(registry.default_token_space)
     channels = codec.semantic_coder(layer.name).layer.config.latent_channels
     run = tmp_path / "run"
