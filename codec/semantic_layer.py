@@ -102,9 +102,7 @@ class SemanticLayerCoder:
     ) -> tuple[bytes, Tensor]:
         """:meth:`encode`, and the decoded latent ``y_hat`` (1, M, h, w) a decoder of the chunk gets
         (what a pixel model that reads the semantic layer conditions on)."""
-        map_grid = tuple(features.shape[2:])
-        if max(map_grid) > MAX_MAP_SIDE:
-            raise ValueError(f"tower map {map_grid} above {MAX_MAP_SIDE} per side")
+        map_grid = _map_grid(features)
         token_grid = _half(map_grid)
         coded = coded_positions(token_grid, kept, reach)
         with torch.inference_mode():
@@ -158,7 +156,7 @@ class SemanticLayerCoder:
     ) -> tuple[bytes, Tensor]:
         """:meth:`encode_latent` at :meth:`first_gain`'s gain; the accepted trial's walk is the file's
         (the same symbols, one walk fewer)."""
-        map_grid = tuple(features.shape[2:])
+        map_grid = _map_grid(features)
         gain, trial = self._first_accepted(features, gains, accept, map_grid)
         if trial is None:
             return self.encode_latent(features, gain, version=version)
@@ -170,8 +168,6 @@ class SemanticLayerCoder:
     ) -> tuple[int, tuple | None]:
         """The accepted gain and its trial ``(z symbols, walk, stream)``; the last gain and ``None``."""
         token_grid = _half(map_grid)
-        if max(map_grid) > MAX_MAP_SIDE:
-            raise ValueError(f"tower map {map_grid} above {MAX_MAP_SIDE} per side")
         with torch.inference_mode():
             unscaled = self.layer.g_a(self.layer.standardise(features))
             for gain in gains[:-1]:
@@ -271,6 +267,14 @@ class SemanticLayerCoder:
         z_shape = (1, self.layer.config.hyper_channels, *_half(token_grid))
         means_fixed, scales_fixed = hyper_fixed(self.tables, z_syms, z_shape)
         return means_fixed[:, :, :rows, :cols], scales_fixed[:, :, :rows, :cols].contiguous()
+
+
+def _map_grid(features: Tensor) -> tuple[int, int]:
+    """The (h, w) of a tower map a chunk can record (one byte a side), or a clear refusal."""
+    map_grid = tuple(features.shape[2:])
+    if max(map_grid) > MAX_MAP_SIDE:
+        raise ValueError(f"tower map {map_grid} above {MAX_MAP_SIDE} per side")
+    return map_grid
 
 
 def _half(grid: tuple[int, ...]) -> tuple[int, int]:

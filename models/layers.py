@@ -134,28 +134,16 @@ def start_as_identity(block: Block) -> Block:
     return block
 
 
-def zero_start_refiner(in_channels: int, hidden: int, out_channels: int) -> nn.Sequential:
-    """Three 3x3 convolutions with LeakyReLU whose last layer starts at zero: a context refinement
-    that a trained model gains as the identity. Convolutions and LeakyReLU only, so the codec can run
-    it in exact fixed-point integers (:class:`IntegerHyperSynthesis`)."""
+def zero_start_refiner(in_channels: int, hidden: int, out_channels: int, outer_kernel: int = 3) -> nn.Sequential:
+    """Three convolutions with LeakyReLU whose last layer starts at zero: a context refinement that a
+    trained model gains as the identity. Convolutions and LeakyReLU only, so the codec can run it in
+    exact fixed-point integers (:class:`IntegerHyperSynthesis`). The middle one is 3x3;
+    ``outer_kernel=1`` makes the first and last pointwise, about a ninth of the cost when the input
+    and output are wide (a pixel latent's means and scales)."""
     net = nn.Sequential(
-        conv(in_channels, hidden, 3, 1), nn.LeakyReLU(inplace=True),
+        conv(in_channels, hidden, outer_kernel, 1), nn.LeakyReLU(inplace=True),
         conv(hidden, hidden, 3, 1), nn.LeakyReLU(inplace=True),
-        conv(hidden, out_channels, 3, 1),
-    )  # fmt: skip
-    nn.init.zeros_(net[-1].weight)
-    nn.init.zeros_(net[-1].bias)
-    return net
-
-
-def zero_start_pointwise_refiner(in_channels: int, hidden: int, out_channels: int) -> nn.Sequential:
-    """A lighter :func:`zero_start_refiner` for wide inputs: 1x1, 3x3, 1x1 convolutions (the 3x3
-    only on the narrow hidden maps), last layer at zero. About a ninth of the three-3x3 net's cost
-    when the input and output are wide (a pixel latent's means and scales)."""
-    net = nn.Sequential(
-        conv(in_channels, hidden, 1, 1), nn.LeakyReLU(inplace=True),
-        conv(hidden, hidden, 3, 1), nn.LeakyReLU(inplace=True),
-        conv(hidden, out_channels, 1, 1),
+        conv(hidden, out_channels, outer_kernel, 1),
     )  # fmt: skip
     nn.init.zeros_(net[-1].weight)
     nn.init.zeros_(net[-1].bias)

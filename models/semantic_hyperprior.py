@@ -17,7 +17,7 @@ from semcodec.models.layers import (
     ParallelSum,
     WindowedTransformer,
     start_as_identity,
-    zero_start_pointwise_refiner,
+    zero_start_refiner,
     zero_started,
 )
 from semcodec.models.scheduled_latent import ScheduledLatent
@@ -136,7 +136,7 @@ class SemanticHyperprior(ScheduledLatent):
             else None
         )
         self.semantic_refiner = (
-            zero_start_pointwise_refiner(2 * m + cfg.semantic_channels, cfg.semantic_hidden, 2 * m)
+            zero_start_refiner(2 * m + cfg.semantic_channels, cfg.semantic_hidden, 2 * m, outer_kernel=1)
             if cfg.semantic_channels
             else None
         )

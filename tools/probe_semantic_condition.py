@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import random
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ from semcodec.codec.semantic_tokens import tower_geometry
 from semcodec.codec.tensors import image_tensor, pad_to_stride, tower_input
 from semcodec.models.layers import zero_start_refiner
 from semcodec.shared_data import DATA_ROOT
+from semcodec.training.semantic_condition import shrunk_photo
 
 BATCH = 32
 SEMANTIC_SCALE = 1 / 16
@@ -140,12 +140,7 @@ def photo_cache(
     rng = random.Random(seed)
     cache = []
     for i, path in enumerate(paths):
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            low = min(1.0, max(0.6, 256 / min(img.size)))
-            factor = math.exp(rng.uniform(math.log(low), 0.0))
-            size = (round(img.width * factor), round(img.height * factor))
-            pixels = np.asarray(img.resize(size, Image.Resampling.LANCZOS))
+        pixels = shrunk_photo(path, rng)
         x = pad_to_stride(image_tensor(pixels), 64)
         if min(x.shape[2:]) < 256:
             continue

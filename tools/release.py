@@ -97,8 +97,8 @@ def ship(
     default = default_quality if default_quality is not None else target.default_quality
     takes_default = qualities is None or default in levels
     served = target.serving_model(target.default_quality) if target.default_quality is not None else None
-    lost = sorted(set(target.model(served).get("token_heads", {}) if served else {}) - set(heads))
-    lost = lost if takes_default else []
+    served_heads = target.model(served).get("token_heads", {}) if served and takes_default else {}
+    lost = sorted(set(served_heads) - set(heads))
     if lost and not drop_heads:
         raise SystemExit(
             f"{model_id} has no head fitted to its weights for {', '.join(lost)}, which {served} serves: "
@@ -123,8 +123,8 @@ def ship(
             target.serve(model_id, table, default)
         target.save()  # refuses (one line) a registry the codec would not load
         _set_version(paths.version_file, version)
-        served = None if qualities is None else sorted(levels)
-        _add_changelog_entry(paths.changelog, version, model_id, source.sha256, notes, served)
+        listed = None if qualities is None else sorted(levels)  # None: "every quality"
+        _add_changelog_entry(paths.changelog, version, model_id, source.sha256, notes, listed)
         written_by = f"semcodec {version} (its release build: this checkout)"
         write_set(model_id, paths.conformance, paths.kodak, written_by, weights_dir=paths.weights)
     return version

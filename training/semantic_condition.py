@@ -49,6 +49,17 @@ def grown_with_refiner(base: SemanticHyperprior, semantic_channels: int, hidden:
     return model.eval()
 
 
+def shrunk_photo(path: Path, rng: random.Random) -> np.ndarray:
+    """The photo's RGB pixels shrunk by a random factor in [0.6, 1] (its short side kept at 256 px
+    where it can): the scales the pixel training sees, for latents cached once per photo."""
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        low = min(1.0, max(0.6, 256 / min(img.size)))
+        factor = math.exp(rng.uniform(math.log(low), 0.0))
+        size = (round(img.width * factor), round(img.height * factor))
+        return np.array(img.resize(size, Image.Resampling.LANCZOS))
+
+
 def photo_latents(
     paths: list[Path],
     model: SemanticHyperprior,
@@ -64,11 +75,7 @@ def photo_latents(
     rng = random.Random(seed)
     cache = []
     for i, path in enumerate(paths):
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            low = min(1.0, max(0.6, 256 / min(img.size)))
-            factor = math.exp(rng.uniform(math.log(low), 0.0))
-            pixels = np.array(img.resize((round(img.width * factor), round(img.height * factor)), Image.LANCZOS))
+        pixels = shrunk_photo(path, rng)
         x = pad_to_stride(image_tensor(pixels), model.downsampling)
         if min(x.shape[2:]) < WINDOW * model.latent_stride:
             continue
