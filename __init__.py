@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "3.4.0"
+__version__ = "4.0.0"
 """Semantic versioning: a release that ships a model bumps the minor version (CHANGELOG.md)."""
 
 _LAZY = {

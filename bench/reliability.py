@@ -28,14 +28,18 @@ def reseal(data: bytes | bytearray) -> bytes:
     data = bytearray(data)
     (body_len,) = struct.unpack_from("<H", data, 6)
     head_end = 8 + body_len
+    (version,) = struct.unpack_from("<H", data, 4)
     try:
-        _, table = bitstream.container._parse_body(memoryview(bytes(data))[8:head_end])
+        _, table = bitstream.container._parse_body(memoryview(bytes(data))[8:head_end], version)
     except (struct.error, UnicodeDecodeError, BitstreamError):
         table = []
-    offset, pos = head_end + 4, head_end - 12 * len(table)  # the chunk table ends the header
-    for i, (_tag, length, _crc) in enumerate(table):
-        struct.pack_into("<I", data, pos + 12 * i + 8, crc32(bytes(data[offset : offset + length])))
+    compact = version >= bitstream.COMPACT_FROM  # entries: code, varint length, CRC; else tag, u32, CRC
+    sizes = [1 + len(bitstream.container.varint(length)) + 4 if compact else 12 for _tag, length, _crc in table]
+    offset, pos = head_end + 4, head_end - sum(sizes)  # the chunk table ends the header
+    for (_tag, length, _crc), size in zip(table, sizes, strict=True):
+        struct.pack_into("<I", data, pos + size - 4, crc32(bytes(data[offset : offset + length])))
         offset += length
+        pos += size
     struct.pack_into("<I", data, head_end, crc32(bytes(data[:head_end])))
     return bytes(data)
 

@@ -1,4 +1,4 @@
-"""Binary layout of a semcodec file (format versions 1 to 3).
+"""Binary layout of a semcodec file (format versions 1 to 6).
 
 All integers little-endian::
 
@@ -16,11 +16,17 @@ All integers little-endian::
     ...     4     CRC32 of everything above (magic through chunk table)
     ...           chunk payloads, concatenated in table order
 
+From version 6 the header body is leaner, with every checksum kept: height and width are varints
+(unsigned LEB128, minimal), and each chunk's table entry is its tag's one-byte code
+(:data:`CHUNK_TAGS`), its length as a varint and its CRC32 u32 (7 bytes instead of 12 for a
+chunk under 16 KiB; 24 bytes less for a typical default file).
+
 Versions 1 to 3 share this layout and differ in how the codec models the latent: version 1
 rounded each std up to the model's scale table, version 2 codes with the exact fixed-point std,
 version 3 also leaves out the latent tokens wholly in the padding to the stride (their pixels are
-cropped away; the decoder fills them with the mean). This module writes version 3 and reads all
-three; :attr:`Header.version` tells the codec which.
+cropped away; the decoder fills them with the mean); 4 and 5 change chunks, not this layout
+(:mod:`~semcodec.bitstream.layout`). This module writes :data:`FORMAT_VERSION` and reads every
+version in :data:`READABLE_VERSIONS`; :attr:`Header.version` tells the codec which.
 
 The header is self-describing (tfc's habit): decoding needs no model flag. Anything that does not
 fit this layout raises a subclass of :class:`~semcodec.errors.BitstreamError`; nothing is
@@ -42,10 +48,10 @@ from semcodec.errors import (
 )
 
 MAGIC = b"SMCD"
-FORMAT_VERSION = 5
-"""The newest version this build writes (:func:`pack`'s default); the codec writes a file in the
-oldest version that holds it (:func:`~semcodec.bitstream.layout.file_version`)."""
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+FORMAT_VERSION = 6
+"""The version this build writes (:func:`pack`'s default), for every file since 4.0.0 (3.x wrote 4,
+and 5 for tiled files)."""
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 PADDING_UNCODED_FROM = 3
 """The first format version whose files do not code the latent tokens wholly in the padding."""
 SEMANTIC_GEOMETRY_FROM = 4
@@ -54,11 +60,17 @@ tokens the encoder kept (:class:`~semcodec.bitstream.layout.SemanticPayload`).""
 TILED_FROM = 5
 """The first format version that codes a large image's latent in independent tiles
 (:func:`~semcodec.bitstream.layout.latent_tiles`), so coders hold one tile's working set at a time."""
+COMPACT_FROM = 6
+"""The first format version with the lean header (varint sizes, one-byte chunk tags) and a semantic
+layer in one range-coded stream (:func:`~semcodec.bitstream.layout.pack_semantic`)."""
+CHUNK_TAGS = ("SEM ", "Z   ", "MASK", "TSPC", "YB  ", "YE  ")
+"""Format 6 on, a chunk's tag is written as its position here plus one; a new chunk kind is
+appended (a code is never reused)."""
 MAX_SIDE = 1 << 16
 """Largest height/width a header may declare; larger sizes are refused before any allocation."""
 
 KNOWN_FLAGS = 0
-"""Format versions 1 to 5 define no flag bits (layers and masks are chunks); any set bit is refused."""
+"""Format versions 1 to 6 define no flag bits (layers and masks are chunks); any set bit is refused."""
 WEIGHTS_HASH_BYTES = 8
 _PREFIX = struct.Struct("<4sHH")
 _FIXED = struct.Struct(f"<{WEIGHTS_HASH_BYTES}sIII")  # weights hash, height, width, symbols crc
@@ -129,10 +141,19 @@ def pack(header: Header) -> bytes:
         raise ValueError("quality, flags and chunk count must each fit one byte")
     body = bytearray(struct.pack("<BBB", header.quality, header.flags, len(model_id)))
     body += model_id
-    body += _FIXED.pack(header.weights_hash, header.height, header.width, header.symbols_crc)
+    if header.version >= COMPACT_FROM:
+        body += header.weights_hash + varint(header.height) + varint(header.width)
+        body += _CRC.pack(header.symbols_crc)
+    else:
+        body += _FIXED.pack(header.weights_hash, header.height, header.width, header.symbols_crc)
     body += struct.pack("<B", len(header.chunks))
     for c in header.chunks:
-        body += _CHUNK.pack(c.tag.encode("ascii"), len(c.payload), crc32(c.payload))
+        if header.version >= COMPACT_FROM:
+            if c.tag not in CHUNK_TAGS:
+                raise ValueError(f"format version {header.version} has no chunk {c.tag!r}")
+            body += bytes([CHUNK_TAGS.index(c.tag) + 1]) + varint(len(c.payload)) + _CRC.pack(crc32(c.payload))
+        else:
+            body += _CHUNK.pack(c.tag.encode("ascii"), len(c.payload), crc32(c.payload))
     head = _PREFIX.pack(MAGIC, header.version, len(body)) + bytes(body)
     return head + _CRC.pack(crc32(head)) + b"".join(c.payload for c in header.chunks)
 
@@ -168,7 +189,7 @@ def unpack(data: bytes, until: str | tuple[str, ...] | None = None) -> Header:
         raise CorruptBitstreamError("corrupt bitstream: header checksum mismatch")
     body = memoryview(data)[_PREFIX.size : head_end]
     try:
-        header, table = _parse_body(body)
+        header, table = _parse_body(body, version)
     except (struct.error, UnicodeDecodeError) as exc:  # CRC matched but fields do not fit: malformed
         raise CorruptBitstreamError(f"corrupt bitstream: malformed header ({exc})") from None
     offset = head_end + _CRC.size
@@ -201,11 +222,11 @@ def read_prefix(stream: BinaryIO, until: str | tuple[str, ...]) -> bytes:
     """
     data = stream.read(_PREFIX.size)
     if len(data) == _PREFIX.size:
-        magic, _, body_len = _PREFIX.unpack(data)
+        magic, version, body_len = _PREFIX.unpack(data)
         if magic == MAGIC:
             data += stream.read(body_len + _CRC.size)
             try:
-                _, table = _parse_body(memoryview(data)[_PREFIX.size : _PREFIX.size + body_len])
+                _, table = _parse_body(memoryview(data)[_PREFIX.size : _PREFIX.size + body_len], version)
             except (struct.error, UnicodeDecodeError, BitstreamError):
                 table = []
             stop = _stop_index(table, until)
@@ -224,15 +245,52 @@ def _stop_index(table: list[tuple[str, int, int]], until: str | tuple[str, ...])
     return None
 
 
-def _parse_body(body: memoryview) -> tuple[dict, list[tuple[str, int, int]]]:
+def varint(value: int) -> bytes:
+    """``value`` (0 .. 2^32 - 1) as an unsigned LEB128 varint, minimal: 7 bits a byte, low first."""
+    if not 0 <= value < 1 << 32:
+        raise ValueError(f"varint {value} outside 0..2^32-1")
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
+    """The varint at ``pos`` and the position after it; ``struct.error`` when it is cut short, longer
+    than 5 bytes or not minimal (every value has one encoding, so a file packs back to its bytes)."""
+    value = 0
+    for i in range(5):
+        if pos + i >= len(data):
+            raise struct.error("varint runs past the header")
+        byte = data[pos + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            if byte == 0 and i > 0:
+                raise struct.error("varint is not minimal")
+            if value >= 1 << 32:
+                raise struct.error("varint above 2^32-1")
+            return value, pos + i + 1
+    raise struct.error("varint longer than 5 bytes")
+
+
+def _parse_body(body: memoryview, version: int) -> tuple[dict, list[tuple[str, int, int]]]:
     quality, flags, id_len = struct.unpack_from("<BBB", body, 0)
     pos = 3
     if pos + id_len > len(body):
         raise struct.error("model id runs past the header")
     model_id = bytes(body[pos : pos + id_len]).decode("utf-8")
     pos += id_len
-    weights_hash, height, width, symbols_crc = _FIXED.unpack_from(body, pos)
-    pos += _FIXED.size
+    if version >= COMPACT_FROM:
+        weights_hash = bytes(body[pos : pos + WEIGHTS_HASH_BYTES])
+        height, pos = read_varint(body, pos + WEIGHTS_HASH_BYTES)
+        width, pos = read_varint(body, pos)
+        (symbols_crc,) = _CRC.unpack_from(body, pos)
+        pos += _CRC.size
+    else:
+        weights_hash, height, width, symbols_crc = _FIXED.unpack_from(body, pos)
+        pos += _FIXED.size
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
         raise CorruptBitstreamError(f"corrupt bitstream: image size {width}x{height} outside 1..{MAX_SIDE}")
     if flags & ~KNOWN_FLAGS:
@@ -241,6 +299,15 @@ def _parse_body(body: memoryview) -> tuple[dict, list[tuple[str, int, int]]]:
     pos += 1
     table = []
     for _ in range(n_chunks):
+        if version >= COMPACT_FROM:
+            (code,) = struct.unpack_from("<B", body, pos)
+            if not 1 <= code <= len(CHUNK_TAGS):
+                raise CorruptBitstreamError(f"corrupt bitstream: unknown chunk code {code}")
+            length, pos = read_varint(body, pos + 1)
+            (crc,) = _CRC.unpack_from(body, pos)
+            pos += _CRC.size
+            table.append((CHUNK_TAGS[code - 1], length, crc))
+            continue
         tag, length, crc = _CHUNK.unpack_from(body, pos)
         pos += _CHUNK.size
         table.append((tag.decode("ascii"), length, crc))

@@ -1,4 +1,4 @@
-"""The chunks of a semcodec file (format versions 1 to 5) and the base layer's prefix.
+"""The chunks of a semcodec file (format versions 1 to 6) and the base layer's prefix.
 
 A file is ``header | Z | [MASK] | [TSPC] | YB | YE``: the side information, the kept-token mask of a
 pruned file, the token space the encoder chose (absent: the codec's latent space), the base layer
@@ -11,8 +11,8 @@ what it does not, so it reads only a prefix of the file (:data:`TOKENS_PREFIX`).
 From format 5 an image whose latent grid is larger than :data:`LATENT_TILE` on a side is coded in
 tiles of that many latent positions (2048 pixels), each with its own z and y streams, as if it were
 an image of its own; ``Z``, ``YB`` and ``YE`` then hold one stream per tile, in row-major tile
-order, each after its length (:func:`pack_streams`). A one-tile file is a format 4 file
-(:func:`file_version`).
+order, each after its length (:func:`pack_streams`). Format 6 (the lean header) is written for every
+file; 4 and 5 are read.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from semcodec.bitstream.container import SEMANTIC_GEOMETRY_FROM, TILED_FROM, Header
+from semcodec.bitstream.container import COMPACT_FROM, SEMANTIC_GEOMETRY_FROM, TILED_FROM, Header
 from semcodec.errors import BitstreamError
 
 Z_CHUNK = "Z   "
@@ -58,12 +58,6 @@ def latent_tiles(rows: int, cols: int, version: int) -> list[tuple[int, int, int
         for top in range(0, rows, LATENT_TILE)
         for left in range(0, cols, LATENT_TILE)
     ]
-
-
-def file_version(tiles: int) -> int:
-    """The format version a file of ``tiles`` latent tiles is written in: 5 only when it needs tiles,
-    so every other file stays as 2.0.0 wrote it (format 4), readable by every 2.x release."""
-    return TILED_FROM if tiles > 1 else TILED_FROM - 1
 
 
 def pack_streams(streams: list[bytes]) -> bytes:
@@ -127,7 +121,10 @@ def token_space_of(header: Header) -> str | None:
 
 
 _SEMANTIC_FIXED = struct.Struct("<8sBII")
-"""After the semantic layer's id: its weights hash, gain index, symbols CRC32 and the z stream's length."""
+"""Up to format 5, after the semantic layer's id: its weights hash, gain index, symbols CRC32 and the
+z stream's length."""
+_SEMANTIC_FIXED_JOINT = struct.Struct("<8sBI")
+"""Format 6 on, after the id: the weights hash, gain index and symbols CRC32 (z and y share one stream)."""
 _SEMANTIC_GEOMETRY = struct.Struct("<BBBB")
 """Format 4 on, after those: the tower map's grid (rows, columns), the reach and whether a kept-token
 bitmap follows (1) or every token is kept (0)."""
@@ -154,17 +151,30 @@ class SemanticPayload:
     map_grid: tuple[int, int] = SQUARE_MAP_GRID
     kept: tuple[int, ...] | None = None
     reach: int = 0
+    joint: bool = False
+    """Format 6 on: one range-coded stream, ``y``, whose first symbols are z's (``z`` is empty): one
+    coder's flush and the z length fewer."""
 
     @property
     def token_grid(self) -> tuple[int, int]:
         return -(-self.map_grid[0] // 2), -(-self.map_grid[1] // 2)
 
 
+def semantic_joint(version: int) -> bool:
+    """Whether a semantic chunk of this format version codes z and y in one stream."""
+    return version >= COMPACT_FROM
+
+
 def pack_semantic(p: SemanticPayload, version: int) -> bytes:
     name = p.layer_id.encode("utf-8")
     if len(name) > 255 or len(p.weights_hash) != 8:
         raise ValueError("semantic layer id must fit 255 bytes and its hash 8")
-    fixed = bytes([len(name)]) + name + _SEMANTIC_FIXED.pack(p.weights_hash, p.gain_index, p.crc, len(p.z))
+    if p.joint != semantic_joint(version) or (p.joint and p.z):
+        raise ValueError(f"format version {version} codes z and y {'in one' if semantic_joint(version) else 'apart'}")
+    if p.joint:
+        fixed = bytes([len(name)]) + name + _SEMANTIC_FIXED_JOINT.pack(p.weights_hash, p.gain_index, p.crc)
+    else:
+        fixed = bytes([len(name)]) + name + _SEMANTIC_FIXED.pack(p.weights_hash, p.gain_index, p.crc, len(p.z))
     if version < SEMANTIC_GEOMETRY_FROM:
         if p.map_grid != SQUARE_MAP_GRID or p.kept is not None:
             raise ValueError(f"format version {version} has only square, unpruned semantic layers")
@@ -182,8 +192,13 @@ def unpack_semantic(payload: bytes, version: int) -> SemanticPayload:
     try:
         end = 1 + payload[0]
         name = payload[1:end].decode("utf-8")
-        weights_hash, gain, crc, z_len = _SEMANTIC_FIXED.unpack_from(payload, end)
-        start = end + _SEMANTIC_FIXED.size
+        joint = semantic_joint(version)
+        if joint:
+            weights_hash, gain, crc = _SEMANTIC_FIXED_JOINT.unpack_from(payload, end)
+            start, z_len = end + _SEMANTIC_FIXED_JOINT.size, 0
+        else:
+            weights_hash, gain, crc, z_len = _SEMANTIC_FIXED.unpack_from(payload, end)
+            start = end + _SEMANTIC_FIXED.size
         map_grid, kept, reach = SQUARE_MAP_GRID, None, 0
         if version >= SEMANTIC_GEOMETRY_FROM:
             rows, cols, reach, pruned = _SEMANTIC_GEOMETRY.unpack_from(payload, start)
@@ -203,7 +218,7 @@ def unpack_semantic(payload: bytes, version: int) -> SemanticPayload:
     if start + z_len > len(payload):
         raise BitstreamError("corrupt bitstream: semantic layer chunk is too short")
     z, y = payload[start : start + z_len], payload[start + z_len :]
-    return SemanticPayload(name, weights_hash, gain, crc, z, y, map_grid, kept, reach)
+    return SemanticPayload(name, weights_hash, gain, crc, z, y, map_grid, kept, reach, joint)
 
 
 def _pack_bitmap(indices: tuple[int, ...], count: int) -> bytes:

@@ -178,7 +178,7 @@ class Codec(SemanticLayerStages):
                     model, tables, image.pixels, level.gain_index, timer, bar
                 )
             symbols = Symbols(z, y_symbols)
-            data = pack_file(entry, quality, size, symbols, z_coded, None, space, base, enhancement, semantic, tiles)
+            data = pack_file(entry, quality, size, symbols, z_coded, None, space, base, enhancement, semantic)
             return EncodeResult(data, symbols, *size, notes, timer.seconds, 0)
         x, y = self._analyse(model, level, image, timer)
         content = content_tokens(tuple(y.shape[2:]), size, model.latent_stride)

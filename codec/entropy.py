@@ -41,11 +41,16 @@ def _words(data: bytes) -> np.ndarray:
 
 
 class GaussianEncoder:
-    """Zero-mean quantized-Gaussian symbols into one range-coded stream, in several calls (slices)."""
+    """Zero-mean quantized-Gaussian symbols into one range-coded stream, in several calls (slices);
+    factorized symbols may open the same stream (:meth:`encode_factorized`: a semantic layer's z)."""
 
     def __init__(self) -> None:
         self._model = constriction.stream.model.QuantizedGaussian(-SYMBOL_BOUND, SYMBOL_BOUND)
         self._encoder = constriction.stream.queue.RangeEncoder()
+
+    def encode_factorized(self, symbols: np.ndarray, pmfs: list[np.ndarray]) -> None:
+        """Symbols against frozen per-channel tables, as :func:`encode_factorized` codes them."""
+        _encode_categorical(self._encoder, symbols, pmfs)
 
     def encode(self, symbols: np.ndarray, stds: np.ndarray) -> None:
         """One std (bit-identical at the decoder) per symbol."""
@@ -67,6 +72,10 @@ class GaussianDecoder:
             self._decoder = constriction.stream.queue.RangeDecoder(_words(data))
         except (AssertionError, ValueError, RuntimeError) as exc:
             raise CorruptBitstreamError(f"corrupt bitstream: latent stream does not decode ({exc})") from None
+
+    def decode_factorized(self, pmfs: list[np.ndarray], positions: int) -> np.ndarray:
+        """What :meth:`GaussianEncoder.encode_factorized` coded: (channels, positions)."""
+        return _decode_categorical(self._decoder, pmfs, positions)
 
     def decode(self, stds: np.ndarray) -> np.ndarray:
         stds = np.ascontiguousarray(stds, dtype=np.float64).reshape(-1)
@@ -103,15 +112,30 @@ def pmfs_from_cdfs(quantized_cdf: np.ndarray, cdf_length: np.ndarray) -> list[np
 def encode_factorized(symbols: np.ndarray, pmfs: list[np.ndarray]) -> bytes:
     """Code ``symbols`` (channels x positions, already offset to start at 0), channel by channel."""
     encoder = constriction.stream.queue.RangeEncoder()
-    for channel, pmf in zip(symbols, pmfs, strict=True):
-        model = constriction.stream.model.Categorical(pmf, perfect=False)
-        encoder.encode(np.ascontiguousarray(channel, dtype=np.int32), model)
+    _encode_categorical(encoder, symbols, pmfs)
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
 def decode_factorized(data: bytes, pmfs: list[np.ndarray], positions: int) -> np.ndarray:
     try:
         decoder = constriction.stream.queue.RangeDecoder(_words(data))
+    except (AssertionError, ValueError, RuntimeError) as exc:
+        raise CorruptBitstreamError(f"corrupt bitstream: side-information stream does not decode ({exc})") from None
+    return _decode_categorical(decoder, pmfs, positions)
+
+
+def _encode_categorical(
+    encoder: constriction.stream.queue.RangeEncoder, symbols: np.ndarray, pmfs: list[np.ndarray]
+) -> None:
+    for channel, pmf in zip(symbols, pmfs, strict=True):
+        model = constriction.stream.model.Categorical(pmf, perfect=False)
+        encoder.encode(np.ascontiguousarray(channel, dtype=np.int32), model)
+
+
+def _decode_categorical(
+    decoder: constriction.stream.queue.RangeDecoder, pmfs: list[np.ndarray], positions: int
+) -> np.ndarray:
+    try:
         rows = [decoder.decode(constriction.stream.model.Categorical(pmf, perfect=False), positions) for pmf in pmfs]
     except (AssertionError, ValueError, RuntimeError) as exc:
         raise CorruptBitstreamError(f"corrupt bitstream: side-information stream does not decode ({exc})") from None

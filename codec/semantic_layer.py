@@ -113,7 +113,7 @@ class SemanticLayerCoder:
             means, stds = entropy_parameters(self.tables, *hyper)
             scales = (hyper[1] / self.tables.one).float()  # what the context nets read: unbounded
             y = self._fit(fit, y, means, scales, stds, coded, kept, gain_index, map_grid)
-        walk, stream = self._walk(y, hyper, coded)
+        walk, stream = self._walk(y, hyper, coded, z_syms if bitstream.semantic_joint(version) else None)
         return self._packed(gain_index, z_syms, walk, stream, map_grid, kept, reach, version), walk.y_hat
 
     def _packed(
@@ -127,16 +127,18 @@ class SemanticLayerCoder:
         reach: int,
         version: int,
     ) -> bytes:
+        joint = bitstream.semantic_joint(version)
         payload = bitstream.SemanticPayload(
             self.layer_id,
             self.weights_hash,
             gain_index,
             entropy.symbols_crc32(z_syms, walk.symbols),
-            entropy.encode_factorized(z_syms, self.tables.pmfs),
+            b"" if joint else entropy.encode_factorized(z_syms, self.tables.pmfs),
             stream.data(),
             map_grid,
             kept,
             reach if kept is not None else 0,
+            joint,
         )
         return bitstream.pack_semantic(payload, version)
 
@@ -145,7 +147,7 @@ class SemanticLayerCoder:
     ) -> int:
         """The first of ``gains`` whose rebuilt map (exactly the decoder's, cropped to ``map_grid``)
         ``accept`` takes; the last gain when none is taken. ``g_a`` runs once: gains scale its output."""
-        return self._first_accepted(features, gains, accept, map_grid)[0]
+        return self._first_accepted(features, gains, accept, map_grid, False)[0]
 
     def encode_first_accepted(
         self,
@@ -157,23 +159,29 @@ class SemanticLayerCoder:
         """:meth:`encode_latent` at :meth:`first_gain`'s gain; the accepted trial's walk is the file's
         (the same symbols, one walk fewer)."""
         map_grid = _map_grid(features)
-        gain, trial = self._first_accepted(features, gains, accept, map_grid)
+        gain, trial = self._first_accepted(features, gains, accept, map_grid, bitstream.semantic_joint(version))
         if trial is None:
             return self.encode_latent(features, gain, version=version)
         z_syms, walk, stream = trial
         return self._packed(gain, z_syms, walk, stream, map_grid, None, 0, version), walk.y_hat
 
     def _first_accepted(
-        self, features: Tensor, gains: tuple[int, ...], accept: Callable[[Tensor], bool], map_grid: tuple[int, int]
+        self,
+        features: Tensor,
+        gains: tuple[int, ...],
+        accept: Callable[[Tensor], bool],
+        map_grid: tuple[int, int],
+        joint: bool,
     ) -> tuple[int, tuple | None]:
-        """The accepted gain and its trial ``(z symbols, walk, stream)``; the last gain and ``None``."""
+        """The accepted gain and its trial ``(z symbols, walk, stream)`` (``joint``: z opens the
+        stream, format 6 on); the last gain and ``None``."""
         token_grid = _half(map_grid)
         with torch.inference_mode():
             unscaled = self.layer.g_a(self.layer.standardise(features))
             for gain in gains[:-1]:
                 y = unscaled * self.layer.quality_gain(gain)
                 z_syms = z_symbols(self.layer.h_a(y), self.tables)
-                walk, stream = self._walk(y, self.hyper(z_syms, token_grid), None)
+                walk, stream = self._walk(y, self.hyper(z_syms, token_grid), None, z_syms if joint else None)
                 if accept(self.rebuilt_map(walk.y_hat, gain, map_grid)):
                     return gain, (z_syms, walk, stream)
         return gains[-1], None
@@ -190,9 +198,12 @@ class SemanticLayerCoder:
             raise BitstreamError(f"corrupt bitstream: semantic layer gain index {payload.gain_index}")
         token_grid = payload.token_grid
         z_grid = _half(token_grid)
-        z_syms = entropy.decode_factorized(payload.z, self.tables.pmfs, z_grid[0] * z_grid[1])
-        coded = coded_positions(token_grid, payload.kept, payload.reach)
         stream = entropy.GaussianDecoder(payload.y)
+        if payload.joint:
+            z_syms = stream.decode_factorized(self.tables.pmfs, z_grid[0] * z_grid[1])
+        else:
+            z_syms = entropy.decode_factorized(payload.z, self.tables.pmfs, z_grid[0] * z_grid[1])
+        coded = coded_positions(token_grid, payload.kept, payload.reach)
         walk = LatentWalk(self.tables, *self.hyper(z_syms, token_grid), Timer())
         with torch.inference_mode():
             for part in walk.parts():
@@ -210,11 +221,14 @@ class SemanticLayerCoder:
         return self.layer.synthesis(y_hat, gain_index, map_grid)
 
     def _walk(
-        self, y: Tensor, hyper: tuple[Tensor, Tensor], coded: np.ndarray | None
+        self, y: Tensor, hyper: tuple[Tensor, Tensor], coded: np.ndarray | None, z_syms: np.ndarray | None = None
     ) -> tuple[LatentWalk, entropy.GaussianEncoder]:
         """``y`` coded along the schedule from the hyperprior's fixed-point ``(means, scales)``
-        (:meth:`hyper`): the walk (symbols, the decoder's ``y_hat``) and its stream."""
+        (:meth:`hyper`): the walk (symbols, the decoder's ``y_hat``) and its stream, which ``z_syms``
+        open when given (one stream for the chunk, format 6 on)."""
         stream = entropy.GaussianEncoder()
+        if z_syms is not None:
+            stream.encode_factorized(z_syms, self.tables.pmfs)
         walk = LatentWalk(self.tables, *hyper, Timer())
         with torch.inference_mode():
             for part in walk.parts():

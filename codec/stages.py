@@ -175,10 +175,9 @@ def pack_file(
     base: bytes,
     enhancement: bytes,
     semantic: bytes | None = None,
-    tiles: int = 1,
 ) -> bytes:
-    """The container: header, then the chunks in :mod:`semcodec.bitstream.layout`'s order, in the
-    format version a file of ``tiles`` latent tiles needs."""
+    """The container: header, then the chunks in :mod:`semcodec.bitstream.layout`'s order, in this
+    build's format version (a tiled file's ``Z``, ``YB`` and ``YE`` already hold one stream a tile)."""
     first, optional = [], []
     if mask is not None:
         optional.append(bitstream.Chunk(bitstream.MASK_CHUNK, entropy.encode_mask(mask)))
@@ -188,7 +187,7 @@ def pack_file(
     elif space != entry.token_space:  # the latent space is recorded by omission
         optional.append(bitstream.Chunk(bitstream.TOKEN_SPACE_CHUNK, space.encode()))
     header = bitstream.Header(
-        version=bitstream.file_version(tiles),
+        version=bitstream.FORMAT_VERSION,
         model_id=entry.name,
         weights_hash=entry.short_hash,
         quality=quality,

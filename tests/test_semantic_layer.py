@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -382,7 +383,8 @@ def test_an_encoder_pruned_layer_codes_only_the_kept_tokens(semantic_weights, ko
     assert tuple(out.tokens.shape) == (6, 1280) and out.metadata["kept_tokens"] == "6"
     assert out.positions is not None and len(set(out.positions.tolist())) == 6 and int(out.positions.max()) < 63
     assert int(out.metadata["bitstream_bytes_read"]) < int(all_tokens.metadata["bitstream_bytes_read"])
-    chunk = bitstream.unpack_semantic(bitstream.unpack(pruned).chunk(bitstream.SEMANTIC_CHUNK), 4)
+    header = bitstream.unpack(pruned)
+    chunk = bitstream.unpack_semantic(header.chunk(bitstream.SEMANTIC_CHUNK), header.version)
     assert chunk.kept == tuple(out.positions.tolist()) and chunk.token_grid == (7, 9)
     # the pixel layers stay whole: the same pixels as the unpruned file's
     assert np.array_equal(codec.decode(pruned), codec.decode(whole))
@@ -442,6 +444,32 @@ def test_format_3_semantic_chunks_parse_as_they_were_written():
     damaged[len(damaged) - 6] = 0xFF  # the kept-token bitmap's last byte (before z, y): tokens past the grid
     with pytest.raises(BitstreamError, match="malformed"):
         bitstream.unpack_semantic(bytes(damaged), 4)
+
+
+def test_format_6_semantic_chunks_hold_one_stream_and_no_z_length():
+    """Format 6 codes z and y in one range-coded stream: the chunk loses z's length (4 bytes); a
+    payload coded the other way is refused rather than written in the wrong layout."""
+    apart = bitstream.SemanticPayload("sl", b"\1" * 8, 2, 7, b"zz", b"yyy", (14, 21), (0, 9, 76), 1)
+    joint = dataclasses.replace(apart, z=b"", y=b"zzyyy", joint=True)
+    lean = bitstream.pack_semantic(joint, 6)
+    assert len(lean) == len(bitstream.pack_semantic(apart, 5)) - 4
+    assert bitstream.unpack_semantic(lean, 6) == joint
+    for payload, version in ((apart, 6), (joint, 5)):
+        with pytest.raises(ValueError, match=f"format version {version} codes z and y"):
+            bitstream.pack_semantic(payload, version)
+
+
+def test_a_format_6_layer_decodes_from_its_one_stream_and_a_format_5_one_still_does():
+    layer = _tiny_layer()
+    layer.update(force=True)
+    coder = SemanticLayerCoder(layer, "sl-tiny", b"\0" * 8)
+    features = torch.randn(1, 80, 14, 14) * 20
+    maps = {}
+    for version in (5, 6):
+        payload = bitstream.unpack_semantic(coder.encode(features, 1, version=version), version)
+        assert payload.joint == (version == 6) and (payload.z == b"") == (version == 6)
+        maps[version] = coder.decode(payload)
+    assert torch.equal(maps[5], maps[6])  # the same symbols, coded in one stream or two
 
 
 def test_the_accepted_trial_is_the_file_coded_at_that_gain():

@@ -261,7 +261,8 @@ def format_cases(qualities: list[int], version: int) -> list[Case]:
     """The streams a new format version adds to an earlier release's set: both padded sources at the
     middle quality, and the pruned file (padding and pruning masks together). From version 4 default
     files carry the semantic layer, so the pixel-only files (plain and pruned) are added beside them;
-    version 5 (tiled files only) adds a strip wider than one latent tile, as a default and a pixel-only file."""
+    version 5 (tiled files only) adds a strip wider than one latent tile, as a default and a pixel-only
+    file; version 6 (the lean header, every file) adds all of them."""
     middle = qualities[len(qualities) // 2]
     plain = [Case(f"format-v{version}-{s.name}-q{middle}", s, ("-q", str(middle))) for s in SOURCES]
     source, args = SOURCES[0], ("-q", str(middle))
@@ -275,11 +276,14 @@ def format_cases(qualities: list[int], version: int) -> list[Case]:
     ]
     if version < 5:
         return [*plain, pruned, *pixel_only]
-    strip = TILED_SOURCE  # version 5 is written for tiled files only: the others stay version 4
-    return [
+    strip = TILED_SOURCE
+    tiled = [
         Case(f"format-v{version}-{strip.name}-q{middle}", strip, args),
         Case(f"format-v{version}-{strip.name}-q{middle}-pixels", strip, (*args, *pixels)),
     ]
+    if version < 6:  # version 5 is written for tiled files only: the others stay version 4
+        return tiled
+    return [*plain, pruned, *pixel_only, *tiled]
 
 
 def add_format_streams(model_id: str, out: Path, kodak: Path, written_by: str) -> Path:
