@@ -123,3 +123,13 @@ class CodecAssets:
                 self._towers[key] = load_tower(space, tower_file)
         check_tower_hash(self._towers[key], sha256)
         return self._towers[key]
+
+    def encoding_tower(self, space: str, sha256: str | None = None) -> VisionTower:
+        """:meth:`tower`'s :meth:`~semcodec.models.towers.VisionTower.for_encoding` copy, made once:
+        what the encoder's semantic stage judges with (the decoder keeps :meth:`tower`)."""
+        tower = self.tower(space, sha256=sha256)
+        key = (space, "encoding")
+        if key not in self._towers:
+            with _ordinary_tensors():
+                self._towers[key] = tower.for_encoding()
+        return self._towers[key]

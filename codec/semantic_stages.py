@@ -33,7 +33,7 @@ class SemanticLayerStages(CodecAssets):
         gains = layer.encoder_gains_for(quality)
         if not gains:
             raise WeightsError(f"semantic layer {layer.name} has no gain for quality {quality}")
-        tower = self.tower(space, sha256=layer.tower_sha256)
+        tower = self.encoding_tower(space, sha256=layer.tower_sha256)
         tower.set_split(layer.split_block)
         shape = tower_geometry(image.height, image.width, tower.input_size, 2 * tower.split_stride)
         kept, fit, gain = None, None, gains[-1]

@@ -8,11 +8,13 @@ same tokens from open_clip, timm or EfficientNet-Lite0 modules; loading files is
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 TOWER_CONFIGS = Path(__file__).resolve().parent / "tower_configs"
 OPENAI_MEAN, OPENAI_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -74,6 +76,12 @@ class VisionTower(nn.Module):
     def classifier(self) -> nn.Linear | None:
         """The tower's own linear classifier on the mean token, if it has one."""
         return None
+
+    def for_encoding(self) -> VisionTower:
+        """A tower for an encoder's own judgements (the map it codes, whether a rebuilt map keeps the
+        answer): the same function, made faster where its floats may move in the last bits. A decoder
+        keeps this tower, whose tokens the conformance sets pin bit for bit. Here: this tower."""
+        return self
 
 
 class _PenultimateBlockTokens(VisionTower):
@@ -194,18 +202,41 @@ class EfficientNetLiteTower(VisionTower):
             x = self.model._blocks[idx](x, drop_connect_rate=rate * idx / total)
         return x
 
+    channels_last = False
+    """Whether maps run in channels-last memory (:meth:`for_encoding`'s copy: oneDNN's faster path)."""
+
     def features(self, prepared: Tensor) -> Tensor:
         m = self.model
+        if self.channels_last:
+            prepared = prepared.contiguous(memory_format=torch.channels_last)
         x = m._swish(m._bn0(m._conv_stem(prepared)))
-        return self._run_blocks(x, range(self.split_block + 1))
+        return self._run_blocks(x, range(self.split_block + 1)).contiguous()
 
     def tail(self, features: Tensor) -> Tensor:
         m = self.model
+        if self.channels_last:
+            features = features.contiguous(memory_format=torch.channels_last)
         x = self._run_blocks(features, range(self.split_block + 1, len(m._blocks)))
         return contiguous_grad(m._swish(m._bn1(m._conv_head(x)))).flatten(2).transpose(1, 2)
 
     def tokens(self, prepared: Tensor) -> Tensor:
         return self.tail(self.features(prepared))
+
+    def for_encoding(self) -> EfficientNetLiteTower:
+        """A copy with every batch norm folded into its convolution and channels-last maps: the same
+        function to about 1e-6 relative, a third faster on one CPU thread (2026-12-07, AMD EPYC: map of
+        a Kodak photo 41.6 -> 28.0 ms, tail 17.0 -> 13.4 ms)."""
+        fast = copy.deepcopy(self).eval()
+        m = fast.model
+        pairs = [(m, "_conv_stem", "_bn0"), (m, "_conv_head", "_bn1")]
+        for block in m._blocks:
+            convs = (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))
+            pairs += [(block, conv, bn) for conv, bn in convs if hasattr(block, conv)]
+        for module, conv, bn in pairs:
+            setattr(module, conv, fuse_conv_bn_eval(getattr(module, conv), getattr(module, bn)))
+            setattr(module, bn, nn.Identity())
+        fast.channels_last = True
+        return fast
 
     @property
     def classifier(self) -> nn.Linear:

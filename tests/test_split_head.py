@@ -51,6 +51,27 @@ def test_split_is_exact(tower):
     assert torch.equal(tower.tail(features), whole)
 
 
+def test_the_encoders_tower_is_the_same_function_and_leaves_the_decoders_alone(tower):
+    """``for_encoding``: batch norms folded, channels-last maps; the same map and tokens to float
+    rounding, the same answer; the tower a decoder uses keeps its own layers (conformance pins its
+    tokens bit for bit)."""
+    fast = tower.for_encoding()
+    assert fast is not tower and fast.channels_last and not tower.channels_last
+    assert isinstance(tower.model._bn0, torch.nn.BatchNorm2d) and isinstance(fast.model._bn0, torch.nn.Identity)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    images = torch.rand(2, 3, 224, 320, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        features, fast_features = (
+            tower.features(tower.prepare(images, (224, 320))),
+            fast.features(fast.prepare(images, (224, 320))),
+        )
+        assert fast_features.is_contiguous()
+        torch.testing.assert_close(fast_features, features, rtol=1e-4, atol=1e-4 * features.abs().max().item())
+        tokens, fast_tokens = tower.tail(features), fast.tail(features)
+        torch.testing.assert_close(fast_tokens, tokens, rtol=1e-4, atol=1e-4 * tokens.abs().max().item())
+        assert torch.equal(tower.classify(tokens).argmax(-1), fast.classify(fast_tokens).argmax(-1))
+
+
 def test_tail_gradient_matches_finite_differences():
     """Heads are distilled (and latents refined) through the tail's gradient: it must be the true
     one. (torch 2.14.1's eval batch norm got it wrong for channels-last-strided gradients.)"""
