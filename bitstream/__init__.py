@@ -6,6 +6,7 @@ No torch here: anyone can parse, inspect or validate a semcodec file with the st
 from semcodec.bitstream.container import (
     CHUNK_TAGS,
     COMPACT_FROM,
+    FIRST_WRITTEN_BY,
     FORMAT_VERSION,
     MAGIC,
     MAX_SIDE,
@@ -71,6 +72,7 @@ __all__ = [
     "unpack_streams",
     "CHUNK_TAGS",
     "COMPACT_FROM",
+    "FIRST_WRITTEN_BY",
     "FORMAT_VERSION",
     "MAGIC",
     "MAX_SIDE",

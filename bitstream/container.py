@@ -52,6 +52,8 @@ FORMAT_VERSION = 6
 """The version this build writes (:func:`pack`'s default), for every file since 4.0.0 (3.x wrote 4,
 and 5 for tiled files)."""
 READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
+FIRST_WRITTEN_BY = {1: "0.1.0", 2: "0.2.0", 3: "1.0.0", 4: "2.0.0", 5: "3.0.0", 6: "4.0.0"}
+"""The first semcodec release that wrote each format version: a reader older than that refuses it."""
 PADDING_UNCODED_FROM = 3
 """The first format version whose files do not code the latent tokens wholly in the padding."""
 SEMANTIC_GEOMETRY_FROM = 4

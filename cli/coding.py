@@ -190,9 +190,10 @@ def info(ctx: click.Context, input_path: str) -> None:
     data = _read_input(input_path)
     header = bitstream.unpack(data)
     pixels = header.height * header.width
+    first_reader = bitstream.FIRST_WRITTEN_BY[header.version]
     lines = [
         f"file:        {input_path} ({len(data)} bytes)",
-        f"format:      semcodec v{header.version}",
+        f"format:      semcodec v{header.version} (read by semcodec {first_reader} and later)",
         f"model:       {header.model_id} (weights {header.weights_hash.hex()})",
         f"release:     {_model_release(header.model_id, header.weights_hash, ctx.obj.get('weights'))}",
         f"quality:     {header.quality}",

@@ -172,6 +172,10 @@ def test_files_name_what_cannot_decode_them(tmp_path):
     assert info.exit_code == 0 and "release:     not installed" in info.output
     info = runner.invoke(main, ["info", str(CONFORMANCE / "vit-hp-192" / "kodim23-128x96-q2.smc")])
     assert "release:     semcodec 0.2.0 (installed)" in info.output
+    assert "format:      semcodec v2 (read by semcodec 0.2.0 and later)" in info.output
+    from semcodec import bitstream
+
+    assert set(bitstream.FIRST_WRITTEN_BY) == set(bitstream.READABLE_VERSIONS)
 
 
 def test_a_retired_model_names_the_releases_that_have_it(tmp_path):
