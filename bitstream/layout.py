@@ -172,9 +172,10 @@ def pack_semantic(p: SemanticPayload, version: int) -> bytes:
     if p.joint != semantic_joint(version) or (p.joint and p.z):
         raise ValueError(f"format version {version} codes z and y {'in one' if semantic_joint(version) else 'apart'}")
     if p.joint:
-        fixed = bytes([len(name)]) + name + _SEMANTIC_FIXED_JOINT.pack(p.weights_hash, p.gain_index, p.crc)
+        fields = _SEMANTIC_FIXED_JOINT.pack(p.weights_hash, p.gain_index, p.crc)
     else:
-        fixed = bytes([len(name)]) + name + _SEMANTIC_FIXED.pack(p.weights_hash, p.gain_index, p.crc, len(p.z))
+        fields = _SEMANTIC_FIXED.pack(p.weights_hash, p.gain_index, p.crc, len(p.z))
+    fixed = bytes([len(name)]) + name + fields
     if version < SEMANTIC_GEOMETRY_FROM:
         if p.map_grid != SQUARE_MAP_GRID or p.kept is not None:
             raise ValueError(f"format version {version} has only square, unpruned semantic layers")
